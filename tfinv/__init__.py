@@ -1,0 +1,13 @@
+"""tfinv: invertible neural networks as Keras 3 layers that are also TFP bijectors.
+
+Direction convention: ``forward`` maps data ``x`` to latents ``z`` (the network direction);
+``inverse`` maps ``z`` to ``x`` (sampling, for a flow).
+"""
+
+__version__ = "0.1.0"
+
+from tfinv.core import FlowModel, InvertibleLayer  # noqa: E402
+from tfinv import layers, models  # noqa: E402
+from tfinv.io import load_model  # noqa: E402
+
+__all__ = ["FlowModel", "InvertibleLayer", "layers", "load_model", "models", "__version__"]

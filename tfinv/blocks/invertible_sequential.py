@@ -1,0 +1,91 @@
+"""Composition of invertible layers, itself an invertible layer."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from tfinv.core.invertible_layer import InvertibleLayer
+
+
+def _reduce_to_batch(log_det: tf.Tensor) -> tf.Tensor:
+    """Sums a layer's log-det over every axis after the first (the batch axis)."""
+    rank = len(log_det.shape)
+    return log_det if rank <= 1 else tf.reduce_sum(log_det, axis=list(range(1, rank)))
+
+
+@keras.saving.register_keras_serializable(package="tfinv")
+class InvertibleSequential(InvertibleLayer):
+    """``z = f_n(... f_1(x))``.
+
+    Inverse: ``x = f_1^-1(... f_n^-1(z))``. Log-det: the sum of the layers' log-dets, each
+    reduced to the batch axis (so layers with different ``event_ndims`` compose).
+    Shapes: as the layers; the input must have one batch axis.
+
+    Args:
+        layers: the `InvertibleLayer`s, applied in order in the forward direction.
+        event_ndims: rank of one event of the input (3 for images).
+    """
+
+    event_ndims = 3
+
+    def __init__(self, layers: Sequence[InvertibleLayer | dict], event_ndims: int = 3, **kwargs):
+        self.event_ndims = int(event_ndims)  # instance override before the bijector is set up
+        super().__init__(**kwargs)
+        self.steps = [
+            keras.saving.deserialize_keras_object(l) if isinstance(l, dict) else l for l in layers
+        ]
+        for layer in self.steps:
+            if not isinstance(layer, InvertibleLayer):
+                raise TypeError(
+                    f"InvertibleSequential '{self.name}' takes InvertibleLayer instances, "
+                    f"got {type(layer).__name__}"
+                )
+
+    def build(self, input_shape):
+        self._record_event_shape(input_shape)
+        shape = tuple(input_shape)
+        for layer in self.steps:
+            if not layer.built:
+                layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        super().build(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.steps:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    def compute_input_shape(self, output_shape):
+        shape = tuple(output_shape)
+        for layer in reversed(self.steps):
+            shape = tuple(layer.compute_input_shape(shape))
+        return shape
+
+    def _forward_and_log_det(self, x):
+        total = tf.zeros(tf.shape(x)[:1], x.dtype)
+        for layer in self.steps:
+            x, log_det = layer.forward_and_log_det(x)
+            total += _reduce_to_batch(log_det)
+        return x, total
+
+    def _inverse_and_log_det(self, z):
+        total = tf.zeros(tf.shape(z)[:1], z.dtype)
+        for layer in reversed(self.steps):
+            z, log_det = layer.inverse_and_log_det(z)
+            total += _reduce_to_batch(log_det)
+        return z, total
+
+    def _initialize(self, x):
+        for layer in self.steps:
+            x = layer.initialize(x)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "event_ndims": self.event_ndims,
+            "layers": [keras.saving.serialize_keras_object(l) for l in self.steps],
+        }

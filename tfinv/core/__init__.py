@@ -1,0 +1,6 @@
+"""The layer contract (`InvertibleLayer`) and the flow model (`FlowModel`)."""
+
+from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
+from tfinv.core.flow_model import FlowModel
+
+__all__ = ["FlowModel", "InvertibleLayer", "batch_log_det"]

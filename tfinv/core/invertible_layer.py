@@ -1,0 +1,258 @@
+"""`InvertibleLayer`: a Keras 3 layer that is also a TensorFlow Probability bijector.
+
+Direction convention (one, everywhere): ``forward`` is the network direction, data ``x`` to
+latent/features ``z``; ``inverse`` is ``z`` to ``x`` (sampling, for a flow).
+``forward_log_det_jacobian(x)`` is ``log|det dz/dx|`` with the batch shape.
+
+A subclass writes only math and configuration:
+
+* ``event_ndims`` (class attribute): 1 for vectors, 3 for images ``(H, W, C)``;
+* ``build(input_shape)``: weights;
+* ``_forward_and_log_det(x) -> (z, log_det)`` and ``_inverse_and_log_det(z) -> (x, log_det)``,
+  where the inverse log-det is ``log|det dx/dz|`` (so it equals ``-fldj(x)``) and both have the
+  batch shape ``x.shape[:-event_ndims]``;
+* ``get_config``; and, if the event shape changes, ``compute_output_shape`` and
+  ``compute_input_shape``.
+
+The base class does the wiring: input checks, Keras ``call`` (= forward), TFP's ``_forward``,
+``_inverse`` and log-det hooks, event-shape hooks, and the data-dependent ``initialize`` step.
+
+Why the unusual construction (measured, see shared/STACK.md): with ``Bijector`` first in the bases
+and Keras's ``__call__``/variable properties restored explicitly, the object works both in Keras
+(functional and subclassed models, ``fit``, XLA, ``.keras`` files) and in TFP (``Chain``,
+``Invert``, ``TransformedDistribution``). TFP's result cache is disabled: it returns stale
+results after ``variable.assign`` and breaks ``fit`` on auto-built subclassed models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import cache_util
+
+tfb = tfp.bijectors
+
+__all__ = ["InvertibleLayer", "batch_log_det"]
+
+
+class _RecomputingCache(cache_util.BijectorCache):
+    """A `BijectorCache` that never remembers: every lookup recomputes."""
+
+    def _lookup(self, input, forward_name, inverse_name, **kwargs):  # noqa: A002
+        return self._invoke(input, forward_name, kwargs, {})
+
+    def _attributes(self, input, fn_name, **kwargs):  # noqa: A002
+        return {}
+
+
+def batch_log_det(value: tf.Tensor | float, x: tf.Tensor, event_ndims: int) -> tf.Tensor:
+    """Broadcasts a log-det (scalar or per-example) to the batch shape ``x.shape[:-event_ndims]``."""
+    batch_shape = tf.shape(x)[: tf.rank(x) - event_ndims]
+    return tf.broadcast_to(tf.cast(value, x.dtype), batch_shape)
+
+
+class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
+    """Base class of every tfinv layer: a Keras layer (``call`` = forward) and a TFP bijector.
+
+    Args:
+        validate_args: if True, every call also asserts that its input is finite (NaN/Inf raise
+            ``tf.errors.InvalidArgumentError`` naming the layer). Off by default: it costs a
+            reduction per call.
+        name: layer name (Keras and TFP share it).
+        **kwargs: other Keras ``Layer`` arguments (``dtype``, ``trainable``).
+    """
+
+    #: Number of trailing axes that form one event (1 vectors, 3 images). Declared once per class.
+    event_ndims: int = 1
+
+    _cache = _RecomputingCache()
+
+    # Keras must own calling and variable tracking (TFP's versions come first in the MRO).
+    __call__ = keras.layers.Layer.__call__
+    variables = keras.layers.Layer.variables
+    trainable_variables = keras.layers.Layer.trainable_variables
+    non_trainable_variables = keras.layers.Layer.non_trainable_variables
+
+    def __init__(self, validate_args: bool = False, name: str | None = None, **kwargs: Any):
+        keras.layers.Layer.__init__(self, name=name, **kwargs)
+        tfb.Bijector.__init__(
+            self,
+            forward_min_event_ndims=self.event_ndims,
+            validate_args=validate_args,
+            name=self.name,
+        )
+        self._input_event_shape: tuple[int, ...] | None = None
+
+    # ``name`` is set by both parents' constructors; one attribute serves both.
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    # Layers are compared and hashed by identity (TFP would compare constructor parameters).
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r} event_ndims={self.event_ndims}>"
+
+    # ------------------------------------------------------------------ shapes
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Records the event shape; subclasses create weights and then call ``super().build``."""
+        self._record_event_shape(input_shape)
+        super().build(input_shape)
+
+    def _record_event_shape(self, input_shape: Sequence[int | None]) -> None:
+        shape = tuple(tf.TensorShape(input_shape).as_list())
+        if len(shape) < self.event_ndims + 1:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' expects inputs of rank >= "
+                f"{self.event_ndims + 1} (batch + event of rank {self.event_ndims}), "
+                f"got shape {shape}"
+            )
+        self._input_event_shape = shape[len(shape) - self.event_ndims :]
+
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple:
+        """Shape of ``forward(x)`` for an ``x`` of ``input_shape`` (identity unless overridden)."""
+        return tuple(input_shape)
+
+    def compute_input_shape(self, output_shape: Sequence[int | None]) -> tuple:
+        """Shape of ``inverse(z)`` for a ``z`` of ``output_shape`` (identity unless overridden)."""
+        return tuple(output_shape)
+
+    @property
+    def input_event_shape(self) -> tuple[int, ...] | None:
+        """Event shape seen at build time (``None`` before ``build``)."""
+        return self._input_event_shape
+
+    @property
+    def output_event_shape(self) -> tuple[int, ...] | None:
+        if self._input_event_shape is None:
+            return None
+        return tuple(self.compute_output_shape((1,) + self._input_event_shape)[1:])
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, x: Any, expected_event_shape: tuple | None, direction: str) -> tf.Tensor:
+        """Converts and validates an input; builds the layer eagerly on first use."""
+        if not tf.is_tensor(x) and not isinstance(x, keras.KerasTensor):
+            x = tf.convert_to_tensor(x, dtype=self.compute_dtype)
+        dtype = tf.as_dtype(x.dtype)
+        if not dtype.is_floating:
+            raise TypeError(
+                f"{type(self).__name__} '{self.name}' ({direction}) expects a floating-point "
+                f"tensor, got dtype {dtype.name}"
+            )
+        shape = tuple(x.shape)
+        if len(shape) < self.event_ndims + 1:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' ({direction}) expects inputs of rank >= "
+                f"{self.event_ndims + 1} (batch + event of rank {self.event_ndims}), got shape "
+                f"{shape}"
+            )
+        if not self.built:
+            if direction != "forward":
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' is not built: call it forward once "
+                    f"(or build(input_shape)) before using the inverse"
+                )
+            self.build(shape)
+            expected_event_shape = self._input_event_shape
+        event = shape[len(shape) - self.event_ndims :]
+        if expected_event_shape is not None and any(
+            e is not None and g is not None and e != g for e, g in zip(expected_event_shape, event)
+        ):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' ({direction}) expects event shape "
+                f"{tuple(expected_event_shape)}, got {tuple(event)} (input shape {shape})"
+            )
+        if self.validate_args:
+            x = tf.debugging.assert_all_finite(
+                x, f"{type(self).__name__} '{self.name}' ({direction}) got NaN or Inf input"
+            )
+        return x
+
+    # ------------------------------------------------------------------ public fused API
+    def forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape."""
+        x = self._check(x, self._input_event_shape, "forward")
+        return self._forward_and_log_det(x)
+
+    def inverse_and_log_det(self, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape."""
+        z = self._check(z, self.output_event_shape, "inverse")
+        return self._inverse_and_log_det(z)
+
+    def initialize(self, x: tf.Tensor) -> tf.Tensor:
+        """Data-dependent initialisation step; returns ``forward(x)`` so models can chain it.
+
+        The default does no initialisation; layers such as ``ActNorm`` override
+        ``_initialize``. Call it explicitly (``FlowModel.initialize(batch)``) before training.
+        """
+        x = self._check(x, self._input_event_shape, "forward")
+        self._initialize(x)
+        return self._forward_and_log_det(x)[0]
+
+    def _initialize(self, x: tf.Tensor) -> None:
+        del x
+
+    # ------------------------------------------------------------------ math hooks
+    def _forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _forward_and_log_det")
+
+    def _inverse_and_log_det(self, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _inverse_and_log_det")
+
+    # ------------------------------------------------------------------ Keras
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.forward_and_log_det(x)[0]
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["validate_args"] = self.validate_args
+        return config
+
+    # ------------------------------------------------------------------ TFP wiring
+    def _forward(self, x):
+        return self.forward_and_log_det(x)[0]
+
+    def _inverse(self, y):
+        return self.inverse_and_log_det(y)[0]
+
+    def _forward_log_det_jacobian(self, x):
+        return self.forward_and_log_det(x)[1]
+
+    def _inverse_log_det_jacobian(self, y):
+        return self.inverse_and_log_det(y)[1]
+
+    def _event_shape_map(self, shape, fn) -> tf.TensorShape:
+        shape = tf.TensorShape(shape)
+        if shape.rank is None:
+            return shape
+        return tf.TensorShape(fn((1,) + tuple(shape.as_list()))[1:])
+
+    def _forward_event_shape(self, input_shape):
+        return self._event_shape_map(input_shape, self.compute_output_shape)
+
+    def _inverse_event_shape(self, output_shape):
+        return self._event_shape_map(output_shape, self.compute_input_shape)
+
+    def _static_event_shape_tensor(self, shape_tensor, fn):
+        static = tf.get_static_value(shape_tensor)
+        if static is None:
+            raise ValueError(f"{type(self).__name__} '{self.name}' needs a static event shape")
+        return tf.constant(np.asarray(fn((1,) + tuple(int(s) for s in static))[1:], np.int32))
+
+    def _forward_event_shape_tensor(self, input_shape):
+        return self._static_event_shape_tensor(input_shape, self.compute_output_shape)
+
+    def _inverse_event_shape_tensor(self, output_shape):
+        return self._static_event_shape_tensor(output_shape, self.compute_input_shape)

@@ -1,0 +1,5 @@
+"""Assembled models."""
+
+from tfinv.models.glow import Glow
+
+__all__ = ["Glow"]

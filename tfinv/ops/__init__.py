@@ -1,0 +1,1 @@
+"""Pure, stateless TensorFlow math shared by the layers (no weights, no Keras)."""
