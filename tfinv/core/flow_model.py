@@ -163,6 +163,10 @@ class FlowModel(keras.Model):
         """Data -> latent: ``(z, log|det dz/dx|)``, the log-det of shape ``(batch,)``."""
         return self._forward_and_log_det(self._check(x, self.data_shape, "x"))
 
+    def forward_and_log_det(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+        """Same as `forward` (the name shared with `InvertibleLayer`)."""
+        return self.forward(x)
+
     def inverse_and_log_det(self, z) -> tuple[tf.Tensor, tf.Tensor]:
         """Latent -> data: ``(x, log|det dx/dz|)``."""
         return self._inverse_and_log_det(self._check(z, self.latent_shape, "z"))

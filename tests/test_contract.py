@@ -1,0 +1,93 @@
+"""Runs the contract harness over every registered layer case and the assembled models.
+
+Tolerances (float32): round trip <= 1e-5 relative, log-det <= 1e-4 relative, jit/serialisation
+<= 1e-5 / 1e-6; "relative" is max|a - b| / max(max|b|, 1) (see tfinv.testing.contract).
+"""
+
+import pytest
+
+import tfinv
+from tfinv.testing import cases, contract, model_cases
+
+CASES = list(cases())
+MODEL_CASES = list(model_cases())
+
+
+def _ids(items):
+    return [c.name for c in items]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=_ids(CASES))
+def built(request):
+    case = request.param
+    layer, x = case.build()
+    return case, layer, x
+
+
+def test_every_public_layer_has_a_case():
+    covered = {type(c.make()).__name__ for c in CASES}
+    missing = set(tfinv.layers.__all__) - covered
+    assert not missing, f"layers without a contract case: {sorted(missing)}"
+
+
+def test_not_identity(built):
+    case, layer, x = built
+    contract.check_not_identity(layer, x)
+
+
+def test_round_trip(built):
+    case, layer, x = built
+    contract.check_round_trip(layer, x, case.round_trip_tol)
+
+
+def test_log_det(built):
+    case, layer, x = built
+    contract.check_log_det(layer, x, case.log_det_tol)
+
+
+def test_tfp_api(built):
+    case, layer, x = built
+    contract.check_tfp_api(layer, x)
+
+
+def test_serialization(built):
+    case, layer, x = built
+    contract.check_serialization(layer, x)
+
+
+def test_jit(built):
+    case, layer, x = built
+    contract.check_jit(layer, x)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_fit_step(case):
+    layer, x = case.build()
+    contract.check_fit_step(layer, x)
+
+
+@pytest.fixture(scope="module", params=MODEL_CASES, ids=_ids(MODEL_CASES))
+def model(request):
+    case = request.param
+    flow, x = case.build()
+    return case, flow, x
+
+
+def test_model_not_identity(model):
+    case, flow, x = model
+    contract.check_not_identity(flow, x)
+
+
+def test_model_round_trip(model):
+    case, flow, x = model
+    contract.check_round_trip(flow, x, case.round_trip_tol)
+
+
+def test_model_log_det(model):
+    case, flow, x = model
+    contract.check_log_det(flow, x, case.log_det_tol)
+
+
+def test_model_jit(model):
+    case, flow, x = model
+    contract.check_jit(flow, x)

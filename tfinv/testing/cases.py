@@ -1,0 +1,123 @@
+"""Small, non-identity instances of every registered layer, with example inputs and tolerances.
+
+Adding a layer to tfinv means adding one file and one `Case` here; the contract harness
+(`tfinv.testing.contract`, run by ``tests/test_contract.py``) does the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from tfinv.testing.contract import perturb_weights
+
+
+def _normal(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _counts(num_levels):
+    """Dequantised pixel counts in ``[0, num_levels]``, away from the edges."""
+
+    def draw(shape, seed):
+        rng = np.random.default_rng(seed)
+        return rng.uniform(0.05 * num_levels, 0.95 * num_levels, shape).astype(np.float32)
+
+    return draw
+
+
+@dataclass
+class Case:
+    """One contract case.
+
+    Attributes:
+        name: test id.
+        make: builds a fresh, unbuilt layer.
+        input_shape: example input shape, batch first.
+        draw: ``draw(shape, seed) -> np.ndarray`` example inputs (default standard normal).
+        perturb: scale of the Gaussian noise added to every trainable weight after build.
+        round_trip_tol: relative tolerance of both round trips (float32).
+        log_det_tol: relative tolerance of the log-det checks.
+        initialize: run the layer's data-dependent initialisation before perturbing.
+    """
+
+    name: str
+    make: Callable[[], object]
+    input_shape: tuple[int, ...]
+    draw: Callable[[tuple[int, ...], int], np.ndarray] = _normal
+    perturb: float = 0.1
+    round_trip_tol: float = 1e-5
+    log_det_tol: float = 1e-4
+    initialize: bool = True
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def example(self, seed: int = 0) -> tf.Tensor:
+        return tf.constant(self.draw(self.input_shape, seed))
+
+    def build(self, seed: int = 0):
+        """Returns ``(layer, x)``: the layer built on ``x``, initialised, with perturbed weights."""
+        layer = self.make()
+        x = self.example(seed)
+        layer.build(tuple(x.shape))
+        if self.initialize:
+            layer.initialize(x)
+        perturb_weights(layer, self.perturb, seed)
+        return layer, x
+
+
+def cases() -> Iterator[Case]:
+    """Yields a `Case` for every public layer class (``tfinv.layers.__all__``) and block."""
+    from tfinv import blocks, layers
+
+    small = 8  # conditioner width: keeps Jacobians and fits cheap
+    yield Case("ActNorm", lambda: layers.ActNorm(), (2, 4, 4, 3))
+    yield Case("InvConv1x1", lambda: layers.InvConv1x1(seed=3), (2, 4, 4, 4))
+    yield Case("AffineCoupling-channel",
+               lambda: layers.AffineCoupling(mask="channel", hidden_channels=small), (2, 4, 4, 4))
+    yield Case("AffineCoupling-channel-odd-parity1",
+               lambda: layers.AffineCoupling(mask="channel", parity=1, hidden_channels=small),
+               (2, 3, 3, 5))
+    yield Case("AffineCoupling-checkerboard",
+               lambda: layers.AffineCoupling(mask="checkerboard", parity=1, hidden_channels=small),
+               (2, 4, 4, 2))
+    yield Case("AdditiveCoupling-channel",
+               lambda: layers.AdditiveCoupling(mask="channel", hidden_channels=small), (2, 4, 4, 4))
+    yield Case("AdditiveCoupling-checkerboard",
+               lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small),
+               (2, 4, 4, 1))
+    yield Case("Squeeze", lambda: layers.Squeeze(), (2, 4, 4, 2))
+    yield Case("Permute", lambda: layers.Permute(seed=5), (2, 3, 3, 5))
+    yield Case("Reverse", lambda: layers.Reverse(), (2, 3, 3, 4))
+    yield Case("LogitPreprocess", lambda: layers.LogitPreprocess(num_levels=17), (2, 4, 4, 1),
+               draw=_counts(17))
+    yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
+    yield Case(
+        "InvertibleSequential",
+        lambda: blocks.InvertibleSequential(
+            [layers.ActNorm(), layers.Squeeze(), layers.InvConv1x1(seed=1), layers.Reverse()]
+        ),
+        (2, 4, 4, 2),
+    )
+
+
+def model_cases() -> Iterator[Case]:
+    """Small assembled models checked by the same harness."""
+    from tfinv.models import Glow
+
+    yield Case(
+        "Glow-affine",
+        lambda: Glow((8, 8, 1), levels=2, steps_per_level=2, hidden_channels=8, num_levels=17),
+        (2, 8, 8, 1),
+        draw=_counts(17),
+        perturb=0.05,
+    )
+    yield Case(
+        "Glow-additive-3levels",
+        lambda: Glow((8, 8, 2), levels=3, steps_per_level=1, hidden_channels=8, coupling="additive",
+                     num_levels=None),
+        (2, 8, 8, 2),
+        perturb=0.05,
+    )

@@ -1,0 +1,232 @@
+"""The contract every invertible layer (and flow model) must pass.
+
+Each ``check_*`` function takes a built, non-identity subject and an example input and raises
+``AssertionError`` with the measured error if the subject breaks the contract. Errors are
+measured *relative*: ``max|actual - expected| / max(max|expected|, 1)`` (the floor of 1 keeps
+volume-preserving log-dets, which are exactly 0, from dividing by zero). The functions return
+the measured error so callers can report it.
+
+A subject is an `InvertibleLayer` or a `FlowModel`: anything with ``forward_and_log_det(x)``
+and ``inverse_and_log_det(z)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "relative_error",
+    "check_not_identity",
+    "check_round_trip",
+    "check_log_det",
+    "check_tfp_api",
+    "check_serialization",
+    "check_fit_step",
+    "check_jit",
+]
+
+
+def relative_error(actual, expected) -> float:
+    """``max|actual - expected| / max(max|expected|, 1)`` in float64."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape mismatch: {actual.shape} vs {expected.shape}")
+    if not (np.all(np.isfinite(actual)) and np.all(np.isfinite(expected))):
+        raise AssertionError("non-finite values")
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1.0)
+    return float(np.max(np.abs(actual - expected), initial=0.0)) / scale
+
+
+def _assert_close(actual, expected, tol: float, what: str) -> float:
+    err = relative_error(actual, expected)
+    if not err <= tol:
+        raise AssertionError(f"{what}: relative error {err:.3e} exceeds {tol:.1e}")
+    return err
+
+
+def _batch_sum(log_det) -> np.ndarray:
+    """A log-det reduced to the leading (batch) axis."""
+    ld = np.asarray(log_det, np.float64)
+    return ld.reshape(ld.shape[0], -1).sum(axis=1) if ld.ndim > 1 else ld
+
+
+def _inverse_input(subject, x, seed: int = 1):
+    """A point of the codomain away from ``f(x)``: ``f(x)`` plus 0.1-scaled Gaussian noise."""
+    z, _ = subject.forward_and_log_det(x)
+    noise = tf.random.stateless_normal(tf.shape(z), seed=[seed, 0], dtype=z.dtype)
+    return z + 0.1 * noise
+
+
+def check_not_identity(subject, x, min_change: float = 1e-3) -> float:
+    """The forward map changes the input (its shape, or its values by more than ``min_change``)."""
+    z, _ = subject.forward_and_log_det(x)
+    if tuple(z.shape) != tuple(x.shape):
+        return float("inf")
+    change = relative_error(z, x)
+    if not change > min_change:
+        raise AssertionError(f"forward is (nearly) the identity: relative change {change:.3e}")
+    return change
+
+
+def check_round_trip(subject, x, tol: float = 1e-5) -> dict[str, float]:
+    """``inverse(forward(x)) == x`` and ``forward(inverse(z)) == z`` within ``tol``."""
+    z, _ = subject.forward_and_log_det(x)
+    x_back, _ = subject.inverse_and_log_det(z)
+    errors = {"x->z->x": _assert_close(x_back, x, tol, "inverse(forward(x))")}
+    z2 = _inverse_input(subject, x)
+    x2, _ = subject.inverse_and_log_det(z2)
+    z_back, _ = subject.forward_and_log_det(x2)
+    errors["z->x->z"] = _assert_close(z_back, z2, tol, "forward(inverse(z))")
+    return errors
+
+
+def _autodiff_log_det(fn, x) -> np.ndarray:
+    """``log|det J|`` per example from the autodiff Jacobian of ``fn`` (float64 slogdet)."""
+    x = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+        y_flat = tf.reshape(y, [tf.shape(y)[0], -1])
+    jac = tape.batch_jacobian(y_flat, x)
+    jac = np.asarray(jac, np.float64).reshape(jac.shape[0], y_flat.shape[1], -1)
+    if jac.shape[1] != jac.shape[2]:
+        raise AssertionError(f"Jacobian is not square: {jac.shape[1:]}")
+    sign, logabs = np.linalg.slogdet(jac)
+    if np.any(sign == 0):
+        raise AssertionError("the autodiff Jacobian is singular")
+    return logabs
+
+
+def check_log_det(subject, x, tol: float = 1e-4) -> dict[str, float]:
+    """Log-dets match ``slogdet`` of the autodiff Jacobian both ways, and ``fldj(x) = -ildj(f(x))``."""
+    z, fldj = subject.forward_and_log_det(x)
+    errors = {
+        "forward": _assert_close(
+            _batch_sum(fldj),
+            _autodiff_log_det(lambda t: subject.forward_and_log_det(t)[0], x),
+            tol,
+            "forward log-det vs slogdet(autodiff Jacobian)",
+        )
+    }
+    z2 = _inverse_input(subject, x)
+    _, ildj = subject.inverse_and_log_det(z2)
+    errors["inverse"] = _assert_close(
+        _batch_sum(ildj),
+        _autodiff_log_det(lambda t: subject.inverse_and_log_det(t)[0], z2),
+        tol,
+        "inverse log-det vs slogdet(autodiff Jacobian)",
+    )
+    _, ildj_at_z = subject.inverse_and_log_det(z)
+    errors["fldj=-ildj"] = _assert_close(
+        -_batch_sum(ildj_at_z), _batch_sum(fldj), tol, "fldj(x) vs -ildj(f(x))"
+    )
+    expected_shape = tuple(x.shape[: len(x.shape) - getattr(subject, "event_ndims", len(x.shape) - 1)])
+    if tuple(fldj.shape) != expected_shape:
+        raise AssertionError(f"log-det shape {tuple(fldj.shape)} is not the batch shape {expected_shape}")
+    return errors
+
+
+def check_tfp_api(layer, x, tol: float = 1e-5) -> float:
+    """The public TFP API agrees with the fused hooks (and the TFP cache never goes stale)."""
+    import tensorflow_probability as tfp
+
+    z, fldj = layer.forward_and_log_det(x)
+    _assert_close(layer.forward(x), z, tol, "Bijector.forward")
+    _assert_close(layer.inverse(z), layer.inverse_and_log_det(z)[0], tol, "Bijector.inverse")
+    n = layer.event_ndims
+    _assert_close(layer.forward_log_det_jacobian(x, event_ndims=n), fldj, tol, "forward_log_det_jacobian")
+    _assert_close(
+        layer.inverse_log_det_jacobian(z, event_ndims=n), layer.inverse_and_log_det(z)[1], tol,
+        "inverse_log_det_jacobian",
+    )
+    # One more event axis: TFP sums the extra axis itself.
+    if len(x.shape) > n + 1:
+        _assert_close(
+            layer.forward_log_det_jacobian(x, event_ndims=n + 1),
+            tf.reduce_sum(fldj, axis=-1), tol, "forward_log_det_jacobian(event_ndims + 1)",
+        )
+    chain = tfp.bijectors.Chain([tfp.bijectors.Invert(layer), layer])
+    return _assert_close(chain.forward(x), x, tol, "Chain([Invert(layer), layer]).forward")
+
+
+def _outputs(subject, x):
+    z, fldj = subject.forward_and_log_det(x)
+    x_back, ildj = subject.inverse_and_log_det(z)
+    return [np.asarray(t) for t in (z, fldj, x_back, ildj)]
+
+
+def check_serialization(layer, x, tol: float = 1e-6) -> float:
+    """``get_config``/``from_config`` + weights, and a ``.keras`` file (``safe_mode=True``),
+    reproduce the layer's forward and inverse outputs."""
+    expected = _outputs(layer, x)
+    clone = type(layer).from_config(layer.get_config())
+    clone.build(tuple(x.shape))
+    clone.set_weights(layer.get_weights())
+    err = max(_assert_close(a, e, tol, "from_config clone") for a, e in zip(_outputs(clone, x), expected))
+
+    inputs = keras.Input(shape=tuple(x.shape[1:]), batch_size=None)
+    model = keras.Model(inputs, layer(inputs))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "layer.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path, safe_mode=True)
+    loaded_layer = loaded.layers[-1]
+    if type(loaded_layer) is not type(layer):
+        raise AssertionError(f".keras round trip gave {type(loaded_layer).__name__}")
+    err = max(err, _assert_close(loaded(x), expected[0], tol, ".keras model call"))
+    for a, e in zip(_outputs(loaded_layer, x), expected):
+        err = max(err, _assert_close(a, e, tol, ".keras loaded layer"))
+    return err
+
+
+def check_fit_step(layer, x, learning_rate: float = 1e-2) -> float:
+    """One ``model.fit`` step of a one-layer flow: finite loss, and trainable weights move."""
+    from tfinv.core.flow_model import FlowModel
+
+    model = FlowModel([layer], input_shape=tuple(x.shape[1:]))
+    before = [v.numpy() for v in layer.trainable_variables]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    history = model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0)
+    loss = history.history["loss"][0]
+    if not np.isfinite(loss):
+        raise AssertionError(f"fit step loss is not finite: {loss}")
+    if before:
+        moved = max(float(np.max(np.abs(v.numpy() - b))) for v, b in zip(layer.trainable_variables, before))
+        if not moved > 0:
+            raise AssertionError("fit step did not change any trainable weight")
+    return float(loss)
+
+
+def check_jit(subject, x, tol: float = 1e-5) -> float:
+    """``jit_compile=True`` forward and inverse agree with eager execution."""
+    z, fldj = subject.forward_and_log_det(x)
+    x_back, ildj = subject.inverse_and_log_det(z)
+    jit_forward = tf.function(subject.forward_and_log_det, jit_compile=True)
+    jit_inverse = tf.function(subject.inverse_and_log_det, jit_compile=True)
+    zj, fldj_j = jit_forward(x)
+    xj, ildj_j = jit_inverse(z)
+    return max(
+        _assert_close(zj, z, tol, "jit forward"),
+        _assert_close(fldj_j, fldj, tol, "jit forward log-det"),
+        _assert_close(xj, x_back, tol, "jit inverse"),
+        _assert_close(ildj_j, ildj, tol, "jit inverse log-det"),
+    )
+
+
+def perturb_weights(layer, scale: float = 0.1, seed: int = 0) -> None:
+    """Adds ``scale * N(0, 1)`` noise to every trainable weight (so no case sits at identity)."""
+    rng = np.random.default_rng(seed)
+    for variable in layer.trainable_variables:
+        value = variable.numpy()
+        variable.assign(value + scale * rng.standard_normal(value.shape).astype(value.dtype))
+
+
+def describe(subject: Any) -> str:
+    return f"{type(subject).__name__}({getattr(subject, 'name', '')})"
