@@ -69,11 +69,16 @@ class InvConv1x1(InvertibleLayer):
         pixels = tf.cast(tf.reduce_prod(tf.shape(x)[-3:-1]), x.dtype)
         return batch_log_det(pixels * tf.reduce_sum(self.log_scale), x, self.event_ndims)
 
+    @staticmethod
+    def _conv(x, matrix):
+        kernel = tf.reshape(tf.transpose(matrix), [1, 1, matrix.shape[1], matrix.shape[0]])
+        return tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
+
     def _forward_and_log_det(self, x):
-        return tf.einsum("...c,dc->...d", x, self.weight()), self._log_det(x)
+        return self._conv(x, self.weight()), self._log_det(x)
 
     def _inverse_and_log_det(self, z):
-        return tf.einsum("...c,dc->...d", z, self.inverse_weight()), -self._log_det(z)
+        return self._conv(z, self.inverse_weight()), -self._log_det(z)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

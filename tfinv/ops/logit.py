@@ -15,8 +15,10 @@ def logit_forward(x, num_levels: float, alpha: float):
     """Returns ``(logit(p), element-wise log|dy/dx|)``."""
     scale = (1.0 - 2.0 * alpha) / num_levels
     p = alpha + scale * x
-    y = tf.math.log(p) - tf.math.log1p(-p)
-    log_det = math.log(scale) - tf.math.log(p) - tf.math.log1p(-p)
+    # p stays in [alpha, 1 - alpha], so log(1 - p) needs no log1p (which ONNX lacks).
+    log_p, log_1mp = tf.math.log(p), tf.math.log(1.0 - p)
+    y = log_p - log_1mp
+    log_det = math.log(scale) - log_p - log_1mp
     return y, log_det
 
 

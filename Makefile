@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh clone (Python 3.11 with venv, GNU make):
+#   make demo   # venv + install, train a small Glow on the embedded digits, samples + metrics
+#   make test   # venv + install with extras, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tfinv-installed
+OUT ?= runs/digits-glow
+EPOCHS ?= 30
+
+.PHONY: install demo test bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade "pip>=24" "setuptools>=69" wheel
+	$(BIN)/python -m pip install -e ".[export,serving,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tfinv train --model glow --dataset digits --epochs $(EPOCHS) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_digits.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
