@@ -1,1 +1,9 @@
-"""tfinv.export: the export stage (ONNX and TF Serving SavedModel); depends on tfinv, never the reverse."""
+"""tfinv.export: the export stage (standard ONNX graphs, TF Serving SavedModel).
+
+Depends on tfinv; tfinv never imports it.
+"""
+
+from tfinv.export.errors import ExportError
+from tfinv.export.onnx import OnnxExport, export_flow, inference_session, to_onnx
+
+__all__ = ["ExportError", "OnnxExport", "export_flow", "inference_session", "to_onnx"]

@@ -1,12 +1,13 @@
 """Runs the contract harness over every registered layer case and the assembled models.
 
 Tolerances (float32): round trip <= 1e-5 relative, log-det <= 1e-4 relative, jit/serialisation
-<= 1e-5 / 1e-6; "relative" is max|a - b| / max(max|b|, 1) (see tfinv.testing.contract).
+<= 1e-5 / 1e-6, ONNX Runtime vs TF <= 1e-4; "relative" is max|a - b| / max(max|b|, 1) (see tfinv.testing.contract).
 """
 
 import pytest
 
 import tfinv
+from tfinv.export.testing import check_onnx
 from tfinv.testing import cases, contract, model_cases
 
 CASES = list(cases())
@@ -60,6 +61,11 @@ def test_jit(built):
     contract.check_jit(layer, x)
 
 
+def test_onnx_forward_and_inverse(built):
+    case, layer, x = built
+    check_onnx(layer, x)
+
+
 @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
 def test_fit_step(case):
     layer, x = case.build()
@@ -91,3 +97,8 @@ def test_model_log_det(model):
 def test_model_jit(model):
     case, flow, x = model
     contract.check_jit(flow, x)
+
+
+def test_model_onnx_forward_and_inverse(model):
+    case, flow, x = model
+    check_onnx(flow, x)

@@ -86,6 +86,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
             name=self.name,
         )
         self._input_event_shape: tuple[int, ...] | None = None
+        self._built_input_shape: tuple[int | None, ...] | None = None
 
     # ``name`` is set by both parents' constructors; one attribute serves both.
     @property
@@ -120,6 +121,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
                 f"got shape {shape}"
             )
         self._input_event_shape = shape[len(shape) - self.event_ndims :]
+        self._built_input_shape = shape
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple:
         """Shape of ``forward(x)`` for an ``x`` of ``input_shape`` (identity unless overridden)."""
@@ -133,6 +135,11 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     def input_event_shape(self) -> tuple[int, ...] | None:
         """Event shape seen at build time (``None`` before ``build``)."""
         return self._input_event_shape
+
+    @property
+    def built_input_shape(self) -> tuple[int | None, ...] | None:
+        """Full input shape (batch first) seen at build time (``None`` before ``build``)."""
+        return self._built_input_shape
 
     @property
     def output_event_shape(self) -> tuple[int, ...] | None:
@@ -184,12 +191,14 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     def forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape."""
         x = self._check(x, self._input_event_shape, "forward")
-        return self._forward_and_log_det(x)
+        with tf.name_scope(self.name):  # exported nodes then name their layer
+            return self._forward_and_log_det(x)
 
     def inverse_and_log_det(self, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape."""
         z = self._check(z, self.output_event_shape, "inverse")
-        return self._inverse_and_log_det(z)
+        with tf.name_scope(self.name):
+            return self._inverse_and_log_det(z)
 
     def initialize(self, x: tf.Tensor) -> tf.Tensor:
         """Data-dependent initialisation step; returns ``forward(x)`` so models can chain it.
