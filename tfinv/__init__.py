@@ -7,7 +7,7 @@ Direction convention: ``forward`` maps data ``x`` to latents ``z`` (the network 
 __version__ = "0.1.0"
 
 from tfinv.core import FlowModel, InvertibleLayer  # noqa: E402
-from tfinv import layers, models  # noqa: E402
+from tfinv import data, layers, models  # noqa: E402
 from tfinv.io import load_model  # noqa: E402
 
-__all__ = ["FlowModel", "InvertibleLayer", "layers", "load_model", "models", "__version__"]
+__all__ = ["FlowModel", "InvertibleLayer", "data", "layers", "load_model", "models", "__version__"]
