@@ -1,4 +1,5 @@
-"""The ``tfinv`` command line: ``tfinv train`` and ``tfinv sample``.
+"""The ``tfinv`` command line: ``tfinv train`` and ``tfinv sample`` (plus ``tfinv export`` and
+``tfinv serve``, which the export and serving stages register through entry points).
 
 Examples::
 
@@ -285,7 +286,33 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--scale", type=_positive_int, default=4, help="pixel upscaling of the PNG")
     sample.add_argument("--out", default="samples.png", help="PNG file to write")
     sample.set_defaults(func=_sample)
+    _add_plugin_commands(commands)
     return parser
+
+
+#: Entry-point group through which later stages add subcommands (``tfinv export``, ``tfinv
+#: serve``): the library never imports those stages, they register themselves (setup.cfg).
+PLUGIN_GROUP = "tfinv.commands"
+
+
+def _add_plugin_commands(commands) -> None:
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            register = entry.load()
+        except ImportError as err:  # the stage's optional dependencies are not installed
+            stub = commands.add_parser(entry.name, help=f"(unavailable: {err})")
+            stub.set_defaults(func=_unavailable(entry.name, err))
+            continue
+        register(commands)
+
+
+def _unavailable(name: str, err: Exception):
+    def run(args: argparse.Namespace) -> int:
+        raise UsageError(f"'tfinv {name}' needs extra dependencies: {err} (pip install 'tfinv[export,serving]')")
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
