@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh clone (Python 3.11 with venv, GNU make):
-#   make demo   # venv + install, train a small Glow on the embedded digits, samples + metrics
+#   make demo   # venv + install, train a Glow on the embedded digits, export it, serve a sample
 #   make test   # venv + install with extras, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,6 +20,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tfinv train --model glow --dataset digits --epochs $(EPOCHS) --out $(OUT)
+	$(BIN)/tfinv export --model $(OUT)/model.keras --out $(OUT)/export --name digits --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
