@@ -21,6 +21,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tfinv train --model glow --dataset digits --epochs $(EPOCHS) --out $(OUT)
 	$(BIN)/tfinv export --model $(OUT)/model.keras --out $(OUT)/export --name digits --overwrite
+	$(BIN)/python -m tfinv.serving.demo --export-dir $(OUT)/export --out $(OUT)/served_samples.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider
