@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import keras
 
 from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
@@ -12,10 +15,23 @@ from tfinv.layers.inv_conv1x1 import InvConv1x1
 
 COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
 
+#: name -> ``factory(seed, name) -> InvertibleLayer``: the channel-mixing layer of a step.
+#: tfinv layers are listed here; add your own with `register_linear` (then ``Glow(..., linear=name)``).
+LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
+    "inv_conv1x1": lambda seed, name: InvConv1x1(seed=seed, name=name),
+}
+
+
+def register_linear(name: str, factory: Callable[..., InvertibleLayer]) -> None:
+    """Makes ``factory(seed=..., name=...)`` available as ``GlowStep(linear=name)``."""
+    if name in LINEAR_LAYERS:
+        raise ValueError(f"a linear layer named {name!r} is already registered")
+    LINEAR_LAYERS[name] = factory
+
 
 @keras.saving.register_keras_serializable(package="tfinv")
 class GlowStep(InvertibleSequential):
-    """``z = coupling(InvConv1x1(ActNorm(x)))``.
+    """``z = coupling(linear(ActNorm(x)))``; ``linear`` is `InvConv1x1` by default.
 
     Inverse: the three inverses in reverse order. Log-det: the sum of the three.
     Shapes: ``(B, H, W, C) -> (B, H, W, C)`` with ``C >= 2``; log-det ``(B,)``.
@@ -23,29 +39,34 @@ class GlowStep(InvertibleSequential):
     Args:
         hidden_channels: width of the coupling's conditioner.
         coupling: ``"affine"`` or ``"additive"``.
-        seed: seed of the 1x1 convolution's initial rotation.
+        seed: seed of the linear layer's initialisation.
+        linear: name of the channel-mixing layer in `LINEAR_LAYERS` (default ``"inv_conv1x1"``).
 
     References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3 and Fig. 2a.
     """
 
-    def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0, **kwargs):
+    def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0,
+                 linear: str = "inv_conv1x1", **kwargs):
         if coupling not in COUPLINGS:
             raise ValueError(f"GlowStep coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
+        if linear not in LINEAR_LAYERS:
+            raise ValueError(f"GlowStep linear must be one of {sorted(LINEAR_LAYERS)}, got {linear!r}")
         kwargs.pop("layers", None)
         kwargs.pop("event_ndims", None)
         steps = [
             ActNorm(name="act_norm"),
-            InvConv1x1(seed=seed, name="inv_conv1x1"),
+            LINEAR_LAYERS[linear](seed=seed, name="linear"),
             COUPLINGS[coupling](hidden_channels=hidden_channels, name="coupling"),
         ]
         super().__init__(steps, event_ndims=3, **kwargs)
         self.hidden_channels = int(hidden_channels)
         self.coupling = coupling
         self.seed = int(seed)
+        self.linear = linear
 
     def get_config(self):
         config = super().get_config()
         config.pop("layers")
         config.pop("event_ndims")
         return {**config, "hidden_channels": self.hidden_channels, "coupling": self.coupling,
-                "seed": self.seed}
+                "seed": self.seed, "linear": self.linear}

@@ -34,7 +34,9 @@ class Glow(FlowModel):
         coupling: ``"affine"`` or ``"additive"``.
         num_levels: pixel levels of the data for the `LogitPreprocess` front layer (17 for digits,
             256 for 8-bit images); ``None`` models the data as given, with no preprocessing.
-        seed: seed of the 1x1 convolutions' initial rotations.
+        seed: seed of the linear layers' initialisation.
+        linear: the channel-mixing layer of every step, a name registered in
+            `tfinv.blocks.glow_step.LINEAR_LAYERS` (``"inv_conv1x1"``: Glow's LU 1x1 convolution).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Glow(FlowModel):
         coupling: str = "affine",
         num_levels: int | None = 17,
         seed: int = 0,
+        linear: str = "inv_conv1x1",
         **kwargs,
     ):
         super().__init__(input_shape=input_shape, **kwargs)
@@ -65,12 +68,14 @@ class Glow(FlowModel):
         self.coupling = coupling
         self.num_levels = None if num_levels is None else int(num_levels)
         self.seed = int(seed)
+        self.linear = linear
         self.preprocess = None if num_levels is None else LogitPreprocess(num_levels, name="preprocess")
         self.scales = [
             InvertibleSequential(
                 [Squeeze(name="squeeze")]
                 + [
-                    GlowStep(hidden_channels, coupling, seed=seed + 1000 * level + step, name=f"step_{step}")
+                    GlowStep(hidden_channels, coupling, seed=seed + 1000 * level + step, linear=linear,
+                             name=f"step_{step}")
                     for step in range(steps_per_level)
                 ],
                 name=f"level_{level}",
@@ -158,4 +163,5 @@ class Glow(FlowModel):
             "coupling": self.coupling,
             "num_levels": self.num_levels,
             "seed": self.seed,
+            "linear": self.linear,
         }
