@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import onnx
-import tensorflow as tf
 
 import tfinv
 from tfinv import cli

@@ -3,7 +3,6 @@ in a fresh process, session-style runs through `saved_model_cli`, atomic writes,
 
 import json
 import os
-import pathlib
 import re
 import subprocess
 import sys

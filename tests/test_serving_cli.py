@@ -1,9 +1,7 @@
 """`tfinv serve` / `tfinv query` and the demo's serve-and-sample step, against the real server process."""
 
-import json
 import socket
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -11,7 +9,7 @@ from tfinv import cli
 from tfinv.export import export_flow
 from tfinv.models import Glow
 from tfinv.serving.demo import serve_and_sample
-from tfinv.testing.contract import perturb_weights, relative_error
+from tfinv.testing.contract import perturb_weights
 
 
 def _free_port():

@@ -29,6 +29,17 @@ def _counts(num_levels):
     return draw
 
 
+def _wide_normal(shape, seed):
+    """Standard normal times 2: reaches well into both asymptotic regimes of a smooth ReLU."""
+    return 2.0 * np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _signed_away_from_zero(shape, seed):
+    """Both signs with ``|x|`` in [0.3, 2]: keeps a leaky ReLU's kink at 0 out of reach."""
+    rng = np.random.default_rng(seed)
+    return (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape)).astype(np.float32)
+
+
 @dataclass
 class Case:
     """One contract case.
@@ -93,6 +104,17 @@ def cases() -> Iterator[Case]:
     yield Case("Reverse", lambda: layers.Reverse(), (2, 3, 3, 4))
     yield Case("LogitPreprocess", lambda: layers.LogitPreprocess(num_levels=17), (2, 4, 4, 1),
                draw=_counts(17))
+    yield Case("SmoothLeakyReLU", lambda: layers.SmoothLeakyReLU(negative_slope=0.2), (2, 4, 4, 3),
+               draw=_wide_normal)
+    yield Case("SmoothLeakyReLU-small-slope", lambda: layers.SmoothLeakyReLU(negative_slope=0.01),
+               (2, 4, 4, 3), draw=_wide_normal)
+    yield Case("LearnableLeakyReLU", lambda: layers.LearnableLeakyReLU(initial_slope=0.3),
+               (2, 4, 4, 3), draw=_signed_away_from_zero)
+    yield Case("LearnableLeakyReLU-scalar",
+               lambda: layers.LearnableLeakyReLU(initial_slope=0.3, per_channel=False),
+               (2, 4, 4, 3), draw=_signed_away_from_zero)
+    yield Case("OrthogonalDownsampling", lambda: layers.OrthogonalDownsampling(), (2, 4, 4, 3))
+    yield Case("HaarDownsampling", lambda: layers.HaarDownsampling(), (2, 4, 4, 3))
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
     yield Case(
         "InvertibleSequential",
