@@ -7,7 +7,7 @@ from typing import Any
 from tfinv.serving.client import Client
 from tfinv.serving.errors import ServingError
 
-__all__ = ["Client", "ServingError", "create_app", "serve"]
+__all__ = ["Client", "ServingError", "create_app", "serve", "write_serving_config"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from tfinv.serving import onnx_server
 
         return getattr(onnx_server, name)
+    if name == "write_serving_config":
+        from tfinv.serving.tf_serving import write_serving_config
+
+        return write_serving_config
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

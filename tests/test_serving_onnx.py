@@ -281,7 +281,9 @@ def test_client_raises_serving_error_with_message_and_status(server, client):
     with pytest.raises(ServingError) as info:
         closed.status()
     assert info.value.status is None
-    with pytest.raises(ValueError, match="transport 'grpc' is not available"):
+    with pytest.raises(ValueError, match="transport 'soap' is not available"):
+        Client(server, model="digits", transport="soap")
+    with pytest.raises(ValueError, match="host:port"):  # gRPC is TF Serving's, on another port
         Client(server, model="digits", transport="grpc")
 
 
