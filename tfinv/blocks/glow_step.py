@@ -11,7 +11,10 @@ from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
+from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.inv_conv1x1 import InvConv1x1
+from tfinv.layers.me_woodbury import MEWoodbury
+from tfinv.layers.woodbury import Woodbury
 
 COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
 
@@ -19,6 +22,15 @@ COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
 #: tfinv layers are listed here; add your own with `register_linear` (then ``Glow(..., linear=name)``).
 LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     "inv_conv1x1": lambda seed, name: InvConv1x1(seed=seed, name=name),
+    # Lu & Huang (arXiv:2002.12229): channel + spatial low-rank transforms, default ranks.
+    "woodbury": lambda seed, name: Woodbury(seed=seed, name=name),
+    "me_woodbury": lambda seed, name: MEWoodbury(seed=seed, name=name),
+    # ButterflyFlow (arXiv:2209.13774) keeps Glow's 1x1 convolution and adds a full butterfly
+    # after it: ActNorm -> InvConv1x1 -> ButterflyLayer -> coupling.
+    "butterfly": lambda seed, name: InvertibleSequential(
+        [InvConv1x1(seed=seed, name="inv_conv1x1"), ButterflyLayer(seed=seed, name="butterfly")],
+        event_ndims=3, name=name,
+    ),
 }
 
 

@@ -3,27 +3,33 @@
 from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
+from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.logit_preprocess import LogitPreprocess
+from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
 from tfinv.layers.permute import Permute
 from tfinv.layers.reverse import Reverse
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
 from tfinv.layers.squeeze import Squeeze
+from tfinv.layers.woodbury import Woodbury
 
 __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "ButterflyLayer",
     "HaarDownsampling",
     "InvConv1x1",
     "LearnableLeakyReLU",
     "LogitPreprocess",
+    "MEWoodbury",
     "OrthogonalDownsampling",
     "Permute",
     "Reverse",
     "SmoothLeakyReLU",
     "Squeeze",
+    "Woodbury",
 ]

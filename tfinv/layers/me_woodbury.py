@@ -42,7 +42,6 @@ class MEWoodbury(Woodbury):
 
     def __init__(self, channel_rank: int | None = None, height_rank: int | None = None,
                  width_rank: int | None = None, seed: int = 0, **kwargs):
-        kwargs.pop("spatial_rank", None)
         super().__init__(channel_rank=channel_rank, spatial_rank=None, seed=seed, **kwargs)
         self.height_rank = _check_rank(type(self).__name__, "height", height_rank)
         self.width_rank = _check_rank(type(self).__name__, "width", width_rank)

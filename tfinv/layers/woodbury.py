@@ -49,14 +49,15 @@ class Woodbury(InvertibleLayer):
     two ``r x r`` log-determinants of parameters, computed through QR (XLA has no ``slogdet``).
     Shapes: ``(B, H, W, C) -> (B, H, W, C)`` with static ``H, W, C``; log-det ``(B,)``.
 
-    Invertibility: ``I + U V^T`` is invertible iff ``I_r + V^T U`` is. As in the paper, ``U`` and
-    ``V`` are not constrained: training by maximum likelihood keeps away from singular
-    transforms because the log-det term goes to ``-inf`` there (the loss blows up before a
-    gradient step could cross ``det = 0``). ``V`` starts at zero, so the layer starts as the
-    identity with ``I_r + V^T U = I_r``. If the weights do reach a (nearly) singular transform,
-    the log-det becomes ``-inf``/NaN in training (stopped by ``TerminateOnNaN``), and
-    `check_invertible` -- run by every eager inverse and at ONNX export -- raises a
-    ``ValueError`` naming the layer and the condition number instead of returning garbage.
+    Invertibility: ``I + U V^T`` is invertible iff ``I_r + V^T U`` is. ``U`` and ``V`` are free
+    parameters, as in the paper: nothing forces ``det(I_r + V^T U) != 0``. What keeps it there:
+    ``V`` starts at zero (the layer starts as the identity, ``I_r + V^T U = I_r``), and maximum
+    likelihood pushes away from singular transforms, whose log-det tends to ``-inf`` (a barrier
+    in the loss; only a large step can jump across it). If the weights do reach a (nearly)
+    singular transform, the log-det collapses (``-inf``/NaN when exactly singular, which
+    ``TerminateOnNaN`` stops), and `check_invertible` -- run by every eager inverse and by the
+    ONNX export -- raises a ``ValueError`` naming the layer, the transform and ``cond(W)``
+    (limit 1e6) instead of returning a wrong inverse.
 
     Args:
         channel_rank: ``r_c <= C``; ``None`` means ``min(C, 8)``.
@@ -104,9 +105,11 @@ class Woodbury(InvertibleLayer):
                     f"{_SYMBOL[label]} = {n} (the dimension it acts on), got {rank}"
                 )
             initial_u = rng.standard_normal((n, rank)) / math.sqrt(n)
-            setattr(self, f"{label}_u", self.add_weight(
-                name=f"{label}_u", shape=(n, rank), initializer=keras.initializers.Constant(initial_u)))
-            setattr(self, f"{label}_v", self.add_weight(name=f"{label}_v", shape=(n, rank), initializer="zeros"))
+            u = self.add_weight(name=f"{label}_u", shape=(n, rank),
+                                initializer=keras.initializers.Constant(initial_u))
+            v = self.add_weight(name=f"{label}_v", shape=(n, rank), initializer="zeros")
+            setattr(self, f"{label}_u", u)
+            setattr(self, f"{label}_v", v)
             self._plan.append((label, (start, stop)))
         super().build(input_shape)
 
@@ -118,7 +121,7 @@ class Woodbury(InvertibleLayer):
     # ---------------------------------------------------------------- invertibility
     def check_invertible(self, max_condition: float = woodbury.MAX_CONDITION) -> dict[str, float]:
         """Raises ``ValueError`` if a transform ``I + U V^T`` is singular or too ill-conditioned to
-        invert in float32; returns ``{axis: condition number of I_r + V^T U}``."""
+        invert in float32; returns ``{axis: cond(I + U V^T)}`` (exact, from ``2r x 2r`` matrices)."""
         with tf.init_scope():  # reads the current weights even while a graph is being traced
             return {
                 label: woodbury.assert_invertible(

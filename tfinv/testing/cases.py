@@ -115,7 +115,23 @@ def cases() -> Iterator[Case]:
                (2, 4, 4, 3), draw=_signed_away_from_zero)
     yield Case("OrthogonalDownsampling", lambda: layers.OrthogonalDownsampling(), (2, 4, 4, 3))
     yield Case("HaarDownsampling", lambda: layers.HaarDownsampling(), (2, 4, 4, 3))
+    yield Case("Woodbury", lambda: layers.Woodbury(seed=1), (2, 4, 4, 4))
+    yield Case("Woodbury-C6-ranks", lambda: layers.Woodbury(channel_rank=2, spatial_rank=3, seed=1),
+               (2, 3, 5, 6))
+    yield Case("MEWoodbury", lambda: layers.MEWoodbury(seed=2), (2, 4, 4, 4))
+    yield Case("MEWoodbury-C6-ranks",
+               lambda: layers.MEWoodbury(channel_rank=3, height_rank=2, width_rank=4, seed=2), (2, 3, 5, 6))
+    yield Case("ButterflyLayer", lambda: layers.ButterflyLayer(seed=3), (2, 4, 4, 4))
+    yield Case("ButterflyLayer-C6", lambda: layers.ButterflyLayer(seed=3), (2, 3, 5, 6))
+    yield Case("ButterflyLayer-factors",
+               lambda: layers.ButterflyLayer(seed=3, implementation="factors"), (2, 4, 4, 4))
+    yield Case("ButterflyLayer-C6-factors",
+               lambda: layers.ButterflyLayer(seed=3, implementation="factors"), (2, 3, 5, 6))
+    yield Case("ButterflyLayer-C8-levels2-factors",
+               lambda: layers.ButterflyLayer(levels=2, seed=3, implementation="factors"), (2, 2, 3, 8))
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
+    yield Case("GlowStep-butterfly",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
     yield Case(
         "InvertibleSequential",
         lambda: blocks.InvertibleSequential(
