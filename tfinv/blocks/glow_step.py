@@ -14,6 +14,8 @@ from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.me_woodbury import MEWoodbury
+from tfinv.layers.periodic_conv import PeriodicConv
+from tfinv.layers.symmetric_conv import SymmetricConv
 from tfinv.layers.woodbury import Woodbury
 
 COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
@@ -22,6 +24,9 @@ COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
 #: tfinv layers are listed here; add your own with `register_linear` (then ``Glow(..., linear=name)``).
 LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     "inv_conv1x1": lambda seed, name: InvConv1x1(seed=seed, name=name),
+    # Finzi et al. / Karami et al.: k x k convolutions inverted in the Fourier (DCT) domain.
+    "periodic_conv": lambda seed, name: PeriodicConv(seed=seed, name=name),
+    "symmetric_conv": lambda seed, name: SymmetricConv(seed=seed, name=name),
     # Lu & Huang (arXiv:2002.12229): channel + spatial low-rank transforms, default ranks.
     "woodbury": lambda seed, name: Woodbury(seed=seed, name=name),
     "me_woodbury": lambda seed, name: MEWoodbury(seed=seed, name=name),

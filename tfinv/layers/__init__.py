@@ -10,10 +10,12 @@ from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
+from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
 from tfinv.layers.reverse import Reverse
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
 from tfinv.layers.squeeze import Squeeze
+from tfinv.layers.symmetric_conv import SymmetricConv
 from tfinv.layers.woodbury import Woodbury
 
 __all__ = [
@@ -27,9 +29,11 @@ __all__ = [
     "LogitPreprocess",
     "MEWoodbury",
     "OrthogonalDownsampling",
+    "PeriodicConv",
     "Permute",
     "Reverse",
     "SmoothLeakyReLU",
     "Squeeze",
+    "SymmetricConv",
     "Woodbury",
 ]

@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
 from tfinv.layers.periodic_conv import (
+    _parameter_only,
+    _per_image,
     _raise_if_singular,
     _singularity_guard,
     _spatial_checks,
@@ -31,20 +33,28 @@ class SymmetricConv(InvertibleLayer):
 
     Inverse: ``DCT(z - b)(k, l) = K(k, l) DCT(x)(k, l)`` with the *real* ``C x C`` blocks
     ``K(k, l) = sum_{i, j} K[i, j]^T cos(pi k s_i / H) cos(pi l s_j / W)`` (tap offsets ``s``),
-    so ``x = IDCT(K(k, l)^-1 DCT(z - b))``. The block inverses depend only on the weights (an
-    exporter folds them into constants); the orthonormal DCTs are real matmuls.
+    so ``x = IDCT(K(k, l)^-1 DCT(z - b))``. The block inverses depend only on the weights (at
+    export they are computed once and embedded as constants); the orthonormal DCTs are real
+    matmuls.
     Log-det: ``sum_{k, l} log|det K(k, l)|`` over the ``H x W`` frequencies: the orthonormal DCT
     makes the Jacobian block-diagonal with these blocks. Each ``log|det|`` comes from a Cholesky
-    factorisation of the block's Gram matrix (no ``slogdet``/``det``/``lu``); broadcast to the
-    batch, since the Jacobian does not depend on ``x``.
-    Shapes: ``(B, H, W, C) -> (B, H, W, C)``; log-det ``(B,)``. ``H`` and ``W`` must be static
-    and at least the effective kernel size ``(k - 1) * dilation + 1``; ``k`` must be odd.
+    factorisation of the block's Gram matrix, or QR when a block is ill-conditioned (see
+    ``log_det_method`` in `PeriodicConv`; never ``slogdet``/``det``/``lu``), broadcast to the
+    batch since the Jacobian does not depend on ``x``; in ONNX it is a folded constant.
+    Shapes: ``(B, H, W, C) -> (B, H, W, C)`` (more batch axes are fine); log-det ``(B,)``. ``H``
+    and ``W`` must be static and at least the effective kernel size ``(k - 1) * dilation + 1``;
+    ``k`` must be odd.
 
-    Export and singular kernels are handled as in `PeriodicConv`: the forward is a mirror-padded
-    (constant ``Gather``) ``VALID`` convolution, the inverse uses DCT matmuls everywhere, and
-    `check_invertible` (run on eager inverses and at export) raises ``ValueError`` naming the
-    frequency ``(k, l)`` of a numerically singular block. Symmetric padding, unlike circular,
-    adds no wrap-around artefacts at the image borders.
+    The even kernel has ``(p + 1)^2`` free ``C x C`` taps instead of ``k^2`` (4 instead of 9 at
+    ``k = 3``): the price of a real, DCT-diagonal spectrum (real ``C x C`` blocks, where
+    `PeriodicConv` needs complex ones, so its log-det and inverse cost about half). Symmetric
+    padding, unlike circular, adds no wrap-around artefacts at the image borders.
+
+    Export, timing and singular kernels are handled as in `PeriodicConv`: the forward is a
+    mirror-padded (slices and small constant gathers concatenated) ``VALID`` convolution, a
+    standard ``Conv`` in ONNX; the inverse uses DCT matmuls in every mode; `check_invertible`
+    (run on eager inverses and at export, or as a graph assertion with ``validate_args``) raises
+    ``ValueError`` naming the frequency ``(k, l)`` of a numerically singular block.
 
     Args:
         kernel_size: odd ``k``.
@@ -54,6 +64,8 @@ class SymmetricConv(InvertibleLayer):
             (the centre tap starts at ``I``).
         seed: seed of that noise.
         singular_tolerance: relative singular-value threshold of `check_invertible`.
+        log_det_method: ``"auto"``, ``"cholesky"`` (fast) or ``"qr"`` (robust), as in
+            `PeriodicConv`.
 
     References:
         1. Karami, Schuurmans, Sohl-Dickstein, Dinh & Duckworth, "Invertible Convolutional
@@ -74,6 +86,7 @@ class SymmetricConv(InvertibleLayer):
         init_scale: float = 0.01,
         seed: int = 0,
         singular_tolerance: float = 1e-5,
+        log_det_method: str = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -83,6 +96,7 @@ class SymmetricConv(InvertibleLayer):
         self.init_scale = float(init_scale)
         self.seed = int(seed)
         self.singular_tolerance = float(singular_tolerance)
+        self.log_det_method = str(log_det_method)
         _validate_hyperparameters(self, odd_kernel=True)
 
     def build(self, input_shape):
@@ -111,7 +125,8 @@ class SymmetricConv(InvertibleLayer):
         return fourier.symmetric_conv_spectrum(self.kernel(), height, width, self.dilation)
 
     def _log_det_value(self) -> tf.Tensor:
-        return tf.reduce_sum(fourier.logabsdet(self.spectrum()))
+        return _parameter_only(
+            lambda: tf.reduce_sum(fourier.logabsdet(self.spectrum(), self.log_det_method)))
 
     def singular_values(self) -> tf.Tensor:
         """Singular values of every block ``K(k, l)``, ``(H, W, C)``, descending."""
@@ -128,23 +143,26 @@ class SymmetricConv(InvertibleLayer):
 
     def check_invertible(self) -> None:
         """Raises ``ValueError`` (naming the frequency ``(k, l)``) if a block is numerically
-        singular (see `PeriodicConv`). Needs eager execution (it reads the weights)."""
+        singular (see `PeriodicConv`). Runs eagerly, also when called while tracing."""
         with tf.init_scope():
             _raise_if_singular(self, np.asarray(self.singular_values()), "DCT frequency (k, l)")
 
     # ------------------------------------------------------------------ maps
     def _forward_and_log_det(self, x):
-        z = fourier.symmetric_conv2d(x, self.kernel(), self.dilation)
+        kernel = self.kernel()
+        z = _per_image(lambda t: fourier.symmetric_conv2d(t, kernel, self.dilation), x)
         if self.use_bias:
             z = z + self.bias
         return z, batch_log_det(self._log_det_value(), x, self.event_ndims)
 
     def _inverse_and_log_det(self, z):
         with tf.control_dependencies(_singularity_guard(self)):
-            inverse_blocks = tf.linalg.inv(self.spectrum())
-        if self.use_bias:
-            z = z - self.bias
-        x = fourier.idct2d(fourier.apply_blocks(inverse_blocks, fourier.dct2d(z)))
+            inverse_blocks = _parameter_only(lambda: tf.linalg.inv(self.spectrum()))
+
+        def deconvolve(images):
+            return fourier.idct2d(fourier.apply_blocks(inverse_blocks, fourier.dct2d(images)))
+
+        x = _per_image(deconvolve, z - self.bias if self.use_bias else z)
         return x, -batch_log_det(self._log_det_value(), z, self.event_ndims)
 
     def get_config(self):
@@ -156,4 +174,5 @@ class SymmetricConv(InvertibleLayer):
             "init_scale": self.init_scale,
             "seed": self.seed,
             "singular_tolerance": self.singular_tolerance,
+            "log_det_method": self.log_det_method,
         }

@@ -129,6 +129,15 @@ def cases() -> Iterator[Case]:
                lambda: layers.ButterflyLayer(seed=3, implementation="factors"), (2, 3, 5, 6))
     yield Case("ButterflyLayer-C8-levels2-factors",
                lambda: layers.ButterflyLayer(levels=2, seed=3, implementation="factors"), (2, 2, 3, 8))
+    yield Case("PeriodicConv", lambda: layers.PeriodicConv(seed=1), (2, 4, 4, 3))
+    yield Case("PeriodicConv-bias-odd", lambda: layers.PeriodicConv(use_bias=True, seed=2), (2, 6, 5, 2))
+    yield Case("PeriodicConv-k2-dilated-qr",
+               lambda: layers.PeriodicConv(kernel_size=2, dilation=2, seed=3, log_det_method="qr"), (2, 6, 5, 2))
+    yield Case("SymmetricConv", lambda: layers.SymmetricConv(seed=1), (2, 4, 4, 3))
+    yield Case("SymmetricConv-bias-odd", lambda: layers.SymmetricConv(use_bias=True, seed=2), (2, 6, 5, 2))
+    yield Case("SymmetricConv-k5-qr",
+               lambda: layers.SymmetricConv(kernel_size=5, seed=3, log_det_method="qr"), (2, 7, 5, 2),
+               perturb=0.05)
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
