@@ -6,9 +6,12 @@ Examples::
     tfinv train --dataset digits --epochs 10 --out runs/glow-digits
     tfinv train --dataset faces.npz --num-levels 256 --levels 3 --out runs/faces
     tfinv sample --model runs/glow-digits/model.keras --n 64 --temperature 0.7 --out grid.png
+    tfinv train --model revvit --epochs 30 --dim 32 --depth 4 --out runs/revvit-digits
 
 ``train`` writes ``DIR/model.keras``, ``DIR/samples.png`` (a grid of samples) and
-``DIR/metrics.json`` (bits/dim of the train and test splits, time, parameters, config).
+``DIR/metrics.json`` (bits/dim of the train and test splits, time, parameters, config). For a
+classifier (``--model revvit``) it trains on the labels and writes ``DIR/model.keras`` and
+``DIR/metrics.json`` (train and test accuracy); no samples.
 User errors (bad data, a file that is not a tfinv model, an impossible configuration) print one
 line ``tfinv <command>: error: ...`` and exit with code 2; `main` returns the exit code.
 
@@ -54,25 +57,36 @@ class ModelBuilder:
 
     Attributes:
         build: ``build(args, input_shape, num_levels) -> keras.Model`` from the parsed arguments,
-            the shape of one image and the data's pixel levels.
+            the shape of one image and the data's pixel levels; a classifier's builder also gets
+            ``num_classes=`` (the number of label values).
         description: one line for ``--help``.
+        task: ``"density"`` (a `FlowModel` trained by maximum likelihood on images alone) or
+            ``"classification"`` (a model returning logits, trained on ``(image, label)`` pairs
+            with sparse categorical cross-entropy).
     """
 
-    build: Callable[[argparse.Namespace, tuple[int, ...], int], Any]
+    build: Callable[..., Any]
     description: str
+    task: str = "density"
+
+
+TASKS = ("density", "classification")
 
 
 #: name -> `ModelBuilder`; ``tfinv train --model NAME`` accepts exactly these names.
 MODEL_BUILDERS: dict[str, ModelBuilder] = {}
 
 
-def register_model(name: str, description: str):
-    """Decorator registering ``build(args, input_shape, num_levels)`` as ``--model name``."""
+def register_model(name: str, description: str, task: str = "density"):
+    """Decorator registering ``build(args, input_shape, num_levels)`` as ``--model name``
+    (``task``: ``"density"`` or ``"classification"``, see `ModelBuilder`)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
     def decorator(build):
         if name in MODEL_BUILDERS:
             raise ValueError(f"a model named {name!r} is already registered")
-        MODEL_BUILDERS[name] = ModelBuilder(build, description)
+        MODEL_BUILDERS[name] = ModelBuilder(build, description, task)
         return build
 
     return decorator
@@ -90,7 +104,29 @@ def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_leve
         coupling=args.coupling,
         num_levels=num_levels,
         seed=args.seed,
+        linear=args.linear,
         name="glow",
+    )
+
+
+@register_model(
+    "revvit",
+    "reversible vision transformer classifier (tfinv.models.RevViT), trained on the labels",
+    task="classification",
+)
+def _build_revvit(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int, num_classes: int):
+    from tfinv.models import RevViT
+
+    return RevViT(
+        patch_size=args.patch_size,
+        dim=args.dim,
+        depth=args.depth,
+        heads=args.heads,
+        num_classes=num_classes,
+        memory_efficient=args.memory_efficient,
+        image_shape=input_shape,
+        input_scale=1.0 / num_levels,
+        name="revvit",
     )
 
 
@@ -139,15 +175,24 @@ def _train(args: argparse.Namespace) -> int:
     from tfinv import data
 
     started = time.perf_counter()
+    classify = MODEL_BUILDERS[args.model].task == "classification"
     with _as_usage_error():
         num_levels = data.resolve_num_levels(args.dataset, args.num_levels)
-        train_images, _ = data.load_arrays(args.dataset, "train", key=args.key, num_levels=num_levels)
-        test_images, _ = data.load_arrays(args.dataset, "test", key=args.key, num_levels=num_levels)
+        train_images, train_labels = data.load_arrays(
+            args.dataset, "train", key=args.key, num_levels=num_levels, with_labels=classify
+        )
+        test_images, test_labels = data.load_arrays(
+            args.dataset, "test", key=args.key, num_levels=num_levels, with_labels=classify
+        )
     train_images = train_images[: args.max_train]
     test_images = test_images[: args.max_test]
     input_shape = tuple(int(s) for s in train_images.shape[1:])
 
     keras.utils.set_random_seed(args.seed)
+    if classify:
+        train_split = (train_images, train_labels[: args.max_train])
+        test_split = (test_images, test_labels[: args.max_test])
+        return _train_classifier(args, train_split, test_split, num_levels, started)
     with _as_usage_error():
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels)
     train_ds = data.dequantized_dataset(train_images, batch_size=args.batch_size, seed=args.seed)
@@ -211,6 +256,81 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_classifier(args: argparse.Namespace, train_split, test_split, num_levels: int,
+                      started: float) -> int:
+    """``tfinv train`` for a classification model: fit on (image, label), report accuracy."""
+    import keras
+
+    from tfinv import data
+
+    (train_images, train_labels), (test_images, test_labels) = train_split, test_split
+    input_shape = tuple(int(s) for s in train_images.shape[1:])
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    with _as_usage_error():
+        model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels, num_classes=num_classes)
+    batches = dict(batch_size=args.batch_size, seed=args.seed, with_labels=True)
+    train_ds = data.dequantized_dataset(train_images, train_labels, **batches)
+    evaluation = dict(shuffle=False, fixed_noise=True, **batches)
+    test_ds = data.dequantized_dataset(test_images, test_labels, **evaluation)
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=args.jit,
+    )
+    fit_started = time.perf_counter()
+    history = model.fit(
+        train_ds,
+        epochs=args.epochs,
+        validation_data=test_ds,
+        shuffle=False,
+        verbose=args.verbose,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
+    fit_seconds = time.perf_counter() - fit_started
+    # Whole splits with fixed noise: reproducible, unlike fit's running averages.
+    train_scores = model.evaluate(data.dequantized_dataset(train_images, train_labels, **evaluation),
+                                  return_dict=True, verbose=0)
+    test_scores = model.evaluate(test_ds, return_dict=True, verbose=0)
+
+    os.makedirs(args.out, exist_ok=True)
+    model_path = os.path.join(args.out, "model.keras")
+    metrics_path = os.path.join(args.out, "metrics.json")
+    model.save(model_path)
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    metrics = {
+        "model": args.model,
+        "task": "classification",
+        "dataset": os.fspath(args.dataset),
+        "num_levels": num_levels,
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "num_train": int(len(train_images)),
+        "num_test": int(len(test_images)),
+        "epochs": len(history.history.get("loss", [])),
+        "train_accuracy": _finite_or_none(train_scores["accuracy"]),
+        "test_accuracy": _finite_or_none(test_scores["accuracy"]),
+        "train_loss": _finite_or_none(train_scores["loss"]),
+        "test_loss": _finite_or_none(test_scores["loss"]),
+        "fit_seconds": round(fit_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "num_parameters": int(model.count_params()),
+        "history": {k: [_finite_or_none(float(v)) for v in vs] for k, vs in history.history.items()},
+        "config": {"cli": options, "model": model.get_config()},
+    }
+    with open(metrics_path, "w") as f:
+        json.dump(metrics, f, indent=2)
+        f.write("\n")
+    print(
+        f"train accuracy {train_scores['accuracy']:.4f}, test accuracy {test_scores['accuracy']:.4f} "
+        f"after {metrics['epochs']} epoch(s) in {fit_seconds:.1f} s; wrote {model_path}, {metrics_path}"
+    )
+    if not (math.isfinite(train_scores["loss"]) and math.isfinite(test_scores["loss"])):
+        print("tfinv train: training diverged (non-finite loss); try a smaller --lr", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ---------------------------------------------------------------- sample
 def _sample(args: argparse.Namespace) -> int:
     import tfinv
@@ -231,6 +351,8 @@ def _sample(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``tfinv`` argument parser (subcommands ``train`` and ``sample``)."""
+    from tfinv.blocks.glow_step import LINEAR_LAYERS
+
     parser = argparse.ArgumentParser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -239,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train a model, save it, a sample grid and metrics",
         description="Train a model on dequantised integer images and write DIR/model.keras, "
-        "DIR/samples.png and DIR/metrics.json.",
+        "DIR/samples.png and DIR/metrics.json (classifiers such as revvit: no samples, "
+        "accuracy in the metrics).",
     )
     train.add_argument(
         "--model",
@@ -259,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps-per-level", type=_positive_int, default=4, help="Glow steps K per scale")
     train.add_argument("--hidden-channels", type=_positive_int, default=64, help="coupling network width")
     train.add_argument("--coupling", default="affine", choices=["affine", "additive"])
+    train.add_argument("--patch-size", type=_positive_int, default=2, help="RevViT patch side (divides H and W)")
+    train.add_argument("--dim", type=_positive_int, default=32, help="RevViT width (features per stream)")
+    train.add_argument("--depth", type=_positive_int, default=4, help="RevViT reversible blocks")
+    train.add_argument("--heads", type=_positive_int, default=2, help="RevViT attention heads (divide --dim)")
+    train.add_argument(
+        "--memory-efficient", action=argparse.BooleanOptionalAction, default=True,
+        help="RevViT: rebuild activations in the backward pass instead of storing them",
+    )
+    train.add_argument(
+        "--linear", default="inv_conv1x1", choices=sorted(LINEAR_LAYERS),
+        help="channel-mixing layer of every Glow step (tfinv.blocks.glow_step.LINEAR_LAYERS)",
+    )
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     train.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling, noise and samples")
     train.add_argument(

@@ -5,6 +5,7 @@ from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.haar_downsampling import HaarDownsampling
+from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.logit_preprocess import LogitPreprocess
@@ -12,6 +13,8 @@ from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
+from tfinv.layers.rev_res_block import RevResBlock
+from tfinv.layers.rev_vit_block import RevViTBlock
 from tfinv.layers.reverse import Reverse
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
 from tfinv.layers.squeeze import Squeeze
@@ -24,6 +27,7 @@ __all__ = [
     "AffineCoupling",
     "ButterflyLayer",
     "HaarDownsampling",
+    "IRevNetBlock",
     "InvConv1x1",
     "LearnableLeakyReLU",
     "LogitPreprocess",
@@ -31,6 +35,8 @@ __all__ = [
     "OrthogonalDownsampling",
     "PeriodicConv",
     "Permute",
+    "RevResBlock",
+    "RevViTBlock",
     "Reverse",
     "SmoothLeakyReLU",
     "Squeeze",

@@ -68,19 +68,9 @@ class RevViTBlock(TwoStreamBlock):
     def _check_stream_channels(self, channels):
         if channels != self.dim:
             raise ValueError(
-                f"RevViTBlock '{self.name}' expects tokens with 2 * dim = {2 * self.dim} features "
-                f"(two streams of dim={self.dim}), got {2 * channels}"
+                f"RevViTBlock '{self.name}' expects tokens (B, N, 2 * dim) = (B, N, {2 * self.dim}) "
+                f"(two streams of dim={self.dim} on the last axis), got last axis {2 * channels}"
             )
-
-    def build(self, input_shape):
-        channels = tuple(input_shape)[-1]
-        if channels is not None and channels != 2 * self.dim:
-            kind = "odd: it cannot be split into two streams" if channels % 2 else "wrong width"
-            raise ValueError(
-                f"RevViTBlock '{self.name}' expects tokens (B, N, 2 * dim) = (B, N, {2 * self.dim}): "
-                f"two streams of dim={self.dim} on the last axis; got last axis {channels} ({kind})"
-            )
-        super().build(input_shape)
 
     def _build_residuals(self, stream_shape):
         eps = self.layer_norm_epsilon

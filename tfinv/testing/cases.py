@@ -138,6 +138,17 @@ def cases() -> Iterator[Case]:
     yield Case("SymmetricConv-k5-qr",
                lambda: layers.SymmetricConv(kernel_size=5, seed=3, log_det_method="qr"), (2, 7, 5, 2),
                perturb=0.05)
+    yield Case("RevViTBlock", lambda: layers.RevViTBlock(dim=4, heads=2, mlp_ratio=2), (2, 3, 8))
+    yield Case("RevResBlock", lambda: layers.RevResBlock(hidden_channels=4), (2, 4, 4, 4))
+    yield Case("IRevNetBlock-stride2", lambda: layers.IRevNetBlock(stride=2, hidden_channels=4), (2, 4, 4, 2))
+    yield Case("IRevNetBlock", lambda: layers.IRevNetBlock(hidden_channels=4), (2, 3, 3, 4))
+    yield Case("ReversibleStack-tokens",
+               lambda: blocks.ReversibleStack([layers.RevViTBlock(4, 2, mlp_ratio=2),
+                                               layers.RevViTBlock(4, 1, mlp_ratio=2)]), (2, 3, 8))
+    yield Case("ReversibleStack-images",
+               lambda: blocks.ReversibleStack([layers.RevResBlock(hidden_channels=4),
+                                               layers.IRevNetBlock(stride=2, hidden_channels=4)]),
+               (2, 4, 4, 2))
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))

@@ -1,0 +1,115 @@
+"""A stack of reversible blocks trained without storing activations."""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+# The tape pause `tf.recompute_grad` uses (no public form).
+from tensorflow.python.eager import record
+
+from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.export_mode import is_exporting
+from tfinv.core.invertible_layer import InvertibleLayer
+from tfinv.core.reversible_block import add_gradients, vjp_by_recomputation
+
+
+@keras.saving.register_keras_serializable(package="tfinv")
+class ReversibleStack(InvertibleSequential):
+    """``z = f_n(... f_1(x))`` for invertible blocks ``f_i``, with memory-efficient backprop.
+
+    Inverse: ``x = f_1^-1(... f_n^-1(z))``. Log-det: the sum of the blocks' log-dets (0 for the
+    volume-preserving `RevViTBlock`, `RevResBlock`, `IRevNetBlock`), with the batch shape.
+    Shapes: as the blocks (they may change the event shape, e.g. ``IRevNetBlock(stride=2)``).
+
+    Memory-efficient backprop (``memory_efficient=True``): the forward pass runs under
+    ``tf.custom_gradient`` (``variables=`` form) with the tape paused, so no per-block activation
+    is kept for the backward pass; only the stack's output is. The backward pass walks the blocks
+    from the top: each block rebuilds its input from its output and recomputes itself under a
+    tape to give the vector-Jacobian product for its input and weights
+    (``block.reconstruct_and_vjp``, see `tfinv.core.reversible_block`; any other
+    `InvertibleLayer` is handled by inverting it and recomputing its forward). The activation
+    memory of training is then that of one block, whatever the depth, at the price of about one
+    extra forward pass. Gradients equal ordinary autodiff up to the float32 rounding of the
+    reconstruction (~1e-6 relative for well-conditioned blocks). ``memory_efficient=False`` is
+    plain autodiff (activations of every block stored): use it for higher-order derivatives,
+    which the custom backward pass does not provide. Exported graphs never carry the custom
+    gradient. The backward pass rebuilds a block only once the block above has its gradients
+    (control dependencies), so TensorFlow's dataflow executor cannot run the whole inverse chain
+    early and hold every block's activations at once. Under XLA (``jit_compile=True``) the
+    compiler schedules the step itself: gradients are the same, but the measured activation
+    memory still grows with depth (about a fifth of ordinary backprop's at depth 32, see
+    ``benchmarks/revvit_memory.py --jit``).
+
+    Args:
+        blocks: the invertible blocks, applied in order in the forward direction.
+        memory_efficient: rebuild activations in the backward pass instead of storing them.
+        event_ndims: rank of one event of the input (default: the first block's).
+
+    References: Gomez, Ren, Urtasun & Grosse, "The Reversible Residual Network: Backpropagation
+    Without Storing Activations", arXiv:1707.04585, §4 and Algorithm 1; Mangalam et al.,
+    "Reversible Vision Transformers", arXiv:2302.04869, §3.3.
+    """
+
+    def __init__(self, blocks: Sequence[InvertibleLayer | dict], memory_efficient: bool = True,
+                 event_ndims: int | None = None, **kwargs):
+        kwargs.pop("layers", None)
+        blocks = [keras.saving.deserialize_keras_object(b) if isinstance(b, dict) else b for b in blocks]
+        if not blocks:
+            raise ValueError("ReversibleStack needs a non-empty list of blocks")
+        if event_ndims is None:
+            event_ndims = getattr(blocks[0], "event_ndims", 3)
+        super().__init__(blocks, event_ndims=event_ndims, **kwargs)
+        self.memory_efficient = bool(memory_efficient)
+
+    @property
+    def blocks(self) -> list[InvertibleLayer]:
+        return self.steps
+
+    def _forward_and_log_det(self, x):
+        if not self.memory_efficient or is_exporting():
+            return super()._forward_and_log_det(x)
+        return self._reversible_forward(x)
+
+    def _reversible_forward(self, x):
+        run_blocks = functools.partial(InvertibleSequential._forward_and_log_det, self)
+        blocks = self.steps
+
+        @tf.custom_gradient
+        def reversible_forward(x):
+            with record.stop_recording():  # record nothing inside: the backward rebuilds it
+                z, log_det = run_blocks(x)
+
+            def backward(dz, d_log_det, variables=None):
+                variables = list(variables or ())
+                y, dy = z, dz
+                grads = [None] * len(variables)
+                block_grads = []
+                for block in reversed(blocks):
+                    rebuild = getattr(block, "reconstruct_and_vjp", None) or functools.partial(
+                        vjp_by_recomputation, block
+                    )
+                    # The inverse chain needs only z: a dataflow executor would run all of it
+                    # ahead of the VJPs and hold every block's rebuilt activations at once.
+                    # Rebuilding a block only after the block above has its gradients keeps
+                    # one block's activations alive at a time.
+                    done = [dy, *(g for g in block_grads if isinstance(g, tf.Tensor))]
+                    with tf.control_dependencies(done):
+                        y = tf.identity(y)
+                    y, dy, block_grads = rebuild(y, dy, d_log_det, variables)
+                    grads = add_gradients(grads, block_grads)
+                grads = [tf.zeros_like(v) if g is None else g for v, g in zip(variables, grads)]
+                return dy, grads
+
+            return (z, log_det), backward
+
+        return reversible_forward(x)
+
+    def get_config(self):
+        config = super().get_config()
+        config["blocks"] = config.pop("layers")
+        config["memory_efficient"] = self.memory_efficient
+        return config
