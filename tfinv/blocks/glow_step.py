@@ -12,6 +12,7 @@ from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
+from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.periodic_conv import PeriodicConv
@@ -30,6 +31,8 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     # Lu & Huang (arXiv:2002.12229): channel + spatial low-rank transforms, default ranks.
     "woodbury": lambda seed, name: Woodbury(seed=seed, name=name),
     "me_woodbury": lambda seed, name: MEWoodbury(seed=seed, name=name),
+    # Hoogeboom et al. (arXiv:2006.01910): 3 x 3 convolution exponential (1 x 1 on 2 x 2 levels).
+    "conv_exp": lambda seed, name: ConvExp(seed=seed, fit_kernel_to_image=True, name=name),
     # ButterflyFlow (arXiv:2209.13774) keeps Glow's 1x1 convolution and adds a full butterfly
     # after it: ActNorm -> InvConv1x1 -> ButterflyLayer -> coupling.
     "butterfly": lambda seed, name: InvertibleSequential(

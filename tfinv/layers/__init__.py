@@ -4,6 +4,8 @@ from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
+from tfinv.layers.conv_exp import ConvExp
+from tfinv.layers.conv_sylvester import ConvSylvester
 from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
@@ -26,6 +28,8 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "ButterflyLayer",
+    "ConvExp",
+    "ConvSylvester",
     "HaarDownsampling",
     "IRevNetBlock",
     "InvConv1x1",

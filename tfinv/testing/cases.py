@@ -149,7 +149,16 @@ def cases() -> Iterator[Case]:
                lambda: blocks.ReversibleStack([layers.RevResBlock(hidden_channels=4),
                                                layers.IRevNetBlock(stride=2, hidden_channels=4)]),
                (2, 4, 4, 2))
+    yield Case("ConvExp", lambda: layers.ConvExp(seed=1), (2, 4, 4, 2))
+    yield Case("ConvExp-C3-odd", lambda: layers.ConvExp(seed=2), (2, 5, 4, 3), perturb=0.3)
+    yield Case("ConvExp-k5-bound1",
+               lambda: layers.ConvExp(kernel_size=5, spectral_bound=1.0, seed=3), (2, 5, 5, 2), perturb=0.3)
+    # The gate starts at 0 (identity): a larger perturbation makes the nonlinear part visible.
+    yield Case("ConvSylvester", lambda: layers.ConvSylvester(seed=1), (2, 4, 4, 2), perturb=0.5)
+    yield Case("ConvSylvester-C3-odd", lambda: layers.ConvSylvester(seed=2), (2, 5, 4, 3), perturb=0.5)
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
+    yield Case("GlowStep-conv_exp",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="conv_exp"), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
     yield Case(
