@@ -110,6 +110,24 @@ def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_leve
 
 
 @register_model(
+    "mixerflow",
+    "MixerFlow (tfinv.models.MixerFlow): MLP-Mixer blocks on image patches as a flow, trained by maximum likelihood",
+)
+def _build_mixerflow(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int):
+    from tfinv.models import MixerFlow
+
+    return MixerFlow(
+        input_shape,
+        patch_size=args.patch_size,
+        num_blocks=args.depth,
+        hidden_units=args.hidden_channels,
+        num_levels=num_levels,
+        seed=args.seed,
+        name="mixerflow",
+    )
+
+
+@register_model(
     "revvit",
     "reversible vision transformer classifier (tfinv.models.RevViT), trained on the labels",
     task="classification",
@@ -380,11 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=64)
     train.add_argument("--levels", type=_positive_int, default=2, help="Glow scales L")
     train.add_argument("--steps-per-level", type=_positive_int, default=4, help="Glow steps K per scale")
-    train.add_argument("--hidden-channels", type=_positive_int, default=64, help="coupling network width")
+    train.add_argument("--hidden-channels", type=_positive_int, default=64, help="coupling network width (Glow), hidden units (MixerFlow)")
     train.add_argument("--coupling", default="affine", choices=["affine", "additive"])
-    train.add_argument("--patch-size", type=_positive_int, default=2, help="RevViT patch side (divides H and W)")
+    train.add_argument("--patch-size", type=_positive_int, default=2, help="RevViT / MixerFlow patch side (divides H and W)")
     train.add_argument("--dim", type=_positive_int, default=32, help="RevViT width (features per stream)")
-    train.add_argument("--depth", type=_positive_int, default=4, help="RevViT reversible blocks")
+    train.add_argument("--depth", type=_positive_int, default=4, help="RevViT reversible blocks / MixerFlow blocks")
     train.add_argument("--heads", type=_positive_int, default=2, help="RevViT attention heads (divide --dim)")
     train.add_argument(
         "--memory-efficient", action=argparse.BooleanOptionalAction, default=True,

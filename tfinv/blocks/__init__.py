@@ -2,6 +2,7 @@
 
 from tfinv.blocks.glow_step import GlowStep
 from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.blocks.mixer_flow_block import MixerFlowBlock
 from tfinv.blocks.reversible_stack import ReversibleStack
 
-__all__ = ["GlowStep", "InvertibleSequential", "ReversibleStack"]
+__all__ = ["GlowStep", "InvertibleSequential", "MixerFlowBlock", "ReversibleStack"]

@@ -22,7 +22,8 @@ class InvertibleSequential(InvertibleLayer):
 
     Inverse: ``x = f_1^-1(... f_n^-1(z))``. Log-det: the sum of the layers' log-dets, each
     reduced to the batch axis (so layers with different ``event_ndims`` compose).
-    Shapes: as the layers; the input must have one batch axis.
+    Shapes: as the layers; the input must have one batch axis. A rank-changing layer
+    (`Patchify`: image -> patches) changes the event rank of the output by its own difference.
 
     Args:
         layers: the `InvertibleLayer`s, applied in order in the forward direction.
@@ -32,17 +33,20 @@ class InvertibleSequential(InvertibleLayer):
     event_ndims = 3
 
     def __init__(self, layers: Sequence[InvertibleLayer | dict], event_ndims: int = 3, **kwargs):
-        self.event_ndims = int(event_ndims)  # instance override before the bijector is set up
-        super().__init__(**kwargs)
-        self.steps = [
-            keras.saving.deserialize_keras_object(l) if isinstance(l, dict) else l for l in layers
-        ]
-        for layer in self.steps:
+        steps = [keras.saving.deserialize_keras_object(l) if isinstance(l, dict) else l for l in layers]
+        for layer in steps:
             if not isinstance(layer, InvertibleLayer):
                 raise TypeError(
-                    f"InvertibleSequential '{self.name}' takes InvertibleLayer instances, "
+                    f"InvertibleSequential '{kwargs.get('name')}' takes InvertibleLayer instances, "
                     f"got {type(layer).__name__}"
                 )
+        # Instance overrides, set before the bijector is set up.
+        self.event_ndims = int(event_ndims)
+        rank_change = sum(l._event_ndims_of("inverse") - l.event_ndims for l in steps)
+        if rank_change:
+            self.output_event_ndims = self.event_ndims + rank_change
+        super().__init__(**kwargs)
+        self.steps = steps
 
     def build(self, input_shape):
         self._record_event_shape(input_shape)

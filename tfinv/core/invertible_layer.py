@@ -6,11 +6,13 @@ latent/features ``z``; ``inverse`` is ``z`` to ``x`` (sampling, for a flow).
 
 A subclass writes only math and configuration:
 
-* ``event_ndims`` (class attribute): 1 for vectors, 3 for images ``(H, W, C)``;
+* ``event_ndims`` (class attribute): 1 for vectors, 3 for images ``(H, W, C)``; a layer that
+  changes the rank (`Patchify`: image -> patches) also sets ``output_event_ndims``, the rank of
+  one event of its output;
 * ``build(input_shape)``: weights;
 * ``_forward_and_log_det(x) -> (z, log_det)`` and ``_inverse_and_log_det(z) -> (x, log_det)``,
   where the inverse log-det is ``log|det dx/dz|`` (so it equals ``-fldj(x)``) and both have the
-  batch shape ``x.shape[:-event_ndims]``;
+  batch shape ``x.shape[:-event_ndims]`` (``z.shape[:-output_event_ndims]``);
 * ``get_config``; and, if the event shape changes, ``compute_output_shape`` and
   ``compute_input_shape``.
 
@@ -68,6 +70,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
 
     #: Number of trailing axes that form one event (1 vectors, 3 images). Declared once per class.
     event_ndims: int = 1
+    #: Event rank of the output (the inverse's input) if it differs; ``None``: ``event_ndims``.
+    output_event_ndims: int | None = None
 
     _cache = _RecomputingCache()
 
@@ -82,6 +86,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         tfb.Bijector.__init__(
             self,
             forward_min_event_ndims=self.event_ndims,
+            inverse_min_event_ndims=self._event_ndims_of("inverse"),
             validate_args=validate_args,
             name=self.name,
         )
@@ -148,6 +153,12 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         return tuple(self.compute_output_shape((1,) + self._input_event_shape)[1:])
 
     # ------------------------------------------------------------------ checks
+    def _event_ndims_of(self, direction: str) -> int:
+        """Event rank of the input of ``direction`` (``"forward"``: x, ``"inverse"``: z)."""
+        if direction != "forward" and self.output_event_ndims is not None:
+            return int(self.output_event_ndims)
+        return int(self.event_ndims)
+
     def _check(self, x: Any, expected_event_shape: tuple | None, direction: str) -> tf.Tensor:
         """Converts and validates an input; builds the layer eagerly on first use."""
         if not tf.is_tensor(x) and not isinstance(x, keras.KerasTensor):
@@ -159,11 +170,11 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
                 f"tensor, got dtype {dtype.name}"
             )
         shape = tuple(x.shape)
-        if len(shape) < self.event_ndims + 1:
+        ndims = self._event_ndims_of(direction)
+        if len(shape) < ndims + 1:
             raise ValueError(
                 f"{type(self).__name__} '{self.name}' ({direction}) expects inputs of rank >= "
-                f"{self.event_ndims + 1} (batch + event of rank {self.event_ndims}), got shape "
-                f"{shape}"
+                f"{ndims + 1} (batch + event of rank {ndims}), got shape {shape}"
             )
         if not self.built:
             if direction != "forward":
@@ -173,7 +184,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
                 )
             self.build(shape)
             expected_event_shape = self._input_event_shape
-        event = shape[len(shape) - self.event_ndims :]
+        event = shape[len(shape) - ndims :]
         if expected_event_shape is not None and any(
             e is not None and g is not None and e != g for e, g in zip(expected_event_shape, event)
         ):

@@ -6,6 +6,7 @@ from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.conv_sylvester import ConvSylvester
+from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
@@ -13,6 +14,7 @@ from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
+from tfinv.layers.patchify import Patchify
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
 from tfinv.layers.rev_res_block import RevResBlock
@@ -21,6 +23,9 @@ from tfinv.layers.reverse import Reverse
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
 from tfinv.layers.squeeze import Squeeze
 from tfinv.layers.symmetric_conv import SymmetricConv
+from tfinv.layers.vector_act_norm import VectorActNorm
+from tfinv.layers.vector_affine_coupling import VectorAffineCoupling
+from tfinv.layers.vector_inv_linear import VectorInvLinear
 from tfinv.layers.woodbury import Woodbury
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "ButterflyLayer",
     "ConvExp",
     "ConvSylvester",
+    "CyclicShift",
     "HaarDownsampling",
     "IRevNetBlock",
     "InvConv1x1",
@@ -37,6 +43,7 @@ __all__ = [
     "LogitPreprocess",
     "MEWoodbury",
     "OrthogonalDownsampling",
+    "Patchify",
     "PeriodicConv",
     "Permute",
     "RevResBlock",
@@ -45,5 +52,8 @@ __all__ = [
     "SmoothLeakyReLU",
     "Squeeze",
     "SymmetricConv",
+    "VectorActNorm",
+    "VectorAffineCoupling",
+    "VectorInvLinear",
     "Woodbury",
 ]

@@ -81,7 +81,7 @@ class Case:
 
 def cases() -> Iterator[Case]:
     """Yields a `Case` for every public layer class (``tfinv.layers.__all__``) and block."""
-    from tfinv import blocks, layers
+    from tfinv import blocks, layers, nets
 
     small = 8  # conditioner width: keeps Jacobians and fits cheap
     yield Case("ActNorm", lambda: layers.ActNorm(), (2, 4, 4, 3))
@@ -156,6 +156,15 @@ def cases() -> Iterator[Case]:
     # The gate starts at 0 (identity): a larger perturbation makes the nonlinear part visible.
     yield Case("ConvSylvester", lambda: layers.ConvSylvester(seed=1), (2, 4, 4, 2), perturb=0.5)
     yield Case("ConvSylvester-C3-odd", lambda: layers.ConvSylvester(seed=2), (2, 5, 4, 3), perturb=0.5)
+    yield Case("Patchify", lambda: layers.Patchify(patch_size=2), (2, 4, 6, 3))
+    yield Case("CyclicShift", lambda: layers.CyclicShift(shift=1), (2, 4, 3, 2))
+    yield Case("VectorActNorm", lambda: layers.VectorActNorm(), (2, 3, 5))
+    yield Case("VectorInvLinear", lambda: layers.VectorInvLinear(seed=1), (2, 3, 5))
+    yield Case("VectorAffineCoupling", lambda: layers.VectorAffineCoupling(hidden_units=small), (2, 3, 5))
+    yield Case("VectorAffineCoupling-parity1-gelu-conditioner",
+               lambda: layers.VectorAffineCoupling(parity=1, conditioner=nets.MLP(small, 6, activation="gelu")),
+               (2, 3, 5))
+    yield Case("MixerFlowBlock", lambda: blocks.MixerFlowBlock(hidden_units=small, seed=1), (2, 6, 4))
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
     yield Case("GlowStep-conv_exp",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="conv_exp"), (2, 4, 4, 4))
@@ -172,7 +181,7 @@ def cases() -> Iterator[Case]:
 
 def model_cases() -> Iterator[Case]:
     """Small assembled models checked by the same harness."""
-    from tfinv.models import Glow
+    from tfinv.models import Glow, MixerFlow
 
     yield Case(
         "Glow-affine",
@@ -186,5 +195,12 @@ def model_cases() -> Iterator[Case]:
         lambda: Glow((8, 8, 2), levels=3, steps_per_level=1, hidden_channels=8, coupling="additive",
                      num_levels=None),
         (2, 8, 8, 2),
+        perturb=0.05,
+    )
+    yield Case(
+        "MixerFlow",
+        lambda: MixerFlow((8, 8, 1), patch_size=2, num_blocks=2, hidden_units=8, num_levels=17),
+        (2, 8, 8, 1),
+        draw=_counts(17),
         perturb=0.05,
     )

@@ -141,9 +141,10 @@ def check_tfp_api(layer, x, tol: float = 1e-5) -> float:
     _assert_close(layer.forward(x), z, tol, "Bijector.forward")
     _assert_close(layer.inverse(z), layer.inverse_and_log_det(z)[0], tol, "Bijector.inverse")
     n = layer.event_ndims
+    n_out = layer.inverse_min_event_ndims  # differs from n for rank-changing layers (Patchify)
     _assert_close(layer.forward_log_det_jacobian(x, event_ndims=n), fldj, tol, "forward_log_det_jacobian")
     _assert_close(
-        layer.inverse_log_det_jacobian(z, event_ndims=n), layer.inverse_and_log_det(z)[1], tol,
+        layer.inverse_log_det_jacobian(z, event_ndims=n_out), layer.inverse_and_log_det(z)[1], tol,
         "inverse_log_det_jacobian",
     )
     # One more event axis: TFP sums the extra axis itself.
