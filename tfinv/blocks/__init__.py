@@ -1,8 +1,9 @@
 """Compositions of invertible layers."""
 
+from tfinv.blocks.convolutional_flow_step import ConvolutionalFlowStep
 from tfinv.blocks.glow_step import GlowStep
 from tfinv.blocks.invertible_sequential import InvertibleSequential
 from tfinv.blocks.mixer_flow_block import MixerFlowBlock
 from tfinv.blocks.reversible_stack import ReversibleStack
 
-__all__ = ["GlowStep", "InvertibleSequential", "MixerFlowBlock", "ReversibleStack"]
+__all__ = ["ConvolutionalFlowStep", "GlowStep", "InvertibleSequential", "MixerFlowBlock", "ReversibleStack"]

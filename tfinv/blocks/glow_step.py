@@ -12,8 +12,12 @@ from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
+from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.conv_exp import ConvExp
+from tfinv.layers.emerging_conv import EmergingConv
+from tfinv.layers.f_in_c_conv import FInCConv
 from tfinv.layers.inv_conv1x1 import InvConv1x1
+from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.symmetric_conv import SymmetricConv
@@ -39,6 +43,13 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
         [InvConv1x1(seed=seed, name="inv_conv1x1"), ButterflyLayer(seed=seed, name="butterfly")],
         event_ndims=3, name=name,
     ),
+    # Masked (triangular) k x k convolutions inverted by wavefront solves (tfinv.ops.triangular_conv):
+    # Hoogeboom et al. arXiv:1901.11137, CInC arXiv:2107.01358, FInC arXiv:2301.09266, and
+    # Inverse-Flow (AISTATS 2025: the solve is the forward map, sampling is one convolution).
+    "emerging": lambda seed, name: EmergingConv(seed=seed, fit_kernel_to_image=True, name=name),
+    "cinc": lambda seed, name: CInCConv(seed=seed, fit_kernel_to_image=True, name=name),
+    "finc": lambda seed, name: FInCConv(seed=seed, fit_kernel_to_image=True, name=name),
+    "inverse_conv": lambda seed, name: InverseConv(seed=seed, fit_kernel_to_image=True, name=name),
 }
 
 

@@ -6,10 +6,15 @@ from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.conv_sylvester import ConvSylvester
+from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.cyclic_shift import CyclicShift
+from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
+from tfinv.layers.emerging_conv import EmergingConv
+from tfinv.layers.f_in_c_conv import FInCConv
 from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
+from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.me_woodbury import MEWoodbury
@@ -20,6 +25,7 @@ from tfinv.layers.permute import Permute
 from tfinv.layers.rev_res_block import RevResBlock
 from tfinv.layers.rev_vit_block import RevViTBlock
 from tfinv.layers.reverse import Reverse
+from tfinv.layers.s_log import SLog
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
 from tfinv.layers.squeeze import Squeeze
 from tfinv.layers.symmetric_conv import SymmetricConv
@@ -33,12 +39,17 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "ButterflyLayer",
+    "CInCConv",
     "ConvExp",
     "ConvSylvester",
     "CyclicShift",
+    "DataAdaptiveConv",
+    "EmergingConv",
+    "FInCConv",
     "HaarDownsampling",
     "IRevNetBlock",
     "InvConv1x1",
+    "InverseConv",
     "LearnableLeakyReLU",
     "LogitPreprocess",
     "MEWoodbury",
@@ -49,6 +60,7 @@ __all__ = [
     "RevResBlock",
     "RevViTBlock",
     "Reverse",
+    "SLog",
     "SmoothLeakyReLU",
     "Squeeze",
     "SymmetricConv",

@@ -1,7 +1,8 @@
 """Assembled models."""
 
 from tfinv.models.glow import Glow
+from tfinv.models.invertible_cnn import InvertibleCNN
 from tfinv.models.mixer_flow import MixerFlow
 from tfinv.models.rev_vit import RevViT
 
-__all__ = ["Glow", "MixerFlow", "RevViT"]
+__all__ = ["Glow", "InvertibleCNN", "MixerFlow", "RevViT"]

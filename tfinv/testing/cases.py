@@ -165,9 +165,34 @@ def cases() -> Iterator[Case]:
                lambda: layers.VectorAffineCoupling(parity=1, conditioner=nets.MLP(small, 6, activation="gelu")),
                (2, 3, 5))
     yield Case("MixerFlowBlock", lambda: blocks.MixerFlowBlock(hidden_units=small, seed=1), (2, 6, 4))
+    yield Case("EmergingConv", lambda: layers.EmergingConv(seed=1), (2, 4, 4, 2))
+    yield Case("EmergingConv-5x4x3-sequential", lambda: layers.EmergingConv(seed=1, order="sequential"),
+               (2, 5, 4, 3))
+    yield Case("CInCConv", lambda: layers.CInCConv(seed=2), (2, 4, 4, 2))
+    yield Case("CInCConv-k2-5x4x3", lambda: layers.CInCConv(kernel_size=2, seed=2), (2, 5, 4, 3))
+    yield Case("FInCConv", lambda: layers.FInCConv(seed=3), (2, 5, 4, 3))
+    yield Case("InverseConv", lambda: layers.InverseConv(seed=4), (2, 4, 4, 2))
+    yield Case("InverseConv-5x4x3", lambda: layers.InverseConv(seed=4), (2, 5, 4, 3))
+    yield Case("DataAdaptiveConv", lambda: layers.DataAdaptiveConv(hidden_channels=small), (2, 4, 4, 4))
+    yield Case("DataAdaptiveConv-k2-no-affine-parity1-odd",
+               lambda: layers.DataAdaptiveConv(kernel_size=2, affine=False, parity=1, hidden_channels=small),
+               (2, 5, 4, 3))
+    yield Case("SLog", lambda: layers.SLog(), (2, 4, 4, 3), draw=_wide_normal)
+    yield Case("SLog-scalar", lambda: layers.SLog(initial_alpha=2.0, per_channel=False), (2, 4, 4, 3),
+               draw=_wide_normal)
+    yield Case("ConvolutionalFlowStep",
+               lambda: blocks.ConvolutionalFlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
+    yield Case("ConvolutionalFlowStep-symmetric",
+               lambda: blocks.ConvolutionalFlowStep(hidden_channels=small, linear="symmetric_conv", parity=1,
+                                                    seed=3),
+               (2, 4, 5, 3))
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
     yield Case("GlowStep-conv_exp",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="conv_exp"), (2, 4, 4, 4))
+    yield Case("GlowStep-emerging",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="emerging"), (2, 4, 4, 4))
+    yield Case("GlowStep-inverse_conv",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_conv"), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
     yield Case(

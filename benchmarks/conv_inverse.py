@@ -1,0 +1,183 @@
+"""Benchmark: masked (triangular) convolutions and their wavefront inverses.
+
+For ``H = W`` in {16, 32}, ``C`` in {4, 16}, batch 32 and 3x3 kernels:
+
+* ``EmergingConv``, ``CInCConv``, ``FInCConv`` (2 corners) and ``InverseConv`` (weights perturbed):
+  median time of ``forward_and_log_det`` and ``inverse_and_log_det`` in TF graph mode
+  (``tf.function``) and in onnxruntime (graphs from `tfinv.export.onnx.prepare`, which also
+  checks parity, run in `tfinv.export.onnx.inference_session`);
+* the solve schedules: ``CInCConv`` inverse with ``order="sequential"`` (``H * W`` steps) against
+  ``order="wavefront"`` (``H + W - 1`` steps), TF graph mode and XLA (``jit_compile=True``),
+  medians and a min-based ratio (less sensitive to other processes' load). Goal: >= 10 at 32 x 32;
+* sampling: ``InverseConv`` inverse (one masked conv) against a plain
+  ``keras.layers.Conv2D(C, 3, padding="same", use_bias=False)``. Goal: ratio <= 2.
+
+Timing: numpy in, numpy out, ``time.perf_counter`` after warm-up; medians in ms.
+Run: ``python benchmarks/conv_inverse.py [--quick] [--no-onnx] [--out results.json]``; stdout is
+one JSON object, progress goes to stderr. Timings are for reading, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+SIZES = (16, 32)
+CHANNELS = (4, 16)
+BATCH = 32
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Routes fd 1 (tf2onnx's C-level prints too) to stderr; yields the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real = os.fdopen(os.dup(saved), "w")
+    try:
+        yield real
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def timings_ms(fn, x, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """``(median, min)`` wall time of ``fn(x)`` in ms."""
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times)), 1e3 * float(np.min(times))
+
+
+def median_ms(fn, x, repeats: int, warmup: int = 2) -> float:
+    return timings_ms(fn, x, repeats, warmup)[0]
+
+
+def tf_runner(fn, shape, jit: bool = False):
+    graph = tf.function(fn, input_signature=[tf.TensorSpec((None,) + shape[1:], tf.float32)],
+                        jit_compile=jit)
+
+    def run(x):
+        return [np.asarray(t) for t in tf.nest.flatten(graph(tf.constant(x)))]
+
+    return run
+
+
+def onnx_runner(layer, direction, x):
+    from tfinv.export.onnx import inference_session, prepare
+
+    proto, info = prepare(layer, direction, test_input=x)
+    session, _ = inference_session(proto.SerializeToString())
+    name = session.get_inputs()[0].name
+    return (lambda v: session.run(None, {name: v})), info.op_types
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="16x16 and C=4 only, fewer repeats")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime timings")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from tfinv.layers.c_in_c_conv import CInCConv
+    from tfinv.layers.emerging_conv import EmergingConv
+    from tfinv.layers.f_in_c_conv import FInCConv
+    from tfinv.layers.inverse_conv import InverseConv
+    from tfinv.testing.contract import perturb_weights
+
+    sizes = SIZES[:1] if args.quick else SIZES
+    channels = CHANNELS[:1] if args.quick else CHANNELS
+    repeats = 3 if args.quick else args.repeats
+    makers = {"EmergingConv": EmergingConv, "CInCConv": CInCConv, "FInCConv": FInCConv,
+              "InverseConv": InverseConv}
+    results = []
+    with stdout_to_stderr() as real_stdout:
+        for size in sizes:
+            for c in channels:
+                shape = (BATCH, size, size, c)
+                x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+                row = {"H": size, "W": size, "C": c, "batch": BATCH, "layers": {}}
+                for name, make in makers.items():
+                    layer = make(seed=1)
+                    layer.build(shape)
+                    perturb_weights(layer, 0.05, seed=1)
+                    z = np.asarray(layer.forward_and_log_det(x)[0])
+                    entry = {}
+                    for direction, fn, value in (("forward", layer.forward_and_log_det, x),
+                                                 ("inverse", layer.inverse_and_log_det, z)):
+                        entry[f"tf_{direction}_ms"] = median_ms(tf_runner(fn, shape), value, repeats)
+                        if not args.no_onnx:
+                            run, ops = onnx_runner(layer, direction, value)
+                            entry[f"onnx_{direction}_ms"] = median_ms(run, value, repeats)
+                            entry[f"onnx_{direction}_ops"] = ops
+                    row["layers"][name] = entry
+                    log(f"{size}x{size} C={c} {name}: "
+                        + ", ".join(f"{k}={v:.2f}" for k, v in entry.items() if k.endswith("_ms")))
+                # schedules: the same CInC kernel, sequential vs wavefront substitution
+                seq = CInCConv(seed=1, order="sequential")
+                seq.build(shape)
+                wave = CInCConv(seed=1, order="wavefront")
+                wave.build(shape)
+                perturb_weights(seq, 0.05, seed=1)
+                wave.set_weights(seq.get_weights())
+                z = np.asarray(wave.forward_and_log_det(x)[0])
+                for suffix, jit in (("", False), ("_xla", True)):
+                    t_seq = timings_ms(tf_runner(seq.inverse_and_log_det, shape, jit), z,
+                                       max(3, repeats // 2))
+                    t_wave = timings_ms(tf_runner(wave.inverse_and_log_det, shape, jit), z, repeats)
+                    row[f"cinc_inverse_sequential{suffix}_ms"] = t_seq[0]
+                    row[f"cinc_inverse_wavefront{suffix}_ms"] = t_wave[0]
+                    row[f"sequential_over_wavefront{suffix}"] = t_seq[0] / t_wave[0]
+                    row[f"sequential_over_wavefront{suffix}_min"] = t_seq[1] / t_wave[1]
+                    log(f"  sequential/wavefront{suffix} = {t_seq[0]:.1f}/{t_wave[0]:.1f} = "
+                        f"{t_seq[0] / t_wave[0]:.1f}x (min-based {t_seq[1] / t_wave[1]:.1f}x)")
+                # sampling: InverseConv's inverse vs a plain Conv2D
+                conv = keras.layers.Conv2D(c, 3, padding="same", use_bias=False)
+                conv.build(shape)
+                t_conv = median_ms(tf_runner(conv, shape), x, repeats)
+                t_sample = row["layers"]["InverseConv"]["tf_inverse_ms"]
+                row["conv2d_ms"] = t_conv
+                row["inverse_conv_sampling_over_conv2d"] = t_sample / t_conv
+                log(f"  InverseConv sampling / Conv2D = {t_sample:.2f}/{t_conv:.2f} = "
+                    f"{t_sample / t_conv:.2f}x")
+                results.append(row)
+        report = {
+            "benchmark": "conv_inverse",
+            "platform": platform.platform(),
+            "tensorflow": tf.__version__,
+            "kernel_size": 3,
+            "goals": {"sequential_over_wavefront_at_32": ">= 10", "inverse_conv_sampling_over_conv2d": "<= 2"},
+            "results": results,
+        }
+        text = json.dumps(report, indent=2)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+        print(text, file=real_stdout, flush=True)
+
+
+if __name__ == "__main__":
+    main()
