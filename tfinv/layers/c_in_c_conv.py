@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import keras
 
-from tfinv.layers._triangular_conv_base import TriangularConvBase
+from tfinv.core.triangular_conv_layer import TriangularConvLayer
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class CInCConv(TriangularConvBase):
+class CInCConv(TriangularConvLayer):
     """``z = K * pad_tl(x)``: a ``k x k`` ``C -> C`` convolution on ``x`` zero-padded by ``k - 1``
     rows on top and ``k - 1`` columns on the left, so output ``(i, j)`` reads the input window
     whose bottom-right corner is ``(i, j)``.

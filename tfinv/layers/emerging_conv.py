@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import keras
 
-from tfinv.layers._triangular_conv_base import TriangularConvBase
+from tfinv.core.triangular_conv_layer import TriangularConvLayer
 from tfinv.ops import triangular_conv as tc
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class EmergingConv(TriangularConvBase):
+class EmergingConv(TriangularConvLayer):
     """``z = R(K_2 * R(K_1 * x))``: ``K_1``, ``K_2`` are ``k x k`` ``C -> C`` kernels with the
     raster (PixelCNN) mask centred on the output pixel, and ``R`` reverses ``H``, ``W`` and
     ``C``, so the second convolution is autoregressive in the opposite order. Together they

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfinv.layers._triangular_conv_base import TriangularConvBase
+from tfinv.core.triangular_conv_layer import TriangularConvLayer
 
 #: Spatial axes flipped to turn the top-left padded convolution into each corner's version.
 _CORNERS = ((), (-3, -2), (-3,), (-2,))  # top-left, bottom-right, bottom-left, top-right
@@ -16,7 +16,7 @@ def _flip(x, axes):
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class FInCConv(TriangularConvBase):
+class FInCConv(TriangularConvLayer):
     """``z = F_n(K_n * pad(F_n(... F_1(K_1 * pad(F_1 x)) ...)))``: ``n = corners`` ``k x k``
     convolutions, each padded by ``k - 1`` on two sides (top-left, then bottom-right,
     bottom-left, top-right, realised by flips ``F``). Each is a CInC-type triangular map (see

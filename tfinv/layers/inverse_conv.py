@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import keras
 
-from tfinv.layers._triangular_conv_base import TriangularConvBase
+from tfinv.core.triangular_conv_layer import TriangularConvLayer
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class InverseConv(TriangularConvBase):
+class InverseConv(TriangularConvLayer):
     """``z = A^-1 x`` with ``A x = K * pad_tl(x)`` the CInC/FInC top-left padded ``k x k``
     convolution: the *forward* (training) direction is a triangular solve, run as an
     anti-diagonal wavefront, and its gradient is another wavefront solve with the adjoint

@@ -13,7 +13,7 @@ from tfinv.ops import triangular_conv as tc
 ORDERS = ("wavefront", "sequential")
 
 
-class TriangularConvBase(InvertibleLayer):
+class TriangularConvLayer(InvertibleLayer):
     """Owns ``num_kernels`` masked ``k x k`` kernels, each with its anchor diagonal
     parameterised as ``sign * exp(log_scale)`` (``sign`` fixed): the map is invertible for every
     value of the trainable weights, so training cannot reach a singular kernel.

@@ -1,0 +1,77 @@
+"""Shared machinery of LU-parameterised linear layers (`InvConv1x1`, `VectorInvLinear`).
+
+``W = P L (U + diag(sign * exp(log_s)))`` acts on the last axis. ``W`` starts as a random
+rotation (seeded, factored once with `tfinv.ops.lu.lu_factor_numpy`); ``P`` and ``sign`` are
+fixed, ``L``, ``U`` and ``log_s`` are trained, and ``W`` is invertible for every value of them.
+``log|det W| = sum(log_s)``; ``W^-1`` comes from triangular solves on the parameters only, which
+an exporter folds into a constant. Reference: Kingma & Dhariwal, Glow, arXiv:1807.03039, §3.2.
+
+Subclasses give ``_apply(x, matrix)`` (how ``W`` meets the data) and ``_positions(x)`` (how many
+times ``W`` is applied per event: ``H * W`` for a 1x1 convolution, 1 for a vector).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
+from tfinv.ops import lu
+
+
+class LULinearLayer(InvertibleLayer):
+    """Base of the LU-parameterised linear layers (see module docstring).
+
+    Args:
+        seed: seed of the random initial rotation.
+    """
+
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+
+    def build(self, input_shape):
+        self._record_event_shape(input_shape)
+        n = self.input_event_shape[-1]
+        if n is None:
+            raise ValueError(f"{type(self).__name__} '{self.name}' needs a static last axis, got {input_shape}")
+        rotation = np.linalg.qr(np.random.default_rng(self.seed).standard_normal((n, n)))[0]
+        p, lower, upper = lu.lu_factor_numpy(rotation)
+        diag = np.diag(upper)
+        const = keras.initializers.Constant
+        self.permutation = self.add_weight(name="permutation", shape=(n, n), initializer=const(p), trainable=False)
+        self.sign = self.add_weight(name="sign", shape=(n,), initializer=const(np.sign(diag)), trainable=False)
+        self.lower = self.add_weight(name="lower", shape=(n, n), initializer=const(lower))
+        self.upper = self.add_weight(name="upper", shape=(n, n), initializer=const(np.triu(upper, 1)))
+        self.log_scale = self.add_weight(name="log_scale", shape=(n,), initializer=const(np.log(np.abs(diag))))
+        super().build(input_shape)
+
+    def _params(self):
+        return self.permutation, self.lower, self.upper, self.log_scale, self.sign
+
+    def weight(self) -> tf.Tensor:
+        """The ``n x n`` matrix ``W`` (output index first)."""
+        return lu.lu_weight(*self._params())
+
+    def inverse_weight(self) -> tf.Tensor:
+        """``W^-1``, computed from the parameters only."""
+        return lu.lu_inverse_weight(*self._params())
+
+    def _positions(self, x) -> tf.Tensor:
+        raise NotImplementedError
+
+    def _apply(self, x, matrix):
+        raise NotImplementedError
+
+    def _log_det(self, x):
+        return batch_log_det(self._positions(x) * tf.reduce_sum(self.log_scale), x, self.event_ndims)
+
+    def _forward_and_log_det(self, x):
+        return self._apply(x, self.weight()), self._log_det(x)
+
+    def _inverse_and_log_det(self, z):
+        return self._apply(z, self.inverse_weight()), -self._log_det(z)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
