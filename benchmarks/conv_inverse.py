@@ -24,37 +24,17 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
-import contextlib
 import json
 import platform
-import sys
 import time
 
 import numpy as np
 import tensorflow as tf
+from _common import log, stdout_to_stderr  # noqa: E402
 
 SIZES = (16, 32)
 CHANNELS = (4, 16)
 BATCH = 32
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def stdout_to_stderr():
-    """Routes fd 1 (tf2onnx's C-level prints too) to stderr; yields the real stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    real = os.fdopen(os.dup(saved), "w")
-    try:
-        yield real
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def timings_ms(fn, x, repeats: int, warmup: int = 2) -> tuple[float, float]:

@@ -42,7 +42,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -52,32 +51,12 @@ from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import log, stdout_to_stderr, timed  # noqa: E402
 
 GOAL_RATIO = 0.7  # onnxruntime median <= 0.7 x TF median, at batch 1
 BATCHES = (1, 64)
 DIRECTIONS = ("forward", "inverse")
 SPATIAL = 32
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def stdout_to_stderr():
-    """Routes fd 1 (Python and C-level writes, e.g. from tf2onnx or TF) to stderr, so the real
-    stdout carries only the final JSON. Yields a writer to the original stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    real = os.fdopen(os.dup(saved), "w")
-    try:
-        yield real
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        real.close()
 
 
 # --------------------------------------------------------------------------- subjects
@@ -191,15 +170,6 @@ def relative_error(actual, expected) -> float:
         float(np.max(np.abs(expected), initial=0.0)), 1.0)
 
 
-def timed_calls(run: Callable, value: np.ndarray, n: int) -> list[float]:
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        run(value)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
-
-
 def stats(samples: list[float]) -> dict[str, Any]:
     return {
         "median_ms": float(np.median(samples)),
@@ -270,7 +240,7 @@ def bench_entry(entry, args, reps: dict[int, int], warmup: int, rounds: int) -> 
             per_round = [len(chunk) for chunk in np.array_split(np.arange(reps[b]), rounds)]
             for n in per_round:
                 for key in samples:
-                    samples[key] += timed_calls(runners[key], value, n)
+                    samples[key] += timed(runners[key], value, n)
             for key, values in samples.items():
                 row[key] = stats(values)
             tf_med = row["tf"].get("median_ms")

@@ -29,7 +29,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -38,32 +37,13 @@ from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import log, stdout_to_stderr, timed  # noqa: E402
 
 GOAL_RATIO = 3.0  # forward + log-det <= 3x a plain Conv2D
 SIZES = (16, 32)
 CHANNELS = (4, 16)
 BATCH = 32
 KERNEL = 3
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def stdout_to_stderr():
-    """Routes fd 1 (Python and C-level writes, e.g. tf2onnx's) to stderr; yields the real stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    real = os.fdopen(os.dup(saved), "w")
-    try:
-        yield real
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        real.close()
 
 
 # --------------------------------------------------------------------------- runners
@@ -109,15 +89,6 @@ def conv2d_baseline(kernel: np.ndarray, shape, xla: bool):
     if xla:
         runners["tf_xla"] = tf_runner(layer, shape, jit=True)
     return runners
-
-
-def timed(run: Callable, value: np.ndarray, n: int) -> list[float]:
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        run(value)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
 
 
 # --------------------------------------------------------------------------- one configuration

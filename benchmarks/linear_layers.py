@@ -37,7 +37,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -47,31 +46,11 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import log, stdout_to_stderr, timed  # noqa: E402
 
 LAYERS = ("InvConv1x1", "Woodbury", "MEWoodbury", "ButterflyLayer", "ButterflyLayer-factors")
 DIRECTIONS = ("forward", "inverse")
 RUNNERS = ("tf", "onnx")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def stdout_to_stderr():
-    """Routes fd 1 (Python and C-level writes: tf2onnx, Keras, the CLI) to stderr, so the real
-    stdout carries only the final JSON. Yields a writer to the original stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    real = os.fdopen(os.dup(saved), "w")
-    try:
-        yield real
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        real.close()
 
 
 def make_layer(name: str, seed: int = 0):
@@ -87,15 +66,6 @@ def make_layer(name: str, seed: int = 0):
         "ButterflyLayer": lambda: ButterflyLayer(seed=seed),  # "auto": dense C x C matrix at C <= 512
         "ButterflyLayer-factors": lambda: ButterflyLayer(seed=seed, implementation="factors"),
     }[name]()
-
-
-def timed(run, value, n: int) -> list[float]:
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        run(value)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
 
 
 def bench_layer(name: str, height: int, width: int, channels: int, args) -> dict:

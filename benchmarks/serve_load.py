@@ -43,10 +43,7 @@ import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from _common import log  # noqa: E402
 
 
 def export_model(out_dir: str, hidden: int, steps: int, levels: int) -> dict[str, Any]:
