@@ -139,7 +139,9 @@ def train_variants(args) -> list[dict]:
     for linear in args.linears:
         for seed in args.seeds:
             with tempfile.TemporaryDirectory() as tmp:
-                argv = ["train", "--dataset", "digits", "--epochs", str(args.epochs), "--linear", linear,
+                # "mixerflow" is the MixerFlow model (issue 7); the other names are Glow's linear layer.
+                model = ["--model", "mixerflow"] if linear == "mixerflow" else ["--linear", linear]
+                argv = ["train", "--dataset", "digits", "--epochs", str(args.epochs), *model,
                         "--seed", str(seed), "--verbose", "0", "--num-samples", "16", "--out", tmp]
                 started = time.perf_counter()
                 code = cli.main(argv)
@@ -187,7 +189,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=10, help="training budget of every Glow variant")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--linears", nargs="+",
-                        default=["inv_conv1x1", "woodbury", "me_woodbury", "butterfly"])
+                        default=["inv_conv1x1", "woodbury", "me_woodbury", "butterfly", "mixerflow"],
+                        help="Glow linear layers to train (and 'mixerflow' for the MixerFlow model)")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke run: few repeats, 1 epoch")
