@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 import tensorflow as tf
 
+from tfinv.core.channel_parameter import add_log_parameter, positive_initial_value
 from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.ops import activations
 
@@ -37,25 +36,13 @@ class LearnableLeakyReLU(InvertibleLayer):
 
     def __init__(self, initial_slope: float = 0.1, per_channel: bool = True, **kwargs):
         super().__init__(**kwargs)
-        initial_slope = float(initial_slope)
-        if not initial_slope > 0:
-            raise ValueError(f"LearnableLeakyReLU needs initial_slope > 0, got {initial_slope}")
-        self.initial_slope = initial_slope
+        self.initial_slope = positive_initial_value("LearnableLeakyReLU", "initial_slope", initial_slope)
         self.per_channel = bool(per_channel)
 
     def build(self, input_shape):
         self._record_event_shape(input_shape)
-        channels = self.input_event_shape[-1]
-        if self.per_channel and channels is None:
-            raise ValueError(
-                f"LearnableLeakyReLU '{self.name}' with per_channel=True needs a known channel "
-                f"count, got input shape {tuple(input_shape)}"
-            )
-        self.log_slope = self.add_weight(
-            name="log_slope",
-            shape=(channels,) if self.per_channel else (),
-            initializer=keras.initializers.Constant(math.log(self.initial_slope)),
-        )
+        self.log_slope = add_log_parameter(
+            self, "log_slope", self.initial_slope, self.per_channel, input_shape)
         super().build(input_shape)
 
     @property

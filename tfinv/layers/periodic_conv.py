@@ -6,99 +6,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinv.core.export_mode import is_exporting
-from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
+from tfinv.core.fourier_conv_layer import FourierConvLayer, _parameter_only
 from tfinv.ops import fourier
 
 
-def _spatial_checks(layer, input_shape) -> tuple[int, int, int]:
-    """Validates the event shape against the kernel; shared by the Fourier-domain convolutions."""
-    height, width, channels = layer.input_event_shape
-    name = f"{type(layer).__name__} '{layer.name}'"
-    if height is None or width is None or channels is None:
-        raise ValueError(f"{name} needs a static event shape (H, W, C), got {tuple(input_shape)}")
-    span = fourier.effective_kernel_size(layer.kernel_size, layer.dilation)
-    if span > height or span > width:
-        raise ValueError(
-            f"{name} needs H and W >= the effective kernel size {span} "
-            f"(kernel_size={layer.kernel_size}, dilation={layer.dilation}), got (H, W) = "
-            f"({height}, {width})"
-        )
-    return int(height), int(width), int(channels)
-
-
-def _validate_hyperparameters(layer, odd_kernel: bool) -> None:
-    name = type(layer).__name__
-    if layer.kernel_size < 1 or (odd_kernel and layer.kernel_size % 2 == 0):
-        need = "an odd kernel_size >= 1" if odd_kernel else "kernel_size >= 1"
-        raise ValueError(f"{name} needs {need}, got {layer.kernel_size}")
-    if layer.dilation < 1:
-        raise ValueError(f"{name} needs dilation >= 1, got {layer.dilation}")
-    if not 0.0 <= layer.singular_tolerance < 1.0:
-        raise ValueError(f"{name} needs 0 <= singular_tolerance < 1, got {layer.singular_tolerance}")
-    if layer.log_det_method not in fourier.LOG_DET_METHODS:
-        raise ValueError(
-            f"{name} log_det_method must be one of {fourier.LOG_DET_METHODS}, got {layer.log_det_method!r}"
-        )
-
-
-def _raise_if_singular(layer, singular_values: np.ndarray, frequency_name: str) -> None:
-    """Raises ``ValueError`` if some block's smallest singular value is at most
-    ``singular_tolerance`` times the largest singular value of the whole spectrum."""
-    smallest = singular_values.min(axis=-1)
-    largest = float(singular_values.max())
-    worst = np.unravel_index(int(np.argmin(smallest)), smallest.shape)
-    ratio = float(smallest[worst]) / largest if largest > 0 else 0.0
-    if not ratio > layer.singular_tolerance:
-        raise ValueError(
-            f"{type(layer).__name__} '{layer.name}' is numerically singular: the {frequency_name} "
-            f"block at {tuple(int(i) for i in worst)} has smallest singular value "
-            f"{float(smallest[worst]):.3e}, {ratio:.3e} times the largest ({largest:.3e}), not "
-            f"above singular_tolerance={layer.singular_tolerance:g}; its inverse would be "
-            f"meaningless in {layer.compute_dtype}"
-        )
-
-
-def _singularity_guard(layer) -> list:
-    """Runs ``layer.check_invertible()`` where it can (eager calls, export tracing: the weights
-    are then readable); in other graphs adds an assertion only with ``validate_args``.
-    Returns the control dependencies for the inverse."""
-    if tf.executing_eagerly() or is_exporting():
-        layer.check_invertible()
-        return []
-    if layer.validate_args:
-        values = layer.singular_values()
-        ratio = tf.reduce_min(values) / tf.reduce_max(values)
-        return [tf.debugging.assert_greater(
-            ratio, tf.cast(layer.singular_tolerance, ratio.dtype),
-            message=f"{type(layer).__name__} '{layer.name}' is numerically singular",
-        )]
-    return []
-
-
-def _parameter_only(fn):
-    """``fn()`` (a computation on the weights only) as a graph constant while exporting, else
-    ``fn()`` itself. At export the weights are fixed, so the ONNX graph only needs the value, and
-    computing it eagerly keeps its ops (Cholesky, the QR fallback's ``If``, matrix inverses) out of
-    tf2onnx's hands."""
-    if not is_exporting():
-        return fn()
-    with tf.init_scope():
-        value = np.asarray(fn())
-    return tf.constant(value)
-
-
-def _per_image(fn, x: tf.Tensor) -> tf.Tensor:
-    """``fn`` on ``(B, H, W, C)``; inputs with several batch axes are flattened and restored."""
-    if x.shape.rank == 4:
-        return fn(x)
-    batch_shape = tf.shape(x)[:-3]
-    y = fn(tf.reshape(x, [-1, *(int(d) for d in x.shape[-3:])]))  # static event shape kept
-    return tf.reshape(y, tf.concat([batch_shape, tf.shape(y)[1:]], axis=0))
-
-
 @keras.saving.register_keras_serializable(package="tfinv")
-class PeriodicConv(InvertibleLayer):
+class PeriodicConv(FourierConvLayer):
     """``z = K * x (+ b)``: a ``k x k`` ``C -> C`` cross-correlation with circular padding.
 
     ``z[h, w] = sum_{i, j} K[i, j]^T x[(h + s_i) mod H, (w + s_j) mod W] + b`` with tap offsets
@@ -177,32 +90,10 @@ class PeriodicConv(InvertibleLayer):
            Flow", NeurIPS 2019.
     """
 
-    event_ndims = 3
+    _odd_kernel = False
+    _frequency_name = "frequency (u, v)"
 
-    def __init__(
-        self,
-        kernel_size: int = 3,
-        dilation: int = 1,
-        use_bias: bool = False,
-        init_scale: float = 0.01,
-        seed: int = 0,
-        singular_tolerance: float = 1e-5,
-        log_det_method: str = "auto",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.kernel_size = int(kernel_size)
-        self.dilation = int(dilation)
-        self.use_bias = bool(use_bias)
-        self.init_scale = float(init_scale)
-        self.seed = int(seed)
-        self.singular_tolerance = float(singular_tolerance)
-        self.log_det_method = str(log_det_method)
-        _validate_hyperparameters(self, odd_kernel=False)
-
-    def build(self, input_shape):
-        self._record_event_shape(input_shape)
-        _, _, channels = _spatial_checks(self, input_shape)
+    def _build_kernel(self, channels: int) -> None:
         k = self.kernel_size
         rng = np.random.default_rng(self.seed)
         kernel = self.init_scale * rng.standard_normal((k, k, channels, channels))
@@ -212,9 +103,6 @@ class PeriodicConv(InvertibleLayer):
             name="kernel", shape=(k, k, channels, channels),
             initializer=keras.initializers.Constant(kernel),
         )
-        if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
-        super().build(input_shape)
 
     # ------------------------------------------------------------------ spectrum (parameters only)
     def spectrum(self) -> tuple[tf.Tensor, tf.Tensor]:
@@ -225,6 +113,9 @@ class PeriodicConv(InvertibleLayer):
         """The blocks as real embeddings ``[[A, -B], [B, A]]``, ``(H, W // 2 + 1, 2C, 2C)``."""
         height, width, _ = self.input_event_shape
         return fourier.conv_spectrum_embedding(self.kernel, height, width, self.dilation, half=True)
+
+    def _inverse_blocks_source(self) -> tf.Tensor:
+        return self._embedded_spectrum()
 
     def _log_det_value(self) -> tf.Tensor:
         height, width, _ = self.input_event_shape
@@ -237,43 +128,9 @@ class PeriodicConv(InvertibleLayer):
         values = tf.linalg.svd(self._embedded_spectrum(), compute_uv=False)
         return values[..., ::2]
 
-    def min_singular_value(self) -> tf.Tensor:
-        """Smallest singular value over all frequency blocks (0 iff the layer is singular)."""
-        return tf.reduce_min(self.singular_values())
-
-    def condition_number(self) -> tf.Tensor:
-        """Condition number of the whole convolution: ``max sigma / min sigma`` over all blocks."""
-        values = self.singular_values()
-        return tf.reduce_max(values) / tf.reduce_min(values)
-
-    def check_invertible(self) -> None:
-        """Raises ``ValueError`` (naming the frequency ``(u, v)``) if a block is numerically
-        singular; see the class docstring. Runs eagerly, also when called while tracing."""
-        with tf.init_scope():
-            _raise_if_singular(self, np.asarray(self.singular_values()), "frequency (u, v)")
-
     # ------------------------------------------------------------------ maps
-    def _forward_and_log_det(self, x):
-        z = _per_image(lambda t: fourier.periodic_conv2d(t, self.kernel, self.dilation), x)
-        if self.use_bias:
-            z = z + self.bias
-        return z, batch_log_det(self._log_det_value(), x, self.event_ndims)
+    def _convolution(self):
+        return lambda images: fourier.periodic_conv2d(images, self.kernel, self.dilation)
 
-    def _inverse_and_log_det(self, z):
-        with tf.control_dependencies(_singularity_guard(self)):
-            inverse_blocks = _parameter_only(lambda: tf.linalg.inv(self._embedded_spectrum()))
-        x = _per_image(lambda images: fourier.circulant_apply(images, inverse_blocks),
-                       z - self.bias if self.use_bias else z)
-        return x, -batch_log_det(self._log_det_value(), z, self.event_ndims)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "kernel_size": self.kernel_size,
-            "dilation": self.dilation,
-            "use_bias": self.use_bias,
-            "init_scale": self.init_scale,
-            "seed": self.seed,
-            "singular_tolerance": self.singular_tolerance,
-            "log_det_method": self.log_det_method,
-        }
+    def _deconvolve(self, images, inverse_blocks):
+        return fourier.circulant_apply(images, inverse_blocks)

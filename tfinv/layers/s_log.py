@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 import tensorflow as tf
 
+from tfinv.core.channel_parameter import add_log_parameter, positive_initial_value
 from tfinv.core.invertible_layer import InvertibleLayer
 
 
@@ -45,25 +44,13 @@ class SLog(InvertibleLayer):
 
     def __init__(self, initial_alpha: float = 1.0, per_channel: bool = True, **kwargs):
         super().__init__(**kwargs)
-        initial_alpha = float(initial_alpha)
-        if not initial_alpha > 0:
-            raise ValueError(f"SLog needs initial_alpha > 0, got {initial_alpha}")
-        self.initial_alpha = initial_alpha
+        self.initial_alpha = positive_initial_value("SLog", "initial_alpha", initial_alpha)
         self.per_channel = bool(per_channel)
 
     def build(self, input_shape):
         self._record_event_shape(input_shape)
-        channels = self.input_event_shape[-1]
-        if self.per_channel and channels is None:
-            raise ValueError(
-                f"SLog '{self.name}' with per_channel=True needs a known channel count, "
-                f"got input shape {tuple(input_shape)}"
-            )
-        self.log_alpha = self.add_weight(
-            name="log_alpha",
-            shape=(channels,) if self.per_channel else (),
-            initializer=keras.initializers.Constant(math.log(self.initial_alpha)),
-        )
+        self.log_alpha = add_log_parameter(
+            self, "log_alpha", self.initial_alpha, self.per_channel, input_shape)
         super().build(input_shape)
 
     @property

@@ -6,20 +6,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
-from tfinv.layers.periodic_conv import (
-    _parameter_only,
-    _per_image,
-    _raise_if_singular,
-    _singularity_guard,
-    _spatial_checks,
-    _validate_hyperparameters,
-)
+from tfinv.core.fourier_conv_layer import FourierConvLayer, _parameter_only
 from tfinv.ops import fourier
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class SymmetricConv(InvertibleLayer):
+class SymmetricConv(FourierConvLayer):
     """``z = K *_s x (+ b)``: a ``k x k`` ``C -> C`` cross-correlation with half-sample symmetric
     padding (``x[-1] = x[0]``, ``x[-2] = x[1]``, ..., as ``tf.pad(mode="SYMMETRIC")``) and an
     even kernel, ``K[p + a, p + b] = K[p - a, p + b] = K[p + a, p - b]`` (``k = 2p + 1``).
@@ -76,32 +68,10 @@ class SymmetricConv(InvertibleLayer):
            Flows", arXiv:1901.11137 (the periodic counterpart).
     """
 
-    event_ndims = 3
+    _odd_kernel = True
+    _frequency_name = "DCT frequency (k, l)"
 
-    def __init__(
-        self,
-        kernel_size: int = 3,
-        dilation: int = 1,
-        use_bias: bool = False,
-        init_scale: float = 0.01,
-        seed: int = 0,
-        singular_tolerance: float = 1e-5,
-        log_det_method: str = "auto",
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.kernel_size = int(kernel_size)
-        self.dilation = int(dilation)
-        self.use_bias = bool(use_bias)
-        self.init_scale = float(init_scale)
-        self.seed = int(seed)
-        self.singular_tolerance = float(singular_tolerance)
-        self.log_det_method = str(log_det_method)
-        _validate_hyperparameters(self, odd_kernel=True)
-
-    def build(self, input_shape):
-        self._record_event_shape(input_shape)
-        _, _, channels = _spatial_checks(self, input_shape)
+    def _build_kernel(self, channels: int) -> None:
         half = (self.kernel_size - 1) // 2 + 1
         rng = np.random.default_rng(self.seed)
         quadrant = self.init_scale * rng.standard_normal((half, half, channels, channels))
@@ -110,9 +80,6 @@ class SymmetricConv(InvertibleLayer):
             name="quadrant", shape=(half, half, channels, channels),
             initializer=keras.initializers.Constant(quadrant),
         )
-        if self.use_bias:
-            self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
-        super().build(input_shape)
 
     # ------------------------------------------------------------------ spectrum (parameters only)
     def kernel(self) -> tf.Tensor:
@@ -124,6 +91,9 @@ class SymmetricConv(InvertibleLayer):
         height, width, _ = self.input_event_shape
         return fourier.symmetric_conv_spectrum(self.kernel(), height, width, self.dilation)
 
+    def _inverse_blocks_source(self) -> tf.Tensor:
+        return self.spectrum()
+
     def _log_det_value(self) -> tf.Tensor:
         return _parameter_only(
             lambda: tf.reduce_sum(fourier.logabsdet(self.spectrum(), self.log_det_method)))
@@ -132,47 +102,10 @@ class SymmetricConv(InvertibleLayer):
         """Singular values of every block ``K(k, l)``, ``(H, W, C)``, descending."""
         return tf.linalg.svd(self.spectrum(), compute_uv=False)
 
-    def min_singular_value(self) -> tf.Tensor:
-        """Smallest singular value over all frequency blocks (0 iff the layer is singular)."""
-        return tf.reduce_min(self.singular_values())
-
-    def condition_number(self) -> tf.Tensor:
-        """Condition number of the whole convolution: ``max sigma / min sigma`` over all blocks."""
-        values = self.singular_values()
-        return tf.reduce_max(values) / tf.reduce_min(values)
-
-    def check_invertible(self) -> None:
-        """Raises ``ValueError`` (naming the frequency ``(k, l)``) if a block is numerically
-        singular (see `PeriodicConv`). Runs eagerly, also when called while tracing."""
-        with tf.init_scope():
-            _raise_if_singular(self, np.asarray(self.singular_values()), "DCT frequency (k, l)")
-
     # ------------------------------------------------------------------ maps
-    def _forward_and_log_det(self, x):
+    def _convolution(self):
         kernel = self.kernel()
-        z = _per_image(lambda t: fourier.symmetric_conv2d(t, kernel, self.dilation), x)
-        if self.use_bias:
-            z = z + self.bias
-        return z, batch_log_det(self._log_det_value(), x, self.event_ndims)
+        return lambda images: fourier.symmetric_conv2d(images, kernel, self.dilation)
 
-    def _inverse_and_log_det(self, z):
-        with tf.control_dependencies(_singularity_guard(self)):
-            inverse_blocks = _parameter_only(lambda: tf.linalg.inv(self.spectrum()))
-
-        def deconvolve(images):
-            return fourier.idct2d(fourier.apply_blocks(inverse_blocks, fourier.dct2d(images)))
-
-        x = _per_image(deconvolve, z - self.bias if self.use_bias else z)
-        return x, -batch_log_det(self._log_det_value(), z, self.event_ndims)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "kernel_size": self.kernel_size,
-            "dilation": self.dilation,
-            "use_bias": self.use_bias,
-            "init_scale": self.init_scale,
-            "seed": self.seed,
-            "singular_tolerance": self.singular_tolerance,
-            "log_det_method": self.log_det_method,
-        }
+    def _deconvolve(self, images, inverse_blocks):
+        return fourier.idct2d(fourier.apply_blocks(inverse_blocks, fourier.dct2d(images)))
