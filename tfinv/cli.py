@@ -172,6 +172,28 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _write_metrics(path: str, args: argparse.Namespace, model, history, fit_seconds: float, started: float,
+                   **task_fields: Any) -> dict:
+    """Writes ``metrics.json``: the task's figures plus what every run records (epochs, time,
+    parameters, history, the CLI options and the model config); returns the dict."""
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    metrics = {
+        "model": args.model,
+        "dataset": os.fspath(args.dataset),
+        **task_fields,
+        "epochs": len(history.history.get("loss", [])),
+        "fit_seconds": round(fit_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "num_parameters": int(model.count_params()),
+        "history": {k: [_finite_or_none(float(v)) for v in vs] for k, vs in history.history.items()},
+        "config": {"cli": options, "model": model.get_config()},
+    }
+    with open(path, "w") as f:
+        json.dump(metrics, f, indent=2)
+        f.write("\n")
+    return metrics
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -243,26 +265,12 @@ def _train(args: argparse.Namespace) -> int:
     samples = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
     data.save_image_grid(samples.numpy(), samples_path, num_levels)
 
-    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
-    metrics = {
-        "model": args.model,
-        "dataset": os.fspath(args.dataset),
-        "num_levels": num_levels,
-        "input_shape": list(input_shape),
-        "num_train": int(len(train_images)),
-        "num_test": int(len(test_images)),
-        "epochs": len(history.history.get("loss", [])),
-        "train_bits_per_dim": _finite_or_none(train_bpd),
-        "test_bits_per_dim": _finite_or_none(test_bpd),
-        "fit_seconds": round(fit_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "num_parameters": int(model.count_params()),
-        "history": {k: [_finite_or_none(float(v)) for v in vs] for k, vs in history.history.items()},
-        "config": {"cli": options, "model": model.get_config()},
-    }
-    with open(metrics_path, "w") as f:
-        json.dump(metrics, f, indent=2)
-        f.write("\n")
+    metrics = _write_metrics(
+        metrics_path, args, model, history, fit_seconds, started,
+        num_levels=num_levels, input_shape=list(input_shape),
+        num_train=int(len(train_images)), num_test=int(len(test_images)),
+        train_bits_per_dim=_finite_or_none(train_bpd), test_bits_per_dim=_finite_or_none(test_bpd),
+    )
     print(
         f"train bits/dim {train_bpd:.4f}, test bits/dim {test_bpd:.4f} after "
         f"{metrics['epochs']} epoch(s) in {fit_seconds:.1f} s; wrote {model_path}, {samples_path}, "
@@ -315,30 +323,14 @@ def _train_classifier(args: argparse.Namespace, train_split, test_split, num_lev
     model_path = os.path.join(args.out, "model.keras")
     metrics_path = os.path.join(args.out, "metrics.json")
     model.save(model_path)
-    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
-    metrics = {
-        "model": args.model,
-        "task": "classification",
-        "dataset": os.fspath(args.dataset),
-        "num_levels": num_levels,
-        "input_shape": list(input_shape),
-        "num_classes": num_classes,
-        "num_train": int(len(train_images)),
-        "num_test": int(len(test_images)),
-        "epochs": len(history.history.get("loss", [])),
-        "train_accuracy": _finite_or_none(train_scores["accuracy"]),
-        "test_accuracy": _finite_or_none(test_scores["accuracy"]),
-        "train_loss": _finite_or_none(train_scores["loss"]),
-        "test_loss": _finite_or_none(test_scores["loss"]),
-        "fit_seconds": round(fit_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "num_parameters": int(model.count_params()),
-        "history": {k: [_finite_or_none(float(v)) for v in vs] for k, vs in history.history.items()},
-        "config": {"cli": options, "model": model.get_config()},
-    }
-    with open(metrics_path, "w") as f:
-        json.dump(metrics, f, indent=2)
-        f.write("\n")
+    metrics = _write_metrics(
+        metrics_path, args, model, history, fit_seconds, started,
+        task="classification", num_levels=num_levels, input_shape=list(input_shape),
+        num_classes=num_classes, num_train=int(len(train_images)), num_test=int(len(test_images)),
+        train_accuracy=_finite_or_none(train_scores["accuracy"]),
+        test_accuracy=_finite_or_none(test_scores["accuracy"]),
+        train_loss=_finite_or_none(train_scores["loss"]), test_loss=_finite_or_none(test_scores["loss"]),
+    )
     print(
         f"train accuracy {train_scores['accuracy']:.4f}, test accuracy {test_scores['accuracy']:.4f} "
         f"after {metrics['epochs']} epoch(s) in {fit_seconds:.1f} s; wrote {model_path}, {metrics_path}"
