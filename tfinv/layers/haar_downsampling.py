@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
 from tfinv.ops import orthogonal
+from tfinv.ops.space_to_depth import depth_to_space_shape, space_to_depth_shape
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -48,14 +49,10 @@ class HaarDownsampling(InvertibleLayer):
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
-        *batch, h, w, c = input_shape
-        return (*batch, None if h is None else h // 2, None if w is None else w // 2,
-                None if c is None else 4 * c)
+        return space_to_depth_shape(input_shape, 2)
 
     def compute_input_shape(self, output_shape):
-        *batch, h, w, c = output_shape
-        return (*batch, None if h is None else h * 2, None if w is None else w * 2,
-                None if c is None else c // 4)
+        return depth_to_space_shape(output_shape, 2)
 
     @staticmethod
     def _transform(t):

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfinv.core.invertible_layer import batch_log_det
 from tfinv.core.reversible_block import ReversibleBlock
 from tfinv.nets.conv_residual import conv_residual
+from tfinv.ops.space_to_depth import depth_to_space_shape, space_to_depth_shape
 
 STRIDES = (1, 2)
 
@@ -88,16 +89,10 @@ class IRevNetBlock(ReversibleBlock):
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
-        *batch, h, w, c = input_shape
-        s = self.stride
-        return (*batch, None if h is None else h // s, None if w is None else w // s,
-                None if c is None else c * s * s)
+        return space_to_depth_shape(input_shape, self.stride)
 
     def compute_input_shape(self, output_shape):
-        *batch, h, w, c = output_shape
-        s = self.stride
-        return (*batch, None if h is None else h * s, None if w is None else w * s,
-                None if c is None else c // (s * s))
+        return depth_to_space_shape(output_shape, self.stride)
 
     # ------------------------------------------------------------------ maps
     def _down(self, t):

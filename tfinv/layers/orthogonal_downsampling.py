@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
 from tfinv.ops import orthogonal
+from tfinv.ops.space_to_depth import depth_to_space_shape, space_to_depth_shape
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -66,16 +67,10 @@ class OrthogonalDownsampling(InvertibleLayer):
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):
-        *batch, h, w, c = input_shape
-        f = self.factor
-        return (*batch, None if h is None else h // f, None if w is None else w // f,
-                None if c is None else c * f * f)
+        return space_to_depth_shape(input_shape, self.factor)
 
     def compute_input_shape(self, output_shape):
-        *batch, h, w, c = output_shape
-        f = self.factor
-        return (*batch, None if h is None else h * f, None if w is None else w * f,
-                None if c is None else c // (f * f))
+        return depth_to_space_shape(output_shape, self.factor)
 
     def rotation(self) -> tf.Tensor:
         """The orthogonal ``f^2 C x f^2 C`` matrix ``Q`` (output channel index first)."""
