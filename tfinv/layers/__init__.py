@@ -22,6 +22,7 @@ from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
 from tfinv.layers.patchify import Patchify
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
+from tfinv.layers.quad_coupling import QuadCoupling
 from tfinv.layers.rev_res_block import RevResBlock
 from tfinv.layers.rev_vit_block import RevViTBlock
 from tfinv.layers.reverse import Reverse
@@ -57,6 +58,7 @@ __all__ = [
     "Patchify",
     "PeriodicConv",
     "Permute",
+    "QuadCoupling",
     "RevResBlock",
     "RevViTBlock",
     "Reverse",

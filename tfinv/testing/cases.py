@@ -170,6 +170,7 @@ def cases() -> Iterator[Case]:
                (2, 5, 4, 3))
     yield Case("CInCConv", lambda: layers.CInCConv(seed=2), (2, 4, 4, 2))
     yield Case("CInCConv-k2-5x4x3", lambda: layers.CInCConv(kernel_size=2, seed=2), (2, 5, 4, 3))
+    yield Case("QuadCoupling", lambda: layers.QuadCoupling(hidden_channels=small), (2, 4, 4, 8))
     yield Case("FInCConv", lambda: layers.FInCConv(seed=3), (2, 5, 4, 3))
     yield Case("InverseConv", lambda: layers.InverseConv(seed=4), (2, 4, 4, 2))
     yield Case("InverseConv-5x4x3", lambda: layers.InverseConv(seed=4), (2, 5, 4, 3))
