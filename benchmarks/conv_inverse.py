@@ -78,7 +78,14 @@ def main(argv=None) -> None:
     parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime timings")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--epochs", type=int, default=10, help="digits training budget of each Glow variant")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--linears", nargs="+", default=["inv_conv1x1", "emerging", "cinc", "finc", "inverse_conv", "conv_exp"],
+                        help="Glow variants (linear= names) trained on digits; the first is the reference")
+    parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs = 1
 
     import keras
 
@@ -144,8 +151,15 @@ def main(argv=None) -> None:
                 log(f"  InverseConv sampling / Conv2D = {t_sample:.2f}/{t_conv:.2f} = "
                     f"{t_sample / t_conv:.2f}x")
                 results.append(row)
+        training = None
+        if not args.skip_training:
+            # Same budget and loop as benchmarks/linear_layers.py (tfinv train on digits).
+            from linear_layers import summarize_training, train_variants
+
+            training = summarize_training(train_variants(args))
         report = {
             "benchmark": "conv_inverse",
+            "glow_variants_test_bits_per_dim": training,
             "platform": platform.platform(),
             "tensorflow": tf.__version__,
             "kernel_size": 3,
