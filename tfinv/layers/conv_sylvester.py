@@ -8,12 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
-from tfinv.layers.conv_exp import (
-    NORM_MARGIN,
-    build_conv_exp_weights,
-    check_conv_exp_args,
-)
+from tfinv.core.conv_exp_layer import ConvExpBasisLayer
+from tfinv.core.invertible_layer import batch_log_det
 from tfinv.ops import conv_exp as ops
 
 
@@ -30,7 +26,7 @@ def autoregressive_mask(kernel_size: int, channels: int) -> np.ndarray:
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class ConvSylvester(InvertibleLayer):
+class ConvSylvester(ConvExpBasisLayer):
     """``z = x + exp(-M) f(exp(M) x)``: a generalised Sylvester flow ``x + Q^-1 f(Q x)`` whose
     basis change ``Q = exp(M)`` is a convolution exponential (see `ConvExp`, same ``M``).
 
@@ -80,18 +76,10 @@ class ConvSylvester(InvertibleLayer):
                  spectral_bound: float = 0.5, terms: int | None = None, power_iterations: int = 10,
                  contraction: float = 0.5, fixed_point_iterations: int | None = None,
                  init_scale: float = 0.1, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.kernel_size = int(kernel_size)
+        super().__init__(kernel_size=kernel_size, spectral_bound=spectral_bound, terms=terms,
+                         power_iterations=power_iterations, init_scale=init_scale, seed=seed, **kwargs)
         self.autoregressive_kernel_size = int(autoregressive_kernel_size)
-        self.spectral_bound = float(spectral_bound)
-        if terms is None:
-            terms = ops.required_terms(NORM_MARGIN * self.spectral_bound)
-        self.terms = int(terms)
-        self.power_iterations = int(power_iterations)
         self.contraction = float(contraction)
-        self.init_scale = float(init_scale)
-        self.seed = int(seed)
-        check_conv_exp_args(self)
         if not 0.0 < self.contraction < 1.0:
             raise ValueError(f"ConvSylvester needs 0 < contraction < 1, got {self.contraction}")
         k = self.autoregressive_kernel_size
@@ -107,7 +95,7 @@ class ConvSylvester(InvertibleLayer):
 
     def build(self, input_shape):
         self._record_event_shape(input_shape)
-        height, width, channels = build_conv_exp_weights(self, input_shape)
+        height, width, channels = self._build_conv_exp_weights(input_shape)
         if height < self.autoregressive_kernel_size or width < self.autoregressive_kernel_size:
             k = self.autoregressive_kernel_size
             raise ValueError(f"ConvSylvester needs spatial size >= autoregressive_kernel_size "
@@ -125,16 +113,6 @@ class ConvSylvester(InvertibleLayer):
         self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
         self.gate = self.add_weight(name="gate", shape=(channels,), initializer="zeros")
         super().build(input_shape)
-
-    def effective_kernel(self) -> tf.Tensor:
-        """Kernel of ``M`` rescaled to ``||M||_2 <= spectral_bound`` (as in `ConvExp`)."""
-        return ops.bounded_kernel(self.kernel, self.power_vector, self.spectral_bound,
-                                  self.power_iterations)[0]
-
-    def spectral_norm(self) -> tf.Tensor:
-        """Power-iteration estimate of ``||M||_2`` of the effective kernel."""
-        return ops.spectral_norm_estimate(self.effective_kernel(), self.power_vector,
-                                          self.power_iterations)
 
     def _inner(self, dtype):
         """``(T kernel, alpha, gamma, bias)`` with ``|gamma| (|alpha| + sum|T|) <= rho``."""
@@ -174,9 +152,5 @@ class ConvSylvester(InvertibleLayer):
         return x, batch_log_det(-self._log_det(u, inner), z, self.event_ndims)
 
     def get_config(self):
-        return {**super().get_config(), "kernel_size": self.kernel_size,
-                "autoregressive_kernel_size": self.autoregressive_kernel_size,
-                "spectral_bound": self.spectral_bound, "terms": self.terms,
-                "power_iterations": self.power_iterations, "contraction": self.contraction,
-                "fixed_point_iterations": self.fixed_point_iterations,
-                "init_scale": self.init_scale, "seed": self.seed}
+        return {**super().get_config(), "autoregressive_kernel_size": self.autoregressive_kernel_size,
+                "contraction": self.contraction, "fixed_point_iterations": self.fixed_point_iterations}
