@@ -24,7 +24,7 @@ class Inverted(InvertibleLayer):
     Args:
         layer: the `InvertibleLayer` ``f``.
         layer_input_shape: event shape of ``f``'s input (this layer's output), needed when ``f``
-            is not built yet.
+            is not built yet and its input shape does not follow from its output shape.
     """
 
     def __init__(self, layer: InvertibleLayer | dict, layer_input_shape: Sequence[int] | None = None, **kwargs):
@@ -42,13 +42,18 @@ class Inverted(InvertibleLayer):
 
     def build(self, input_shape):
         if not self.layer.built:
-            if self.layer_input_shape is None:
-                raise ValueError(
-                    f"Inverted '{self.name}': pass layer_input_shape (the event shape of "
-                    f"{type(self.layer).__name__}'s input) or build the wrapped layer first"
-                )
             batch = tuple(input_shape[: len(input_shape) - self.event_ndims])
-            self.layer.build(batch + self.layer_input_shape)
+            if self.layer_input_shape is not None:
+                self.layer.build(batch + self.layer_input_shape)
+            else:
+                try:  # shape-preserving layers know their input shape from their output shape
+                    layer_input = tuple(self.layer.compute_input_shape(tuple(input_shape)))
+                except (TypeError, ValueError) as err:
+                    raise ValueError(
+                        f"Inverted '{self.name}': pass layer_input_shape (the event shape of "
+                        f"{type(self.layer).__name__}'s input) or build the wrapped layer first"
+                    ) from err
+                self.layer.build(layer_input)
         expected = self.layer.output_event_shape
         if tuple(self.input_event_shape) != tuple(expected):
             raise ValueError(

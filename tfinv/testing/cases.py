@@ -196,6 +196,29 @@ def cases() -> Iterator[Case]:
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_conv"), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
+    yield Case("Flatten", lambda: layers.Flatten(), (2, 3, 4, 2))
+    yield Case("Inverted-Patchify", lambda: layers.Inverted(layers.Patchify(2), layer_input_shape=(4, 6, 3)),
+               (2, 6, 12))
+    yield Case("Inverted-InvConv1x1", lambda: layers.Inverted(layers.InvConv1x1(seed=2)), (2, 3, 3, 4))
+    yield Case("LearnedPrior", lambda: layers.LearnedPrior(), (2, 4, 4, 3))
+    yield Case("LearnedPrior-vector", lambda: layers.LearnedPrior(event_ndims=1), (2, 5))
+    yield Case("FactorOut", lambda: layers.FactorOut(blocks.InvertibleSequential([layers.ActNorm()])),
+               (2, 4, 4, 3))
+    # Glow's two-scale layout with learned split priors: the nested factor-out re-inserts its
+    # latents inside the outer one.
+    yield Case(
+        "FactorOut-learned-prior-nested",
+        lambda: layers.FactorOut(
+            blocks.InvertibleSequential([
+                layers.Squeeze(),
+                layers.AffineCoupling(hidden_channels=small),
+                layers.FactorOut(blocks.InvertibleSequential([layers.InvConv1x1(seed=1), layers.Flatten()]),
+                                 learned_prior=True),
+            ]),
+            learned_prior=True,
+        ),
+        (2, 4, 4, 4),
+    )
     yield Case(
         "InvertibleSequential",
         lambda: blocks.InvertibleSequential(
