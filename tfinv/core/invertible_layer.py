@@ -293,8 +293,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         self._call_hook(self._initialize, x, context)
         return self._call_hook(self._forward_and_log_det, x, context)[0]
 
-    def _initialize(self, x: tf.Tensor) -> None:
-        del x
+    def _initialize(self, x: tf.Tensor, context: tf.Tensor | None = None) -> None:
+        del x, context
 
     # ------------------------------------------------------------------ math hooks
     def _forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
