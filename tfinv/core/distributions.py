@@ -254,7 +254,7 @@ def radial_log_prob(z: tf.Tensor, event_ndims: int) -> tf.Tensor:
     r = tf.norm(flat, axis=-1)
     log_half_normal = 0.5 * math.log(2.0 / math.pi) - 0.5 * tf.square(r)
     log_sphere_area = math.log(2.0) + 0.5 * d * math.log(math.pi) - tf.math.lgamma(0.5 * d)
-    return log_half_normal - log_sphere_area - (d - 1.0) * tf.math.log(r)
+    return log_half_normal - log_sphere_area - tf.math.xlogy(d - 1.0, r)  # 0 log 0 = 0 for D = 1
 
 
 def radial_sample(noise: tf.Tensor, temperature) -> tf.Tensor:
