@@ -134,3 +134,8 @@ def test_conditional_log_det_at_fixed_context(conditional):
 def test_conditional_jit(conditional):
     case, subject, x, context, _ = conditional
     contract.check_jit(subject, x, context=context)
+
+
+def test_conditional_onnx_forward_and_inverse_take_the_context(conditional):
+    case, subject, x, context, _ = conditional
+    check_onnx(subject, x, context=context)
