@@ -278,8 +278,8 @@ class Radial(BaseDistribution):
     Sampling: ``noise_shape = (D + 1,)``; ``z = T |eps_D| eps_{:D} / ||eps_{:D}||``.
 
     References: Farquhar, Osborne & Gal, "Radial Bayesian Neural Networks", arXiv:1907.00865;
-    Denker et al., "Conditional Invertible Neural Networks for Medical Imaging" (J. Imaging 2021,
-    arXiv:2110.14520).
+    Denker et al., "Conditional Invertible Neural Networks for Medical Imaging", J. Imaging 7(11)
+    243 (2021), doi:10.3390/jimaging7110243 (radial base for conditional INNs).
     """
 
     @property
