@@ -109,12 +109,3 @@ def test_model_registry_is_extensible():
     assert "glow" in cli.MODEL_BUILDERS
     with pytest.raises(ValueError, match="already registered"):
         cli.register_model("glow", "again")(lambda args, shape, levels: None)
-
-
-@pytest.mark.parametrize("jit", [False, True])
-def test_evaluate_bits_per_dim_is_the_mean_over_every_example(jit):
-    model = tfinv.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=8, num_levels=17)
-    images, labels = data.digits_arrays("test")
-    dataset = data.dequantized_dataset(images[:50], labels[:50], batch_size=16, shuffle=False, fixed_noise=True, with_labels=True)
-    expected = np.concatenate([model.bits_per_dim(x).numpy() for x, _ in dataset]).mean()
-    assert cli.evaluate_bits_per_dim(model, dataset, jit_compile=jit) == pytest.approx(expected, rel=1e-5)
