@@ -20,19 +20,15 @@ Models are built by the functions in `MODEL_BUILDERS`; add one with `register_mo
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
 import os
-
-# Must precede the first TensorFlow import to take effect (TF reads it once, at import).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable, Iterator, Sequence  # noqa: E402
+import sys
+import time
+from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["MODEL_BUILDERS", "ModelBuilder", "UsageError", "build_parser", "main", "register_model"]
 
@@ -198,7 +194,7 @@ RESUMABLE_CHANGES = ("epochs", "verbose", "resume", "num_samples", "temperature"
 
 
 def _run_options(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in ("func", "command", "quiet_tf")}
+    return {k: v for k, v in vars(args).items() if k not in ("func", "command", "tf_logging")}
 
 
 def _prepare_backup(args: argparse.Namespace, out: str) -> str:
@@ -412,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument(
-        "--verbose", action="store_true",
+        "--verbose", action="store_true", dest="tf_logging",
         help="show TensorFlow's start-up and runtime logging (quiet by default); give it before the command",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

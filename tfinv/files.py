@@ -176,7 +176,8 @@ def staged_directory(destination: str | os.PathLike, keep: tuple[str, ...] = ())
     """
     destination = os.path.abspath(os.fspath(destination))
     parent, name = os.path.split(destination)
-    staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
+    _remove_abandoned_staging(parent, name)
+    staging = tempfile.mkdtemp(prefix=f".{name}.staging-{os.getpid()}-", dir=parent)
     try:
         os.chmod(staging, default_file_mode(directory=True))
         yield staging
@@ -188,6 +189,23 @@ def staged_directory(destination: str | os.PathLike, keep: tuple[str, ...] = ())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _remove_abandoned_staging(parent: str, name: str) -> None:
+    """Removes staging folders of ``name`` left by processes that no longer run (killed mid-save)."""
+    prefix = f".{name}.staging-"
+    for entry in os.listdir(parent):
+        if not entry.startswith(prefix):
+            continue
+        pid = entry[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 # ---------------------------------------------------------------- destination checks
@@ -257,10 +275,10 @@ def check_output_file(path: str | os.PathLike, what: str = "output file", suffix
             lacks ``suffix``.
     """
     path = os.path.abspath(os.fspath(path))
-    if suffix is not None and not path.endswith(suffix):
-        raise ValueError(f"{what} {path!r} must end in {suffix}")
     if os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a folder; expected a file path")
+    if suffix is not None and not path.endswith(suffix):
+        raise ValueError(f"{what} {path!r} must end in {suffix}")
     folder = os.path.dirname(path)
     if os.path.isdir(folder):
         if not _writable(folder):
