@@ -265,3 +265,22 @@ def test_start_up_logging_is_quiet_unless_verbose():
     assert quiet.stderr == "", quiet.stderr
     verbose = subprocess.run([TFINV, "--verbose", "--help"], capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 0 and any(marker in verbose.stderr for marker in NOISE), verbose.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--seed", "-1"], "expected a seed in [0, 2**32 - 1], got -1"),
+        (["train", "--lr", "inf"], "expected a finite number > 0, got inf"),
+        (["train", "--temperature", "1e39"], "expected a temperature <= 3.403e+38 (float32), got 1e39"),
+        (["train", "--batch-size", "0"], "expected an integer >= 1, got 0"),
+        (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+        (["sample", "--model", "m.keras", "--n", "2.7"], "expected an integer >= 1, got '2.7'"),
+        (["sample", "--model", "m.keras", "--temperature", "nan"], "expected a finite number > 0, got nan"),
+    ],
+)
+def test_bad_options_are_one_line_before_any_work(tmp_path, capsys, argv, message):
+    out = [] if argv[0] == "sample" else ["--out", str(tmp_path / "o")]
+    assert cli.main([*argv, *out]) == 2
+    err = assert_one_line_error(capsys.readouterr().err, argv[0])
+    assert message in err and f"see 'tfinv {argv[0]} --help'" in err and not (tmp_path / "o").exists()

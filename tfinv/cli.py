@@ -12,8 +12,20 @@ Examples::
 ``DIR/metrics.json`` (bits/dim of the train and test splits, time, parameters, config). For a
 classifier (``--model revvit``) it trains on the labels and writes ``DIR/model.keras`` and
 ``DIR/metrics.json`` (train and test accuracy); no samples.
-User errors (bad data, a file that is not a tfinv model, an impossible configuration) print one
-line ``tfinv <command>: error: ...`` and exit with code 2; `main` returns the exit code.
+User errors (bad data, a file that is not a tfinv model, an impossible configuration, an
+unusable destination, a bad option) print one line ``tfinv <command>: error: ...`` and exit with
+code 2; `main` returns the exit code. Destinations are checked before any training.
+
+Run folder: training backs up to ``DIR/backup`` after every epoch; the outputs are written into a
+staging folder beside ``DIR`` that replaces ``DIR`` in one atomic exchange
+(`tfinv.files.staged_directory`), so a killed run leaves the previous run's files untouched and
+a folder never mixes two runs; entries tfinv did not write are carried over. SIGINT/SIGTERM end
+training with one line naming the backup (exit code 130); ``--resume`` continues it
+(`tfinv.training`). ``tfinv --verbose COMMAND`` shows TensorFlow's start-up logging, hidden by
+default (`tfinv._startup`).
+
+The training loop itself lives in `tfinv.training` (shared with the benchmarks); this module
+parses arguments, checks inputs and destinations, and reports.
 
 Models are built by the functions in `MODEL_BUILDERS`; add one with `register_model`.
 """
@@ -171,18 +183,49 @@ def _write_metrics(path: str, args: argparse.Namespace, model, result, started: 
     return metrics
 
 
+def _number(kind, text: str, expected: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(int, text, "an integer >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    value = _number(float, text, "a finite number > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
+
+
+def _temperature(text: str) -> float:
+    value = _positive_float(text)
+    if value > FLOAT32_MAX:  # the noise is float32: a larger factor overflows to inf
+        raise argparse.ArgumentTypeError(f"expected a temperature <= {FLOAT32_MAX:.4g} (float32), got {text}")
+    return value
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _seed(text: str) -> int:
+    value = _number(int, text, "a seed in [0, 2**32 - 1]")
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32 - 1], got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``tfinv train: error: ...``), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 # ---------------------------------------------------------------- train
@@ -406,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``tfinv`` argument parser (subcommands ``train`` and ``sample``)."""
     from tfinv.blocks.glow_step import LINEAR_LAYERS
 
-    parser = argparse.ArgumentParser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
+    parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument(
         "--verbose", action="store_true", dest="tf_logging",
         help="show TensorFlow's start-up and runtime logging (quiet by default); give it before the command",
@@ -452,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="channel-mixing layer of every Glow step (tfinv.blocks.glow_step.LINEAR_LAYERS)",
     )
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling, noise and samples")
+    train.add_argument("--seed", type=_seed, default=0, help="seed of weights, shuffling, noise and samples")
     train.add_argument(
         "--jit", action=argparse.BooleanOptionalAction, default=False,
         help="XLA-compile the train step (off by default: on 2 CPU cores the ~15 s compile "
@@ -461,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N train images")
     train.add_argument("--max-test", type=_positive_int, default=None, help="use only the first N test images")
     train.add_argument("--num-samples", type=_positive_int, default=64, help="samples in samples.png")
-    train.add_argument("--temperature", type=_positive_float, default=0.7, help="sampling temperature")
+    train.add_argument("--temperature", type=_temperature, default=0.7, help="sampling temperature")
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras fit verbosity")
     train.add_argument(
         "--out", required=True,
@@ -480,8 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--model", required=True, help="path of a .keras file written by tfinv")
     sample.add_argument("--n", type=_positive_int, default=64, help="number of samples")
-    sample.add_argument("--temperature", type=_positive_float, default=0.7)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--temperature", type=_temperature, default=0.7)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--num-levels", type=_positive_int, default=None, help="override the model's pixel levels")
     sample.add_argument("--scale", type=_positive_int, default=4, help="pixel upscaling of the PNG")
     sample.add_argument("--out", default="samples.png", help="PNG file to write")
@@ -536,6 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except _Interrupted as err:
         print(f"tfinv {args.command}: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training started: nothing to back up
+        print(f"tfinv {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -284,5 +284,5 @@ def check_output_file(path: str | os.PathLike, what: str = "output file", suffix
         if not _writable(folder):
             raise ValueError(f"{what} {path!r}: no write permission in {folder!r}")
     else:
-        _check_creatable(folder, f"folder of the {what}")
+        _check_creatable(path, what)
     return path
