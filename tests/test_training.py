@@ -122,3 +122,68 @@ def test_evaluate_bits_per_dim_is_the_mean_over_every_example(jit):
     assert training.evaluate_bits_per_dim(model, dataset, jit_compile=jit) == pytest.approx(expected, rel=1e-5)
     # Fixed noise: the same value whatever the batch size.
     assert training.dataset_bits_per_dim(model, images[:50], batch_size=7) == pytest.approx(expected, rel=1e-5)
+
+
+MIRRORED = r'''
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+from tfinv import cli, data, layers, models, training
+
+images = data.digits_arrays("train", with_labels=False)[0][:32]
+batch = next(iter(data.dequantized_epochs(images, epochs=1, batch_size=16, seed=0)))
+
+def glow():
+    keras.utils.set_random_seed(0)
+    return models.Glow((8, 8, 1), levels=1, steps_per_level=2, hidden_channels=8, num_levels=17, seed=0)
+
+def act_norm_values(model, strategy=None):
+    values = []
+    for layer in model._flatten_layers():
+        if isinstance(layer, layers.ActNorm):
+            for variable in (layer.bias, layer.log_scale):
+                local = strategy.experimental_local_results(variable.value) if strategy else [variable.value]
+                values.append([np.asarray(v) for v in local])
+    return values
+
+single = glow()
+single.initialize(batch)
+expected = [v[0] for v in act_norm_values(single)]
+strategy = training.make_strategy("mirrored")
+with strategy.scope():
+    model = glow()
+    model.initialize(batch)  # cross-replica context, global batch
+    after_init = act_norm_values(model, strategy)
+    training.fit_flow(model, images, epochs=1, batch_size=16, seed=0, initialize=False)
+    after_fit = act_norm_values(model, strategy)
+report = {
+    "replicas": strategy.num_replicas_in_sync,
+    "init_spread": max(float(np.max(np.abs(r - v[0]))) for v in after_init for r in v),
+    "init_vs_single_device": max(float(np.max(np.abs(v[0] - e))) for v, e in zip(after_init, expected)),
+    "fit_spread": max(float(np.max(np.abs(r - v[0]))) for v in after_fit for r in v),
+    "fit_moved": max(float(np.max(np.abs(v[0] - w[0]))) for v, w in zip(after_fit, after_init)),
+    "count": len(after_init),
+}
+tiny = ["--levels", "1", "--steps-per-level", "1", "--hidden-channels", "8", "--epochs", "1", "--verbose", "0",
+        "--max-train", "32", "--max-test", "16", "--batch-size", "16", "--num-samples", "4"]
+report["cli"] = cli.main(["train", *tiny, "--strategy", "mirrored", "--out", sys.argv[1]])
+print(json.dumps(report))
+'''
+
+
+def test_data_dependent_init_under_mirrored_strategy_is_identical_on_every_replica(tmp_path):
+    """2 logical CPUs (a fresh process: logical devices must be set before TensorFlow starts)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["count"] == 4  # 2 ActNorms x (bias, log_scale)
+    assert report["init_spread"] == 0.0 and report["fit_spread"] == 0.0
+    assert report["init_vs_single_device"] <= 1e-6  # the global batch's statistics, not a shard's
+    assert report["fit_moved"] > 0 and report["cli"] == 0
+    assert (tmp_path / "run" / "model.keras").is_file()

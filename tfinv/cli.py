@@ -79,6 +79,8 @@ class ModelBuilder:
 
 
 TASKS = ("density", "classification")
+#: ``--strategy`` choices (`tfinv.training.make_strategy`), listed here so --help needs no TensorFlow.
+STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 #: name -> `ModelBuilder`; ``tfinv train --model NAME`` accepts exactly these names.
@@ -318,19 +320,56 @@ def _train(args: argparse.Namespace) -> int:
         )
     train_images = train_images[: args.max_train]
     test_images = test_images[: args.max_test]
-    input_shape = tuple(int(s) for s in train_images.shape[1:])
 
     import keras
+    import tensorflow as tf
 
+    from tfinv import training
+
+    with _as_usage_error():
+        strategy = training.make_strategy(args.strategy)
+    policy = keras.config.dtype_policy()
+    training.set_mixed_precision(args.mixed_precision)
+    try:
+        return _train_in_scope(args, out, backup, strategy, classify, train_images, train_labels, test_images,
+                               test_labels, num_levels, started)
+    except (TypeError, tf.errors.InvalidArgumentError) as err:
+        if args.mixed_precision is None:
+            raise
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"--mixed-precision {args.mixed_precision}: model {args.model!r} does not run under "
+            f"{keras.config.dtype_policy().name} ({first_line})"
+        ) from err
+    finally:
+        keras.config.set_dtype_policy(policy)  # in-process callers keep their policy
+
+
+def _train_in_scope(args, out, backup, strategy, classify, train_images, train_labels, test_images, test_labels,
+                    num_levels, started) -> int:
+    import keras
+
+    input_shape = tuple(int(s) for s in train_images.shape[1:])
+    chief = _is_chief()
+    if not chief:  # other workers of a multi-worker job back up privately and write no outputs
+        backup = os.path.join(backup, f"worker-{_task_index()}")
     keras.utils.set_random_seed(args.seed)
     if classify:
         train_split = (train_images, train_labels[: args.max_train])
         test_split = (test_images, test_labels[: args.max_test])
-        return _train_classifier(args, out, backup, train_split, test_split, num_levels, started)
+        with strategy.scope():
+            return _train_classifier(args, out, backup, train_split, test_split, num_levels, started, chief)
+    with strategy.scope():
+        return _train_flow(args, out, backup, train_images, test_images, input_shape, num_levels, started, chief)
+
+
+def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, test_images, input_shape,
+                num_levels: int, started: float, chief: bool) -> int:
+    """``tfinv train`` for a flow (inside the strategy's scope): fit by maximum likelihood, report bits/dim."""
+    from tfinv import data, files, training
+
     with _as_usage_error():
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels)
-    from tfinv import training
-
     _record_options(args, backup)
     with _interrupts_reported(backup):
         result = training.fit_flow(
@@ -343,6 +382,8 @@ def _train(args: argparse.Namespace) -> int:
         train_bpd = training.dataset_bits_per_dim(model, train_images, **evaluation)
         test_bpd = training.dataset_bits_per_dim(model, test_images, **evaluation)
         samples = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
+        if not chief:
+            return 0
         # Every output is written into a staging folder that replaces OUT in one step.
         with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
             files.save_model_atomic(model, os.path.join(staging, "model.keras"))
@@ -364,6 +405,29 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_task() -> tuple[str, int]:
+    """This process's ``(task type, index)`` in ``TF_CONFIG`` (``("chief", 0)`` without one)."""
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    except ValueError:
+        return "chief", 0
+    return str(task.get("type", "chief")), int(task.get("index", 0))
+
+
+def _task_index() -> int:
+    return _cluster_task()[1]
+
+
+def _is_chief() -> bool:
+    """True for the process that writes the outputs: the chief, or worker 0 of a cluster without one."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except ValueError:
+        cluster = {}
+    kind, index = _cluster_task()
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
 def _foreign_entries(out: str) -> tuple[str, ...]:
     """Entries of an existing run folder that tfinv did not write: kept in the new folder."""
     if not os.path.isdir(out):
@@ -381,7 +445,7 @@ def _resumed(result) -> str:
 
 
 def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_split, test_split,
-                      num_levels: int, started: float) -> int:
+                      num_levels: int, started: float, chief: bool = True) -> int:
     """``tfinv train`` for a classification model: fit on (image, label), report accuracy."""
     from tfinv import data, files, training
 
@@ -404,6 +468,8 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
                                       return_dict=True, verbose=0)
         test_scores = model.evaluate(data.dequantized_dataset(test_images, test_labels, **evaluation),
                                      return_dict=True, verbose=0)
+        if not chief:
+            return 0
         with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
             files.save_model_atomic(model, os.path.join(staging, "model.keras"))
             metrics = _write_metrics(
@@ -500,6 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--jit", action=argparse.BooleanOptionalAction, default=False,
         help="XLA-compile the train step (off by default: on 2 CPU cores the ~15 s compile "
         "outweighs the faster steps for short runs)",
+    )
+    train.add_argument(
+        "--strategy", default="default", choices=list(STRATEGY_NAMES),
+        help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), multi_worker (reads "
+        "TF_CONFIG; only the chief writes outputs), tpu (fails clearly without a TPU)",
+    )
+    train.add_argument(
+        "--mixed-precision", default=None, choices=["bf16", "fp16"],
+        help="Keras mixed-precision policy (mixed_bfloat16 / mixed_float16); default float32",
     )
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N train images")
     train.add_argument("--max-test", type=_positive_int, default=None, help="use only the first N test images")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -46,7 +47,9 @@ __all__ = [
     "evaluate_bits_per_dim",
     "fit_classifier",
     "fit_flow",
+    "make_strategy",
     "restored_epoch",
+    "set_mixed_precision",
 ]
 
 
@@ -343,3 +346,73 @@ def finite_or_none(value: Any) -> float | None:
     """``float(value)`` if finite, else ``None`` (JSON has no NaN)."""
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- strategies and precision
+#: ``tfinv train --strategy`` values.
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+#: ``tfinv train --mixed-precision`` values -> Keras dtype policies.
+MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def make_strategy(name: str = "default") -> tf.distribute.Strategy:
+    """The `tf.distribute.Strategy` called ``name``.
+
+    * ``"default"``: the current (default, single-device) strategy;
+    * ``"mirrored"``: `tf.distribute.MirroredStrategy` over the local GPUs, or the logical CPUs;
+    * ``"multi_worker"``: `tf.distribute.MultiWorkerMirroredStrategy`, configured by the
+      ``TF_CONFIG`` environment variable (cluster and this worker's task);
+    * ``"tpu"``: `tf.distribute.TPUStrategy` on the TPU the cluster resolver finds.
+
+    Build the model and call `fit_flow` inside ``strategy.scope()``. `fit_flow`'s data-dependent
+    initialisation then runs once, in the cross-replica context, on the *global* first batch,
+    and assigns the same ActNorm parameters to every replica (initialising each replica on its own
+    shard would make them diverge). The loss is per example (`tfinv.FlowModel.compute_loss`), so
+    Keras's reduction over replicas is correct. ``jit_compile=True`` under a strategy fails on
+    logical CPUs (see the project's STACK notes); TPUs compile every step with XLA.
+
+    Raises:
+        ValueError: unknown name, or ``"tpu"`` without a reachable TPU, or ``"multi_worker"``
+            with an unreadable ``TF_CONFIG``.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return _mirrored_strategy()
+    if name == "multi_worker":
+        config = os.environ.get("TF_CONFIG")
+        if config:
+            try:
+                json.loads(config)
+            except ValueError as err:
+                raise ValueError(f"--strategy multi_worker: TF_CONFIG is not valid JSON ({err})") from err
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as err:
+            raise ValueError(f"--strategy tpu: no TPU found ({str(err).splitlines()[0]})") from err
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored_strategy() -> tf.distribute.MirroredStrategy:
+    """One `MirroredStrategy` per process: a second instance's collective all-reduce was seen to
+    collide with the first's (TF 2.21: "Shape mismatch in the collective instance")."""
+    return tf.distribute.MirroredStrategy()
+
+
+def set_mixed_precision(name: str | None) -> str:
+    """Sets the global Keras dtype policy for ``name`` (``"bf16"``, ``"fp16"``; ``None``: float32);
+    returns the policy's name. Call it before building the model."""
+    if name is None:
+        policy = "float32"
+    elif name in MIXED_PRECISION:
+        policy = MIXED_PRECISION[name]
+    else:
+        raise ValueError(f"unknown mixed precision {name!r}; expected one of {sorted(MIXED_PRECISION)}")
+    keras.config.set_dtype_policy(policy)
+    return policy
