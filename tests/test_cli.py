@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfinv
-from tfinv import cli, data
+from tfinv import cli
 
 TINY = ["--levels", "1", "--steps-per-level", "1", "--hidden-channels", "8", "--epochs", "1", "--verbose", "0"]
 
@@ -284,3 +283,9 @@ def test_bad_options_are_one_line_before_any_work(tmp_path, capsys, argv, messag
     assert cli.main([*argv, *out]) == 2
     err = assert_one_line_error(capsys.readouterr().err, argv[0])
     assert message in err and f"see 'tfinv {argv[0]} --help'" in err and not (tmp_path / "o").exists()
+
+
+def test_strategy_tpu_without_a_tpu_is_one_line(tmp_path, capsys):
+    assert cli.main(["train", *SMALL, "--strategy", "tpu", "--out", str(tmp_path / "o")]) == 2
+    assert "--strategy tpu: no TPU found" in assert_one_line_error(capsys.readouterr().err, "train")
+    assert not (tmp_path / "o").exists()

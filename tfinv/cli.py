@@ -250,7 +250,7 @@ def _prepare_backup(args: argparse.Namespace, out: str) -> str:
     options_path = os.path.join(backup, "options.json")
     done = training.restored_epoch(backup) if os.path.isdir(backup) else 0
     if not args.resume:
-        if os.path.isdir(backup):
+        if _has_state(backup):
             raise UsageError(
                 f"{backup} holds the backup of an interrupted run ({done} epoch(s) done): pass --resume "
                 f"to continue it, or remove that folder to start again"
@@ -266,6 +266,12 @@ def _prepare_backup(args: argparse.Namespace, out: str) -> str:
             detail = ", ".join(f"--{k.replace('_', '-')} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
             raise UsageError(f"--resume needs the options of the interrupted run; changed: {detail}")
     return backup
+
+
+def _has_state(backup: str) -> bool:
+    """True if ``backup`` holds a training state (not just the options of a run that never got
+    through an epoch)."""
+    return os.path.isdir(os.path.join(backup, "state"))
 
 
 def _record_options(args: argparse.Namespace, backup: str) -> None:
@@ -322,7 +328,6 @@ def _train(args: argparse.Namespace) -> int:
     test_images = test_images[: args.max_test]
 
     import keras
-    import tensorflow as tf
 
     from tfinv import training
 
@@ -330,9 +335,24 @@ def _train(args: argparse.Namespace) -> int:
         strategy = training.make_strategy(args.strategy)
     policy = keras.config.dtype_policy()
     training.set_mixed_precision(args.mixed_precision)
+    created = not os.path.exists(out)
     try:
-        return _train_in_scope(args, out, backup, strategy, classify, train_images, train_labels, test_images,
-                               test_labels, num_levels, started)
+        return _train_reporting_precision(args, out, backup, strategy, classify, train_images, train_labels,
+                                          test_images, test_labels, num_levels, started)
+    except BaseException:
+        _remove_empty_backup(backup, out if created else None)
+        raise
+    finally:
+        keras.config.set_dtype_policy(policy)  # in-process callers keep their policy
+
+
+def _train_reporting_precision(args, *rest) -> int:
+    """`_train_in_scope`; an op that fails under ``--mixed-precision`` becomes one usage line."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        return _train_in_scope(args, *rest)
     except (TypeError, tf.errors.InvalidArgumentError) as err:
         if args.mixed_precision is None:
             raise
@@ -341,8 +361,6 @@ def _train(args: argparse.Namespace) -> int:
             f"--mixed-precision {args.mixed_precision}: model {args.model!r} does not run under "
             f"{keras.config.dtype_policy().name} ({first_line})"
         ) from err
-    finally:
-        keras.config.set_dtype_policy(policy)  # in-process callers keep their policy
 
 
 def _train_in_scope(args, out, backup, strategy, classify, train_images, train_labels, test_images, test_labels,
@@ -403,6 +421,17 @@ def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, t
         print("tfinv train: training diverged (non-finite bits/dim); try a smaller --lr", file=sys.stderr)
         return 1
     return 0
+
+
+def _remove_empty_backup(backup: str, created_out: str | None) -> None:
+    """After a failure before the first epoch was backed up: removes the backup folder (and the
+    run folder, if this run created it and it is empty), so nothing is left to trip a rerun."""
+    import shutil
+
+    if os.path.isdir(backup) and not _has_state(backup):
+        shutil.rmtree(backup, ignore_errors=True)
+    if created_out is not None and os.path.isdir(created_out) and not os.listdir(created_out):
+        os.rmdir(created_out)
 
 
 def _cluster_task() -> tuple[str, int]:
