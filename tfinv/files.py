@@ -244,7 +244,8 @@ def check_output_directory(path: str | os.PathLike, what: str = "output folder")
     """Checks that ``path`` can become (or be replaced by) a folder of outputs; returns it absolute.
 
     Accepted: a missing path whose nearest existing ancestor is a writable folder, or an existing
-    folder whose parent is writable (the staging folder is created beside it and swapped in).
+    folder whose parent is writable (the staging folder is created beside it and swapped in). A
+    symlink to a folder is resolved: the folder it points to is the one replaced.
 
     Raises:
         ValueError: ``path`` is an existing file, lies under a file, or a folder that would need
@@ -254,6 +255,7 @@ def check_output_directory(path: str | os.PathLike, what: str = "output folder")
     if os.path.lexists(path):
         if not os.path.isdir(path):
             raise ValueError(f"{what} {path!r} is an existing file, not a folder")
+        path = os.path.realpath(path)  # a symlinked run folder: replace its target, keep the link
         parent = os.path.dirname(path)
         if not _writable(parent):
             raise ValueError(
