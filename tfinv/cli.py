@@ -297,6 +297,8 @@ def _interrupts_reported(backup: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         done = training.restored_epoch(backup) if os.path.isdir(backup) else 0
+        if not done:
+            raise _Interrupted("interrupted before the first epoch ended; nothing to resume") from None
         raise _Interrupted(
             f"interrupted; {done} epoch(s) backed up in {backup}: run the same command with --resume to continue"
         ) from None
