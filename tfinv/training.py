@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfinv import data
-from tfinv.files import replace_directory
+from tfinv.files import default_file_mode, replace_directory
 
 __all__ = [
     "BackupAndRestore",
@@ -153,6 +153,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         with _sigint_deferred():
             staging = tempfile.mkdtemp(prefix=f".{_STATE}.staging-", dir=self.backup_dir)
             try:
+                os.chmod(staging, default_file_mode(directory=True))
                 self.model.save_weights(os.path.join(staging, _WEIGHTS), overwrite=True)
                 metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
                             "history": self.history}
