@@ -296,14 +296,17 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch, existing):
         (directory / "saved_model.pb").write_bytes(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(saved_model_module, "_write_archive", broken)
+    monkeypatch.setattr(saved_model_module, "write_archive", broken)
     if existing:
         (tmp_path / "glow" / "1").mkdir(parents=True)
         (tmp_path / "glow" / "1" / "marker").write_text("old")
     with pytest.raises(RuntimeError, match="disk full"):
         to_saved_model(_glow(), tmp_path, "glow", version=1, overwrite=existing)
+    if not existing:  # nothing at all is written, not even the model folder
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+        return
     left = sorted(p.name for p in (tmp_path / "glow").iterdir())
-    assert left == (["1"] if existing else []), left
+    assert left == ["1"], left
     if existing:
         assert sorted(p.name for p in (tmp_path / "glow" / "1").iterdir()) == ["marker"]
 
