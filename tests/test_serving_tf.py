@@ -434,7 +434,7 @@ def test_grpc_client_matches_the_model(exported, grpc_url):
 
 
 def test_grpc_input_dtypes_of_unknown_signatures_come_from_the_metadata(exported, grpc_url, monkeypatch):
-    import tfinv.serving.client as client_module
+    import tfinv.serving.grpc_transport as client_module
 
     monkeypatch.setattr(client_module, "_INPUT_DTYPES", {})  # as if `sample` were a signature it does not know
     with Client(grpc_url, model=NAME, transport="grpc") as client:
