@@ -112,7 +112,8 @@ def _endpoints(model: FlowModel, max_batch: int | None) -> dict[str, tuple[Calla
             shape = tf.concat([tf.reshape(n, [1]), tf.constant(latent_shape, tf.int32)], axis=0)
             # Same draw as FlowModel.sample(n, temperature, seed): stateless, seed=[seed, 0].
             eps = tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.zeros_like(seed)]), dtype=dtype)
-            z = eps * tf.cast(temperature, dtype)
+            z = tf.debugging.assert_all_finite(
+                eps * tf.cast(temperature, dtype), "sample: temperature * noise overflows float32 (temperature too large)")
             x = model.inverse(z)
         return {"x": f32(x, (None,) + data_shape), "z": f32(z, (None,) + latent_shape)}
 

@@ -107,7 +107,7 @@ class OnnxFlowServable:
             z = eps * np.float32(inputs["temperature"])
         if not np.all(np.isfinite(z)):
             raise ServingError(f"input 'temperature' of signature 'sample' is too large: temperature * noise "
-                               f"overflows float32 (got {float(inputs['temperature']):g})", 400)
+                               f"overflows float32, z is not finite (got {float(inputs['temperature']):g})", 400)
         graph_inputs = {"z": z}
         if "context" in inputs:
             graph_inputs["context"] = inputs["context"]

@@ -2,8 +2,10 @@
 
 What bounds a slow or idle client (uvicorn 0.54's own settings where it has them):
 
-* ``limit_concurrency`` (uvicorn): with this many connections open, a new request is answered
-  ``503 Service Unavailable`` and its connection closed;
+* ``max_connections`` (uvicorn's ``limit_concurrency``, set to ``max_connections + 1`` because
+  uvicorn counts the requesting connection): a request that arrives while more than
+  ``max_connections`` connections are open (its own included) is answered uvicorn's
+  ``503 Service Unavailable`` (text) and its connection closed;
 * ``timeout_keep_alive`` (uvicorn): an idle keep-alive connection is closed after this many
   seconds;
 * ``h11_max_incomplete_event_size`` (uvicorn/h11): request line + headers larger than this are
@@ -125,7 +127,7 @@ def serve(
                      version=version, max_concurrency=max_concurrency, body_timeout=body_timeout, threads=threads)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=access_log, lifespan="on",
-        http=_protocol_class(float(header_timeout)), limit_concurrency=max_connections,
+        http=_protocol_class(float(header_timeout)), limit_concurrency=max_connections + 1,
         timeout_keep_alive=keep_alive, h11_max_incomplete_event_size=DEFAULT_MAX_HEADER_BYTES,
         timeout_graceful_shutdown=max(1, math.ceil(graceful_timeout)), server_header=False)
 

@@ -228,6 +228,18 @@ BAD_REQUESTS = {
     "seed string": (_sample(seed="1"), {}, 400, "must be an int32 scalar"),
     "seed beyond int32": (_sample(seed=2**31), {}, 400, "must be an int32 scalar"),
     "temperature zero": (_sample(temperature=0), {}, 400, "must be > 0"),
+    "temperature negative": (_sample(temperature=-0.5), {}, 400, "must be > 0"),
+    "temperature beyond float32": (_sample(temperature=1e39), {}, 400, "finite float32 scalar"),
+    "temperature overflowing the noise": (_sample(temperature=1e38), {}, 400, "not finite"),
+    "temperature string": (_sample(temperature="0.7"), {}, 400, "finite float32 scalar"),
+    "n bool": (_sample(n=True), {}, 400, "must be an int32 scalar"),
+    "n string": (_sample(n="3"), {}, 400, "must be an int32 scalar"),
+    "n negative": (_sample(n=-2), {}, 400, "must be in [1, 64]"),
+    "x outside the domain": (_bad(np.full((1, 8, 8, 1), -5.0).tolist()), {}, 400, "outside the model's domain"),
+    "signature_name not a string": ({"signature_name": 3, "inputs": GOOD_X}, {}, 400, "must be a string"),
+    "method not allowed": (None, {"method": "PUT"}, 405, "Malformed request"),
+    "version beyond int64": (_bad(GOOD_X), {"model": "digits/versions/9999999999999999999"}, 404,
+                             "Malformed request"),
     "temperature NaN": ('{"signature_name": "sample", "inputs": {"n": 2, "seed": 0, "temperature": NaN}}',
                         {}, 400, "finite float32 scalar"),
     "sample missing seed": ({"signature_name": "sample", "inputs": {"n": 2, "temperature": 1.0}}, {}, 400,
@@ -251,6 +263,8 @@ def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server,
                 yield b"1.0," * 2_000
             yield b"1.0]}"
         response = httpx.post(f"{server}/v1/models/digits:predict", content=chunks(), timeout=30)
+    elif options.get("method"):
+        response = httpx.request(options["method"], f"{server}/v1/models/digits:predict", timeout=30)
     elif options.get("_raw_path"):
         response = httpx.post(f"{server}/v1/models/{model}", content=json.dumps(body), timeout=30)
     else:
