@@ -16,8 +16,8 @@ from tfinv.core import FlowModel
 from tfinv.export import manifest as manifest_module
 from tfinv.export.errors import ExportError
 from tfinv.export.files import Staging, check_destination
-from tfinv.export.onnx import SUPPORTED_OPSETS, prepare
-from tfinv.export.signatures import GRAPHS, check_model_name, check_version
+from tfinv.export.onnx import SUPPORTED_OPSETS, prepare, prepare_base_graph
+from tfinv.export.signatures import BASE_GRAPHS, GRAPHS, check_model_name, check_version
 
 __all__ = ["export_flow"]
 
@@ -37,7 +37,8 @@ def export_flow(
     """Writes ``forward.onnx``, ``inverse.onnx`` and ``manifest.json`` for a flow model, and with
     ``saved_model=True`` the SavedModel ``saved_model/<name>/<version>/``.
 
-    Both graphs are converted and checked (standard ONNX, parity with TF within ``tolerance``)
+    A model whose base distribution is not the standard normal also gets ``sample.onnx`` and
+    ``log_prob.onnx`` (`tfinv.export.signatures.BASE_GRAPHS`). Every graph is converted and checked (standard ONNX, parity with TF within ``tolerance``)
     before anything is written; every file appears at once or not at all, with the permissions
     the umask gives. The manifest (`tfinv.export.manifest`) records shapes, the deployment
     contract, opset, the tfinv version, the parity measured at export and the provider.
@@ -82,14 +83,21 @@ def export_flow(
 
         _check_arguments(model, name, version, max_batch)
 
-    prepared = {d: prepare(model, d, opset=opset, tolerance=tolerance) for d in GRAPHS}
+    prepared = {}
+    for direction in GRAPHS:
+        proto, info = prepare(model, direction, opset=opset, tolerance=tolerance)
+        prepared[direction] = (proto, info.as_dict())
+    base = getattr(model, "base", None)
+    standard_base = base is None or type(base).__name__ == "StandardNormal"
+    if not standard_base:  # the server cannot compute this base's sampling and density itself
+        for kind in BASE_GRAPHS:
+            prepared[kind] = prepare_base_graph(model, kind, opset=opset, tolerance=tolerance)
     graphs = {}
     with Staging(out) as staging:
         for direction, (proto, info) in prepared.items():
-            info.path = out / f"{direction}.onnx"
-            with open(staging.path(info.path.name), "xb") as f:
+            with open(staging.path(f"{direction}.onnx"), "xb") as f:
                 f.write(proto.SerializeToString())
-            graphs[direction] = info.as_dict()
+            graphs[direction] = {**info, "path": f"{direction}.onnx"}
         if saved_model:
             directory = staging.path(saved_model_dir)
             os.mkdir(directory)
@@ -98,7 +106,8 @@ def export_flow(
             name=name, model_class=type(model).__name__, model_config=model.get_config(),
             data_shape=model.data_shape, latent_shape=model.latent_shape,
             context_shape=getattr(model, "context_shape", None), opset=opset, graphs=graphs,
-            saved_model=saved_model_dir if saved_model else None)
+            saved_model=saved_model_dir if saved_model else None,
+            base=None if standard_base else {"class": type(base).__name__, "noise_shape": list(base.noise_shape)})
         with open(staging.path("manifest.json"), "xb") as f:
             f.write(manifest_module.dumps(manifest))
         staging.commit(overwrite, last=["manifest.json"])

@@ -17,13 +17,15 @@ import os
 import pathlib
 from typing import Any
 
-from tfinv.export.signatures import GRAPHS, Signature, signatures
+from tfinv.export.signatures import BASE_GRAPHS, GRAPHS, Signature, graph_signatures, signatures
 
 __all__ = ["FORMAT", "Manifest", "ManifestError", "read_manifest"]
 
-#: The manifest format this tfinv writes and the newest it reads. Bump it when a change would
-#: make an older server misread an export (e.g. a new required graph input).
-FORMAT = 1
+#: The newest manifest format this tfinv reads. Bump it when a change would make an older server
+#: misread an export. Format 1: an unconditional flow with the standard normal base (two graphs);
+#: format 2 adds the ``context`` input and the base graphs (written only for exports that use
+#: them, so plain exports stay readable by format-1 servers).
+FORMAT = 2
 
 
 class ManifestError(ValueError):
@@ -45,7 +47,9 @@ class Manifest:
         name: the exported model name.
         data_shape, latent_shape: event shapes (no batch axis).
         context_shape: the conditioning input's event shape, ``None`` for an unconditional model.
-        graphs: ``{direction: {"path", "inputs", "outputs", ...}}`` for ``forward`` and ``inverse``.
+        graphs: ``{direction: {"path", "inputs", "outputs", ...}}`` for ``forward`` and ``inverse``,
+            and ``sample``/``log_prob`` for a base other than the standard normal.
+        noise_shape: the base's noise shape when it has its own graphs (``None``: standard normal).
         tfinv_version: the tfinv that wrote it.
         format: its manifest format.
         saved_model: the SavedModel version directory relative to the export, if one was written.
@@ -58,6 +62,7 @@ class Manifest:
     latent_shape: tuple[int, ...]
     context_shape: tuple[int, ...] | None
     graphs: dict[str, dict[str, Any]]
+    noise_shape: tuple[int, ...] | None
     tfinv_version: str
     format: int
     saved_model: str | None
@@ -75,17 +80,17 @@ class Manifest:
 
 def graph_io(direction: str, context: bool) -> tuple[list[str], list[str]]:
     """``(input names, output names)`` of an ONNX graph, in the contract's order."""
-    sig = signatures((1,), (1,), (1,) if context else None)[direction]
+    sig = graph_signatures((1,), (1,), (1,) if context else None)[direction]
     return list(sig.input_names), list(sig.output_names)
 
 
 def build(*, name: str, model_class: str, model_config: dict[str, Any], data_shape, latent_shape,
           context_shape, opset: int, graphs: dict[str, dict[str, Any]],
-          saved_model: str | None = None) -> dict[str, Any]:
+          saved_model: str | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest document of an export (``graphs``: per direction, what `OnnxExport.as_dict` gives)."""
     contract = signatures(data_shape, latent_shape, context_shape)
     manifest: dict[str, Any] = {
-        "format": FORMAT,
+        "format": 1 if context_shape is None and base is None else 2,
         "name": name,
         "tfinv_version": _tfinv_version(),
         "model_class": model_class,
@@ -95,6 +100,8 @@ def build(*, name: str, model_class: str, model_config: dict[str, Any], data_sha
     }
     if context_shape is not None:
         manifest["context_shape"] = list(context_shape)
+    if base is not None:  # a base other than the standard normal: {"class", "noise_shape"}
+        manifest["base"] = base
     manifest.update({
         "dtype": "float32",
         "opset": opset,
@@ -151,9 +158,14 @@ def read_manifest(export_dir: str | os.PathLike) -> Manifest:
     latent_shape = _shape(path, manifest, "latent_shape")
     context_shape = _shape(path, manifest, "context_shape", required=False)
     graphs = manifest.get("graphs")
-    if not isinstance(graphs, dict) or any(not isinstance(graphs.get(d), dict) for d in GRAPHS):
-        raise ManifestError(f"{path}: 'graphs' must describe the graphs {list(GRAPHS)}")
-    for direction in GRAPHS:
+    base = manifest.get("base")
+    expected = GRAPHS + (BASE_GRAPHS if base is not None else ())
+    if not isinstance(graphs, dict) or any(not isinstance(graphs.get(d), dict) for d in expected):
+        raise ManifestError(f"{path}: 'graphs' must describe the graphs {list(expected)}")
+    noise_shape = None
+    if base is not None:
+        noise_shape = _shape(path, base if isinstance(base, dict) else {}, "noise_shape")
+    for direction in expected:
         info = graphs[direction]
         want_in, want_out = graph_io(direction, context_shape is not None)
         got_in = info.get("inputs", [info.get("input_name")])
@@ -166,9 +178,10 @@ def read_manifest(export_dir: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{path}: 'name' must be a non-empty string, got {name!r}")
     saved_model = manifest.get("saved_model")
     result = Manifest(path=path, name=name, data_shape=data_shape, latent_shape=latent_shape,
-                      context_shape=context_shape, graphs=graphs, tfinv_version=writer, format=fmt,
+                      context_shape=context_shape, graphs=graphs, noise_shape=noise_shape,
+                      tfinv_version=writer, format=fmt,
                       saved_model=saved_model if isinstance(saved_model, str) else None, raw=manifest)
-    for direction in GRAPHS:
+    for direction in expected:
         if not result.graph_path(direction).is_file():
             raise FileNotFoundError(f"{result.graph_path(direction)} not found (listed in {path})")
     return result

@@ -29,7 +29,7 @@ from tfinv.core import FlowModel, InvertibleLayer, exporting
 from tfinv.export.errors import ExportError
 from tfinv.export.files import atomic_write, check_destination
 from tfinv.export.runtime import inference_session
-from tfinv.export.signatures import GRAPHS, signatures
+from tfinv.export.signatures import BASE_GRAPHS, GRAPHS, graph_signatures, signatures
 
 SUPPORTED_OPSETS = (17, 18)  # tf2onnx 1.17 supports opsets <= 18; DFT needs >= 17
 DIRECTIONS = GRAPHS
@@ -50,10 +50,13 @@ class OnnxExport:
     max_relative_error: float
     provider: str
     op_types: list[str]
+    context_shape: list[int] | None = None  # a conditional subject's second input, "context"
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["path"] = self.path.name
+        if d["context_shape"] is None:  # an unconditional export's manifest is as before
+            del d["context_shape"]
         return d
 
 
@@ -86,11 +89,26 @@ def _direction_fn(subject, direction: str):
     return subject.forward_and_log_det if direction == "forward" else subject.inverse_and_log_det
 
 
-def default_test_input(subject, direction: str, shape: tuple[int, ...], batch: int = 3) -> np.ndarray:
+def _context_shape(subject) -> tuple[int, ...] | None:
+    """Event shape of a conditional subject's context (its graphs take ``(value, context)``)."""
+    shape = getattr(subject, "context_shape", None)
+    return None if shape is None else tuple(int(s) for s in shape)
+
+
+def default_test_context(subject, batch: int = 3) -> np.ndarray | None:
+    """A context for the parity check of a conditional subject (standard normal), else ``None``."""
+    shape = _context_shape(subject)
+    if shape is None:
+        return None
+    return np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
+
+
+def default_test_input(subject, direction: str, shape: tuple[int, ...], batch: int = 3,
+                       context: np.ndarray | None = None) -> np.ndarray:
     """A valid input for the parity check: model samples for a flow's forward (data must lie in
     the data domain), standard normal otherwise."""
     if isinstance(subject, FlowModel) and direction == "forward":
-        return np.asarray(subject.sample(batch, temperature=0.7, seed=0), np.float32)
+        return np.asarray(subject.sample(batch, temperature=0.7, seed=0, context=context), np.float32)
     rng = np.random.default_rng(0)
     return rng.standard_normal((batch,) + shape).astype(np.float32)
 
@@ -149,40 +167,97 @@ def convert(subject, direction: str = "forward", input_shape: Sequence[int] | No
 
     Raises `ExportError` naming the layer and op if the graph holds anything but standard ONNX.
     """
-    import onnx
-    import tf2onnx
-
     _check_subject(subject, direction, opset)
     shape = _event_shape(subject, direction, input_shape)
     in_name, out_names = _io_names(direction)
     spec = [tf.TensorSpec((None,) + shape, tf.float32, name=in_name)]
     fn = _direction_fn(subject, direction)
+    context_shape = _context_shape(subject)
+    if context_shape is not None:
+        spec.append(tf.TensorSpec((None,) + context_shape, tf.float32, name="context"))
 
     @tf.function(input_signature=spec)
-    def graph(value):
-        out, log_det = fn(value)
+    def graph(value, context=None):
+        out, log_det = fn(value) if context is None else fn(value, context)
         return {out_names[0]: tf.identity(out), out_names[1]: tf.identity(log_det)}
+
+    return _to_onnx(graph, spec, out_names, opset, f"{_subject_name(subject)} ({direction})")
+
+
+def _to_onnx(graph, spec, out_names: Sequence[str], opset: int, what: str):
+    """tf2onnx on a ``tf.function`` (inside `exporting()`), outputs in the contract's order, then the
+    standard-ops check and ``onnx.checker``; `ExportError` naming ``what`` otherwise."""
+    import onnx
+    import tf2onnx
 
     with exporting():
         concrete = graph.get_concrete_function()
         try:
             model_proto, _ = tf2onnx.convert.from_function(graph, input_signature=spec, opset=opset)
         except Exception as err:  # tf2onnx raises bare exceptions for unconvertible graphs
-            raise ExportError(f"{_subject_name(subject)} ({direction}): tf2onnx failed: {err}") from err
+            raise ExportError(f"{what}: tf2onnx failed: {err}") from err
     del concrete
     _order_outputs(model_proto, out_names)
     bad = _nonstandard_nodes(model_proto, opset)
     if bad:
         details = "; ".join(f"layer '{_layer_of(n)}' op {d}:{t}" for n, d, t in bad[:8])
-        raise ExportError(
-            f"{_subject_name(subject)} ({direction}) does not convert to standard ONNX at opset "
-            f"{opset}: {details}"
-        )
+        raise ExportError(f"{what} does not convert to standard ONNX at opset {opset}: {details}")
     try:
         onnx.checker.check_model(model_proto, full_check=True)
     except Exception as err:
-        raise ExportError(f"{_subject_name(subject)} ({direction}): ONNX checker failed: {err}") from err
+        raise ExportError(f"{what}: ONNX checker failed: {err}") from err
     return model_proto
+
+
+def _specs(sig) -> list:
+    return [tf.TensorSpec([None if d == -1 else d for d in s.shape], s.dtype, name=s.name) for s in sig.inputs]
+
+
+def prepare_base_graph(model: FlowModel, kind: str, opset: int = 17, tolerance: float = 1e-4):
+    """The ``sample`` or ``log_prob`` graph of a flow whose base is not the standard normal (see
+    `tfinv.export.signatures.BASE_GRAPHS`), converted and checked against TF in memory:
+    ``(model_proto, info dict)``."""
+    context_shape = _context_shape(model)
+    sig = graph_signatures(model.data_shape, model.latent_shape, context_shape, model.base.noise_shape)[kind]
+    spec = _specs(sig)
+    what = f"{_subject_name(model)} ({kind} graph, base {type(model.base).__name__})"
+
+    def with_context(call, *args, context=None):
+        return call(*args) if context is None else call(*args, context)
+
+    if kind == "sample":
+        def fn(eps, temperature, context=None):
+            z = model.base.sample_latent(eps, temperature)
+            return {"x": tf.identity(with_context(model.inverse, z, context=context)), "z": tf.identity(z)}
+    elif kind == "log_prob":
+        def fn(x, context=None):
+            return {"log_prob": tf.identity(with_context(model.log_prob, x, context=context))}
+    else:
+        raise ExportError(f"unknown base graph {kind!r}; expected one of {BASE_GRAPHS}")
+    model_proto = _to_onnx(tf.function(fn, input_signature=spec), spec, sig.output_names, opset, what)
+
+    context = default_test_context(model)
+    rng = np.random.default_rng(2)
+    if kind == "sample":
+        feeds = {"eps": rng.standard_normal((3, *model.base.noise_shape)).astype(np.float32),
+                 "temperature": np.asarray(0.7, np.float32)}
+    else:
+        feeds = {"x": default_test_input(model, "forward", tuple(model.data_shape), context=context)}
+    if context is not None:
+        feeds["context"] = context
+    expected = {k: np.asarray(v) for k, v in fn(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
+    session, provider = inference_session(model_proto.SerializeToString())
+    got = dict(zip(sig.output_names, session.run(list(sig.output_names), feeds)))
+    errors = {k: _relative_error(got[k], v) for k, v in expected.items()}
+    worst = max(errors.values())
+    if not worst <= tolerance:
+        raise ExportError(f"{what}: onnxruntime ({provider}) differs from TensorFlow by {errors} (relative), "
+                          f"above the tolerance {tolerance:g}")
+    info = {"path": f"{kind}.onnx", "direction": kind, "opset": opset, "input_name": sig.input_names[0],
+            "inputs": list(sig.input_names), "input_shapes": {s.name: list(s.shape) for s in sig.inputs},
+            "outputs": {o.name: _dims(o) for o in model_proto.graph.output}, "max_relative_error": worst,
+            "provider": provider, "op_types": sorted({n.op_type for n in model_proto.graph.node})}
+    return model_proto, info
 
 
 def _relative_error(actual, expected) -> float:
@@ -204,22 +279,33 @@ def prepare(
     opset: int = 17,
     test_input: np.ndarray | None = None,
     tolerance: float = 1e-4,
+    test_context: np.ndarray | None = None,
 ):
     """Converts and validates one direction in memory: ``(model_proto, OnnxExport)``.
 
     The parity check runs here, so a graph that reaches the disk has already matched TF.
+    A conditional subject's graph has a second input, ``context`` (``test_context``, or a
+    standard normal default, feeds the check).
     """
     model_proto = convert(subject, direction, input_shape, opset)
     shape = _event_shape(subject, direction, input_shape)
     in_name, out_names = _io_names(direction)
+    context_shape = _context_shape(subject)
+    context = None
+    if context_shape is not None:
+        batch = 3 if test_input is None else int(np.shape(test_input)[0])
+        context = (default_test_context(subject, batch) if test_context is None
+                   else np.asarray(test_context, np.float32))
     if test_input is None:
-        value = default_test_input(subject, direction, shape)
+        value = default_test_input(subject, direction, shape, context=context)
     else:
         value = np.asarray(test_input, np.float32)
-    out, log_det = _direction_fn(subject, direction)(tf.constant(value))
+    fn = _direction_fn(subject, direction)
+    out, log_det = fn(tf.constant(value)) if context is None else fn(tf.constant(value), tf.constant(context))
     expected = {out_names[0]: np.asarray(out), out_names[1]: np.asarray(log_det)}
     session, provider = inference_session(model_proto.SerializeToString())
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {in_name: value})))
+    feeds = {in_name: value} if context is None else {in_name: value, "context": context}
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     errors = {k: _relative_error(got.get(k), v) for k, v in expected.items()}
     worst = max(errors.values())
     if not worst <= tolerance:
@@ -232,12 +318,13 @@ def prepare(
         direction=direction,
         opset=opset,
         input_name=in_name,
-        inputs=[in_name],
+        inputs=[in_name] + ([] if context_shape is None else ["context"]),
         input_shape=[None, *shape],
         outputs={o.name: _dims(o) for o in model_proto.graph.output},
         max_relative_error=worst,
         provider=provider,
         op_types=sorted({n.op_type for n in model_proto.graph.node}),
+        context_shape=None if context_shape is None else list(context_shape),
     )
     return model_proto, info
 

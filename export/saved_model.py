@@ -86,42 +86,58 @@ def _endpoints(model: FlowModel, max_batch: int | None) -> dict[str, tuple[Calla
     def f32(t, shape):
         return tf.ensure_shape(tf.cast(t, tf.float32), shape)
 
-    def forward(x):
+    context_shape = getattr(model, "context_shape", None)
+    base = getattr(model, "base", None)
+    noise_shape = tuple(base.noise_shape) if base is not None else latent_shape
+
+    def ctx(context):
+        return None if context is None else tf.cast(context, dtype)
+
+    def forward(x, context=None):
         with tf.control_dependencies(batch_guard(tf.shape(x)[0], "batch size")):
-            z, log_det = model.forward(tf.cast(x, dtype))
+            z, log_det = model.forward(tf.cast(x, dtype), ctx(context)) if context is not None \
+                else model.forward(tf.cast(x, dtype))
         return {"z": f32(z, (None,) + latent_shape), "log_det": f32(log_det, (None,))}
 
-    def inverse(z):
+    def inverse(z, context=None):
         with tf.control_dependencies(batch_guard(tf.shape(z)[0], "batch size")):
-            x, log_det = model.inverse_and_log_det(tf.cast(z, dtype))
+            x, log_det = model.inverse_and_log_det(tf.cast(z, dtype), ctx(context)) if context is not None \
+                else model.inverse_and_log_det(tf.cast(z, dtype))
         return {"x": f32(x, (None,) + data_shape), "log_det": f32(log_det, (None,))}
 
-    def log_prob(x):
+    def log_prob(x, context=None):
         with tf.control_dependencies(batch_guard(tf.shape(x)[0], "batch size")):
-            lp = model.log_prob(tf.cast(x, dtype))
+            lp = model.log_prob(tf.cast(x, dtype), ctx(context)) if context is not None \
+                else model.log_prob(tf.cast(x, dtype))
         return {"log_prob": f32(lp, (None,))}
 
-    def sample(n, seed, temperature):
+    def sample(n, seed, temperature, context=None):
         checks = [
             tf.debugging.assert_positive(n, message="sample needs n >= 1"),
             tf.debugging.assert_all_finite(temperature, message="sample needs a finite temperature "
                                            "(a value beyond float32 range, e.g. 1e39, is inf)"),
             tf.debugging.assert_positive(temperature, message="sample needs temperature > 0"),
         ] + batch_guard(n, "sample size n")
+        if context is not None:
+            checks.append(tf.debugging.assert_equal(tf.shape(context)[0], n,
+                                                    message="sample needs one context row per sample (n rows)"))
         with tf.control_dependencies(checks):
-            shape = tf.concat([tf.reshape(n, [1]), tf.constant(latent_shape, tf.int32)], axis=0)
-            # Same draw as FlowModel.sample(n, temperature, seed): stateless, seed=[seed, 0].
+            shape = tf.concat([tf.reshape(n, [1]), tf.constant(noise_shape, tf.int32)], axis=0)
+            # Same draw as FlowModel.sample(n, temperature, seed): stateless, seed=[seed, 0], then
+            # the base's map from standard noise to latents (T * eps for the standard normal).
             eps = tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.zeros_like(seed)]), dtype=dtype)
+            latent = eps * tf.cast(temperature, dtype) if base is None \
+                else base.sample_latent(eps, tf.cast(temperature, dtype))
             z = tf.debugging.assert_all_finite(
-                eps * tf.cast(temperature, dtype), "sample: temperature * noise overflows float32 (temperature too large)")
-            x = model.inverse(z)
+                latent, "sample: temperature * noise overflows float32 (temperature too large)")
+            x = model.inverse(z, ctx(context)) if context is not None else model.inverse(z)
         return {"x": f32(x, (None,) + data_shape), "z": f32(z, (None,) + latent_shape)}
 
     functions = {"forward": forward, "inverse": inverse, "sample": sample, "log_prob": log_prob,
                  "serving_default": log_prob}
     return {key: (functions[key], [tf.TensorSpec([None if d == -1 else d for d in spec.shape], spec.dtype,
                                                  name=spec.name) for spec in sig.inputs])
-            for key, sig in signatures(data_shape, latent_shape).items()}
+            for key, sig in signatures(data_shape, latent_shape, context_shape).items()}
 
 
 def write_archive(model: FlowModel, directory: pathlib.Path, max_batch: int | None = None) -> None:

@@ -35,12 +35,14 @@ from typing import Any, Sequence
 __all__ = [
     "DT_NAMES",
     "MODEL_NAME",
+    "BASE_GRAPHS",
     "GRAPHS",
     "SIGNATURE_NAMES",
     "Signature",
     "TensorSpec",
     "check_model_name",
     "check_version",
+    "graph_signatures",
     "io_names",
     "signatures",
 ]
@@ -50,6 +52,13 @@ SIGNATURE_NAMES: tuple[str, ...] = ("forward", "inverse", "sample", "log_prob", 
 
 #: The signatures exported as ONNX graphs (the sampling graph is ``inverse``: the noise is an input).
 GRAPHS: tuple[str, ...] = ("forward", "inverse")
+
+#: Extra ONNX graphs of a flow whose base distribution is not the standard normal (learned
+#: diagonal Gaussian, mixture, radial, ...): ``sample`` maps standard normal noise ``eps`` (shape
+#: ``noise_shape``) and ``temperature`` through the base and the inverse flow to ``x, z``;
+#: ``log_prob`` is the model's density. With the standard normal base the server computes both
+#: from ``inverse``/``forward`` (``z = temperature * eps``; ``log N(z; 0, I) + log_det``).
+BASE_GRAPHS: tuple[str, ...] = ("sample", "log_prob")
 
 #: A served model name: it becomes a directory (``<base>/<name>/<version>``) and a URL segment
 #: (``/v1/models/<name>``), so letters, digits, ``.``, ``_`` and ``-`` only.
@@ -170,3 +179,18 @@ def io_names(conditional: bool = False) -> dict[str, tuple[tuple[str, ...], tupl
     client)."""
     return {key: (sig.input_names, sig.output_names)
             for key, sig in signatures((1,), (1,), (1,) if conditional else None).items()}
+
+
+def graph_signatures(data_shape: Sequence[int], latent_shape: Sequence[int],
+                     context_shape: Sequence[int] | None = None,
+                     noise_shape: Sequence[int] | None = None) -> dict[str, Signature]:
+    """The inputs and outputs of the ONNX graphs: `GRAPHS` (as the signatures of those names) and
+    `BASE_GRAPHS`: ``sample`` takes ``eps`` float32 ``[-1, *noise_shape]`` (default: the latent
+    shape), ``temperature`` float32 ``[]`` (and ``context``) and gives ``x``, ``z``; ``log_prob``
+    is the signature of that name."""
+    sigs = signatures(data_shape, latent_shape, context_shape)
+    noise = _shape("noise_shape", latent_shape if noise_shape is None else noise_shape)
+    context = tuple(s for s in sigs["forward"].inputs if s.name == "context")
+    sample = Signature("sample", (TensorSpec("eps", "float32", (-1, *noise)), TensorSpec("temperature", "float32", ()))
+                       + context, sigs["sample"].outputs)
+    return {"forward": sigs["forward"], "inverse": sigs["inverse"], "sample": sample, "log_prob": sigs["log_prob"]}

@@ -127,6 +127,8 @@ def create_app(
         except (ValueError, UnicodeDecodeError) as err:
             raise ServingError(f"JSON Parse error: {err}", 400) from None
         sig, inputs, row_format = servable.parse(payload, check_bools=b"true" in body or b"false" in body)
+        if "inference" not in limits:  # an app run without its lifespan (e.g. a bare TestClient)
+            limits["inference"] = anyio.Semaphore(max_concurrency)
         async with limits["inference"]:
             try:
                 outputs = await run_in_threadpool(servable.run, sig, inputs)

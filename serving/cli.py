@@ -113,9 +113,34 @@ def register_query(commands) -> None:
     parser.add_argument("--n", type=int, default=64, help="samples to draw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--context", default=None,
+                        help="a conditional model's context for `sample`, as JSON: one context (shape "
+                        "context_shape, used for every sample) or one row per sample, e.g. a one-hot label")
     parser.add_argument("--num-levels", type=int, default=17, help="pixel levels for the PNG grid")
     parser.add_argument("--out", default="served_samples.png", help="PNG file for `sample`")
     parser.set_defaults(func=_run_query)
+
+
+def _query_context(client, text: str | None, n: int):
+    """``--context`` as an ``(n, *context_shape)`` array (one context broadcast to every sample)."""
+    if text is None:
+        return None
+    import numpy as np
+
+    try:
+        context = np.asarray(json.loads(text), np.float32)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--context must be a JSON number array, got {text[:80]!r} ({err})") from None
+    inputs = client.signatures().get("sample", {}).get("inputs", {})
+    if "context" not in inputs:
+        raise ValueError("--context given, but the served model is unconditional (its sample signature takes "
+                         "no context)")
+    shape = tuple(inputs["context"][1][1:])
+    if context.shape == shape:
+        return np.broadcast_to(context, (n, *shape))
+    if context.shape != (n, *shape):
+        raise ValueError(f"--context must have shape {list(shape)} or {[n, *shape]}, got {list(context.shape)}")
+    return context
 
 
 def _run_query(args: argparse.Namespace) -> int:
@@ -129,7 +154,8 @@ def _run_query(args: argparse.Namespace) -> int:
             if args.what == "sample":
                 from tfinv.data import save_image_grid
 
-                x = client.sample(args.n, seed=args.seed, temperature=args.temperature)
+                x = client.sample(args.n, seed=args.seed, temperature=args.temperature,
+                                  context=_query_context(client, args.context, args.n))
                 save_image_grid(x, args.out, args.num_levels)
                 print(f"wrote {len(x)} served samples (seed {args.seed}, temperature "
                       f"{args.temperature}) to {args.out}")

@@ -7,13 +7,18 @@ Signatures are the deployment contract (`tfinv.export.signatures`) for the manif
 * ``inverse``: ``z`` -> ``x``, ``log_det`` (``inverse.onnx``);
 * ``sample``: scalars ``n``, ``seed``, ``temperature`` -> ``x``, ``z``;
 * ``log_prob`` and ``serving_default``: ``x`` -> ``log_prob`` (standard normal log density of
-  ``z = forward(x)`` summed over the latent dimensions, plus ``log_det``).
+  ``z = forward(x)`` summed over the latent dimensions, plus ``log_det``; a model with another
+  base distribution ships a ``log_prob.onnx``, run instead).
+
+A conditional model's signatures take ``context`` too (``sample``: one row per sample).
 
 **Sampling noise.** ``sample`` draws ``z = temperature * eps`` with ``eps`` from
 `tfinv.serving.rng.stateless_normal`, a NumPy replica of
 ``tf.random.stateless_normal([n, *latent_shape], seed=[seed, 0])``, and feeds it to
 ``inverse.onnx``: for a given ``seed`` the ONNX server returns the samples of the TF Serving
-SavedModel and of ``model.sample(n, temperature, seed)`` (to ONNX-vs-TF parity).
+SavedModel and of ``model.sample(n, temperature, seed)`` (to ONNX-vs-TF parity). With another
+base distribution the noise has the base's ``noise_shape`` and ``sample.onnx`` maps it (through
+the base, then the inverse flow) to ``x, z``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 from tfinv.export.manifest import read_manifest
 from tfinv.export.runtime import inference_session
-from tfinv.export.signatures import Signature, check_model_name
+from tfinv.export.signatures import BASE_GRAPHS, GRAPHS, Signature, check_model_name, graph_signatures
 from tfinv.serving import protocol
 from tfinv.serving.errors import ServingError
 from tfinv.serving.rng import stateless_normal
@@ -72,8 +77,11 @@ class OnnxFlowServable:
         self.name = check_model_name(name or self.manifest.name)
         self.data_shape, self.latent_shape = self.manifest.data_shape, self.manifest.latent_shape
         self.context_shape = self.manifest.context_shape
+        self.noise_shape = self.manifest.noise_shape  # None: the standard normal base
+        graphs = GRAPHS + (BASE_GRAPHS if self.noise_shape is not None else ())
+        self._graphs = graph_signatures(self.data_shape, self.latent_shape, self.context_shape, self.noise_shape)
         self._sessions = {}
-        for direction in ("forward", "inverse"):
+        for direction in graphs:
             self._sessions[direction], self.provider = inference_session(
                 str(self.manifest.graph_path(direction)), threads=threads)
         self.signatures: dict[str, Signature] = self.manifest.signatures
@@ -84,7 +92,7 @@ class OnnxFlowServable:
 
     # ------------------------------------------------------------ computation
     def _graph(self, direction: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sig = self.signatures[direction]
+        sig = self._graphs[direction]
         values = self._sessions[direction].run(list(sig.output_names), {n: inputs[n] for n in sig.input_names})
         return dict(zip(sig.output_names, values))
 
@@ -95,6 +103,8 @@ class OnnxFlowServable:
         return self._graph("inverse", inputs)
 
     def _log_prob(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "log_prob" in self._sessions:  # the base's own density, exported as a graph
+            return self._graph("log_prob", inputs)
         out = self._forward(inputs)
         z = out["z"].astype(np.float64).reshape(len(out["z"]), -1)
         base = np.sum(-0.5 * np.square(z) - _LOG_SQRT_2PI, axis=1)
@@ -102,6 +112,16 @@ class OnnxFlowServable:
 
     def _sample(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n, seed = int(inputs["n"]), int(inputs["seed"])
+        if "sample" in self._sessions:  # base graph: standard noise -> base -> inverse flow
+            eps = stateless_normal((n, *self.noise_shape), (seed, 0))
+            feeds = {"eps": eps, "temperature": np.asarray(inputs["temperature"], np.float32)}
+            if "context" in inputs:
+                feeds["context"] = inputs["context"]
+            out = self._graph("sample", feeds)
+            if not np.all(np.isfinite(out["z"])):
+                raise ServingError(f"input 'temperature' of signature 'sample' is too large: the latents are not "
+                                   f"finite (got {float(inputs['temperature']):g})", 400)
+            return out
         eps = stateless_normal((n, *self.latent_shape), (seed, 0))
         with np.errstate(over="ignore", invalid="ignore"):
             z = eps * np.float32(inputs["temperature"])

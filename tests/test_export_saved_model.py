@@ -321,11 +321,13 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch, existing):
 
 # ----------------------------------------------------------------------------- bad arguments
 class _UnbuiltFlow(FlowModel):
-    """A FlowModel subclass that does not build itself in __init__."""
+    """A FlowModel subclass whose ``build`` does nothing, so it stays unbuilt."""
 
     def __init__(self):
-        super().__init__(input_shape=(4, 4, 1))
-        self.flow = InvertibleSequential([layers.ActNorm()], event_ndims=3)
+        super().__init__(InvertibleSequential([layers.ActNorm()], event_ndims=3), input_shape=(4, 4, 1))
+
+    def build(self, input_shape=None):
+        pass
 
 
 def _dense():

@@ -27,7 +27,7 @@ import pytest
 import tensorflow as tf
 
 from tfinv.export import export_flow
-from tfinv.export.manifest import ManifestError, read_manifest
+from tfinv.export.manifest import FORMAT, ManifestError, read_manifest
 from tfinv.models import Glow
 from tfinv.serving import Client
 from tfinv.testing.contract import perturb_weights, relative_error
@@ -104,10 +104,10 @@ def test_a_manifest_from_a_newer_tfinv_is_refused_naming_both_versions(export_di
     newer = tmp_path / "newer"
     shutil.copytree(export_dir, newer)
     manifest = json.loads((newer / "manifest.json").read_text())
-    manifest.update(format=manifest["format"] + 1, tfinv_version="9.3.0")
+    manifest.update(format=FORMAT + 1, tfinv_version="9.3.0")
     (newer / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ManifestError, match=rf"written by tfinv 9\.3\.0 \(manifest format 2\); this is tfinv "
-                                            rf"{tfinv.__version__}, which reads manifest formats up to 1"):
+    with pytest.raises(ManifestError, match=rf"written by tfinv 9\.3\.0 \(manifest format {FORMAT + 1}\); this is "
+                                            rf"tfinv {tfinv.__version__}, which reads manifest formats up to {FORMAT}"):
         read_manifest(newer)
     assert serve_main(["--export-dir", str(newer), "--port", "0"]) == 2
     err = capsys.readouterr().err
