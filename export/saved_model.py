@@ -5,9 +5,11 @@ whose signatures are the deployment contract of `tfinv.export.signatures` (``for
 ``inverse``, ``sample``, ``log_prob``, ``serving_default``; names, dtypes and shapes from there,
 every batch dimension dynamic, ``-1``).
 
-``sample`` draws ``z = temperature * stateless_normal([n, *latent_shape], seed=[seed, 0])`` and
-returns ``x = inverse(z)``: for a given seed it is reproducible and equal to
-``model.sample(n, temperature, seed)``. It refuses (``InvalidArgumentError``) ``n < 1`` and a
+``sample`` draws ``eps = stateless_normal([n, *noise_shape], seed=[seed, 0])``, maps it through the
+base distribution (``z = temperature * eps`` for the standard normal) and returns
+``x = inverse(z)``: for a given seed it is reproducible and equal to
+``model.sample(n, temperature, seed)``. A conditional model's signatures take ``context`` as
+well (``sample``: one row per sample). It refuses (``InvalidArgumentError``) ``n < 1`` and a
 temperature that is not finite and positive (1e39 sent as JSON becomes float32 ``inf``).
 
 The graph holds only TensorFlow ops and the weights: loading it needs neither tfinv nor
