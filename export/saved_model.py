@@ -41,7 +41,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from tfinv.core.flow_model import FlowModel
+from tfinv.core import FlowModel
 from tfinv.export.files import Staging, check_destination
 from tfinv.export.signatures import SIGNATURE_NAMES, check_model_name, check_version, signatures
 

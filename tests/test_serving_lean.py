@@ -184,3 +184,25 @@ def test_lean_install_serves_a_model_exported_by_the_full_package(glow, export_d
         maps = pathlib.Path(f"/proc/{process.pid}/maps")
         if maps.exists():
             assert "libtensorflow" not in maps.read_text()
+
+
+def test_export_and_serving_use_only_tfinvs_public_api():
+    """export/ and serving/ import tfinv through its packages' public names (`tfinv`, `tfinv.core`,
+    `tfinv.data`, ...), never `tfinv.cli` nor a private module like `tfinv.core.flow_model`."""
+    import ast
+
+    public = {"tfinv", "tfinv.core", "tfinv.data", "tfinv.layers", "tfinv.models", "tfinv.blocks", "tfinv.testing"}
+    offenders = []
+    for folder in ("export", "serving"):
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                for name in names:
+                    own = name.startswith(("tfinv.export", "tfinv.serving"))
+                    if name.split(".")[0] == "tfinv" and not own and name not in public:
+                        offenders.append(f"{path.relative_to(REPO)}: {name}")
+    assert not offenders, offenders
