@@ -72,7 +72,8 @@ def export_flow(
                           f"op needs >= 17; use one of {SUPPORTED_OPSETS}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
         raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
-    if not model.built:
+    if not all(part is None or part.built for part in (model, getattr(model, "base", None),
+                                                       getattr(model, "flow", None))):
         raise ExportError(f"{type(model).__name__} '{model.name}' is not built: build or call it before exporting")
     out = pathlib.Path(out_dir)
     saved_model_dir = f"saved_model/{name}/{version}"

@@ -57,7 +57,8 @@ def _check_arguments(model, name, version, max_batch) -> None:
         raise TypeError(
             f"to_saved_model needs a tfinv FlowModel (e.g. tfinv.models.Glow), got {type(model).__name__}"
         )
-    if not model.built:
+    parts = [model, getattr(model, "base", None), getattr(model, "flow", None)]
+    if not all(part is None or part.built for part in parts):
         raise ValueError(
             f"{type(model).__name__} '{model.name}' is not built; build it (model.build()) or run it "
             "on a batch before exporting"

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import tfinv.export.bundle as bundle_module
 from tfinv import cli
-from tfinv.export import export_flow, inference_session
+from tfinv.export import inference_session
 from tfinv.export.signatures import SIGNATURE_NAMES, signatures
 from tfinv.models import Glow
 from tfinv.testing.contract import perturb_weights
@@ -125,8 +125,13 @@ def test_bad_names_versions_and_destinations_are_one_line_errors_and_write_nothi
 
 def test_a_failure_after_conversion_writes_nothing_and_keeps_the_old_export(glow, tmp_path, monkeypatch):
     out = tmp_path / "export"
-    export_flow(glow, out, name="digits")
+    out.mkdir()
+    for name in ("forward.onnx", "inverse.onnx", "manifest.json"):  # a previous export
+        (out / name).write_bytes(f"previous {name}".encode())
     old = {p.name: p.read_bytes() for p in out.iterdir()}
+    # One real conversion stands in for the export's own (the failure comes after it).
+    converted = {d: bundle_module.prepare(glow, d) for d in ("forward", "inverse")}
+    monkeypatch.setattr(bundle_module, "prepare", lambda model, direction, **kwargs: converted[direction])
 
     def broken(model, directory, max_batch=None):
         (directory / "saved_model.pb").write_bytes(b"partial")

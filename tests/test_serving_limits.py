@@ -26,7 +26,7 @@ CUT_OFF_WITHIN = 8.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    model = Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8, num_levels=17)
+    model = Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=4, num_levels=17)
     model.initialize(tf.random.stateless_uniform((16, 8, 8, 1), [1, 2], 0.5, 16.5))
     perturb_weights(model, 0.05)
     export_dir = tmp_path_factory.mktemp("limits_export")
