@@ -68,6 +68,7 @@ def write_png(grid: np.ndarray, path: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(tf.io.encode_png(grid).numpy())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
