@@ -1,5 +1,6 @@
 """Invertible layers: each is a Keras layer (``call`` = forward) and a TFP bijector."""
 
+import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> layers import cycle)
 from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling

@@ -1,5 +1,6 @@
 """Assembled models."""
 
+import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> layers import cycle)
 from tfinv.models.glow import Glow
 from tfinv.models.invertible_cnn import InvertibleCNN
 from tfinv.models.mixer_flow import MixerFlow
