@@ -69,10 +69,12 @@ def probe_inner(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 
 
 def basis_probes(batch: tf.Tensor, event_shape: tuple[int, ...], dtype) -> tf.Tensor:
-    """All ``D`` standard basis vectors as probes ``(D, B, *event)``: the Hutchinson sum is then the
-    exact trace (``sum_i e_i^T A e_i = tr A``), at the cost of ``D`` products per term."""
+    """The ``D`` scaled basis vectors ``sqrt(D) e_i`` as probes ``(D, B, *event)``.
+
+    Uniform over them, ``E[v v^T] = I`` (a valid Hutchinson distribution), and the mean over all
+    ``D`` is exactly ``tr A`` — the exact trace at the cost of ``D`` products per term."""
     d = int(np.prod(event_shape))
-    eye = tf.reshape(tf.eye(d, dtype=dtype), (d, 1) + tuple(event_shape))
+    eye = tf.reshape(tf.eye(d, dtype=dtype) * np.sqrt(d), (d, 1) + tuple(event_shape))
     return tf.tile(eye, tf.concat([[1, batch], tf.ones([len(event_shape)], tf.int32)], 0))
 
 
