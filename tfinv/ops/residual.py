@@ -100,8 +100,8 @@ def power_series_log_det(jvp: Jvp, probes: tf.Tensor, num_terms, n_exact: int = 
                          survival: float = 1.0, neumann: bool = False):
     """Hutchinson estimate of ``log det(I + J)`` per example, shape ``(B,)``.
 
-    ``num_terms``: a Python int (truncated series, unrolled) or an int tensor (a Russian-roulette
-    draw, run as a ``tf.while_loop``). Terms ``k > n_exact`` are weighted by ``1 / P(N >= k)``
+    ``num_terms``: a Python int (truncated series) or an int tensor (a Russian-roulette draw);
+    either way the terms run in a ``tf.while_loop``. Terms ``k > n_exact`` are weighted by ``1 / P(N >= k)``
     (``survival = 1``: plain truncation).
 
     ``neumann=False`` returns ``(estimate, None)`` with the gradient through every product.
@@ -123,11 +123,9 @@ def power_series_log_det(jvp: Jvp, probes: tf.Tensor, num_terms, n_exact: int = 
 
     zero_estimate = tf.zeros(tf.shape(probes)[:2], dtype)
     state = (tf.constant(1), probes, zero_estimate, tf.zeros_like(probes))
-    if isinstance(num_terms, (int, np.integer)):
-        for _ in range(int(num_terms)):
-            state = step(*state)
-    else:
-        state = tf.while_loop(lambda k, *rest: k <= num_terms, step, state)
+    # A loop, not an unrolled chain: graphs (XLA, ONNX ``Loop``) stay small for any ``num_terms``.
+    cap = int(num_terms) if isinstance(num_terms, (int, np.integer)) else None
+    state = tf.while_loop(lambda k, *rest: k <= num_terms, step, state, maximum_iterations=cap)
     _, _, estimate, u = state
     estimate = tf.reduce_mean(estimate, axis=0)
     if neumann:
