@@ -38,7 +38,7 @@ class FixedPointError(RuntimeError):
 
 class ResidualLayer(InvertibleLayer):
     """Base of ``y = x + g(x)`` layers; subclasses provide ``self.net`` with ``linearize(x) ->
-    (g(x), jvp)``, ``update_spectral_norm()``, ``refresh_spectral_norm()`` and ``linear_layers``.
+    (g(x), jvp)``, ``update_spectral_norm()``, ``refresh_spectral_norm()`` and ``lipschitz_bound()``.
 
     Args:
         coefficient: ``c`` in (0, 1): every spectrally normalised map of ``g`` has norm ``<= c``.
@@ -124,12 +124,9 @@ class ResidualLayer(InvertibleLayer):
         self.net.refresh_spectral_norm(iterations)
 
     def lipschitz_bound(self, iterations: int = 200) -> tf.Tensor:
-        """Upper bound on ``Lip(g)``: the product of fresh estimates of the linear maps' norms
-        (activations are 1-Lipschitz); ``<= c`` unless weights changed without a refresh."""
-        bound = tf.constant(1.0)
-        for layer in self.net.linear_layers:
-            bound = bound * layer.spectral_norm(iterations)
-        return bound
+        """Upper bound on ``Lip(g)`` from fresh power-iteration estimates of the linear maps'
+        norms (the net's ``lipschitz_bound``); ``<= c`` unless weights changed without a refresh."""
+        return self.net.lipschitz_bound(iterations)
 
     def check_lipschitz(self, iterations: int = 200, slack: float = 1e-3) -> float:
         """Raises ``ValueError`` if `lipschitz_bound` exceeds ``c`` (relative ``slack`` for the

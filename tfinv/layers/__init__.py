@@ -15,6 +15,7 @@ from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
+from tfinv.layers.invertible_dense_block import InvertibleDenseBlock
 from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.logit_preprocess import LogitPreprocess
@@ -52,6 +53,7 @@ __all__ = [
     "IRevNetBlock",
     "InvConv1x1",
     "InverseConv",
+    "InvertibleDenseBlock",
     "InvertibleResidualBlock",
     "LearnableLeakyReLU",
     "LogitPreprocess",

@@ -94,6 +94,13 @@ class LipschitzNet(keras.layers.Layer):
         for layer in self.linear_layers:
             layer.refresh_spectral_norm(iterations)
 
+    def lipschitz_bound(self, iterations: int = 200) -> tf.Tensor:
+        """Product of fresh estimates of the linear maps' norms (activations are 1-Lipschitz)."""
+        bound = tf.constant(1.0)
+        for layer in self.linear_layers:
+            bound = bound * layer.spectral_norm(iterations)
+        return bound
+
     def linearize(self, x: tf.Tensor):
         """``(g(x), jvp)``, ``jvp(t) = J_g(x) t`` for tangents of shape ``(P, *x.shape)``."""
         jvps = []

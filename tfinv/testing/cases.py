@@ -260,3 +260,7 @@ def residual_cases() -> Iterator[Case]:
         lambda: layers.InvertibleResidualBlock(hidden_features=6, activation="clipswish", vector=True,
                                                coefficient=0.8, inference_terms=30, seed=2),
         (2, 5), perturb=0.3)
+    yield RefreshedCase(
+        "InvertibleDenseBlock",
+        lambda: layers.InvertibleDenseBlock(growth=3, depth=2, coefficient=0.9, inference_terms=30, seed=3),
+        (2, 4, 4, 2), perturb=0.3)
