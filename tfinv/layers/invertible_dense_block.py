@@ -35,7 +35,7 @@ class InvertibleDenseBlock(ResidualLayer):
 
     event_ndims = 3
 
-    def __init__(self, growth: int = 16, depth: int = 3, kernel_size: int = 3, power_iterations: int = 1,
+    def __init__(self, growth: int = 16, depth: int = 3, kernel_size: int = 3, power_iterations: int = 5,
                  **kwargs):
         super().__init__(**kwargs)
         self.growth = int(growth)

@@ -39,7 +39,7 @@ class InvertibleResidualBlock(ResidualLayer):
     event_ndims = 3
 
     def __init__(self, hidden_features: int = 32, num_hidden_layers: int = 2, kernel_size: int = 3,
-                 activation: str = "lipswish", power_iterations: int = 1, preactivation: bool = True,
+                 activation: str = "lipswish", power_iterations: int = 5, preactivation: bool = True,
                  vector: bool = False, **kwargs):
         self.vector = bool(vector)
         if self.vector:

