@@ -173,7 +173,7 @@ class ResidualLayer(InvertibleLayer):
             probes = tf.random.normal(shape, dtype=x.dtype)
         else:
             probes = tf.random.stateless_normal(shape, seed=seed, dtype=x.dtype)
-        num_terms, n_exact, survival = self._num_terms(None if seed is None else [seed[0], seed[1] + 1])
+        num_terms, n_exact, survival = self._num_terms(None if seed is None else seed + [0, 1])
         if not self.memory_efficient:
             g_x, jvp = self.net.linearize(x)
             return g_x, self._stochastic_log_det(x, jvp, probes, num_terms, n_exact, survival)
@@ -192,8 +192,8 @@ class ResidualLayer(InvertibleLayer):
                 total = tf.reduce_sum(value)
             grads = tape.gradient(total, [x_in] + variables)
             grad_x = tf.stop_gradient(grads[0])
-            grad_vars = [tf.zeros_like(v) if g is None else tf.stop_gradient(g)
-                         for g, v in zip(grads[1:], variables)]
+            precomputed = {v.ref(): (tf.zeros_like(v) if g is None else tf.stop_gradient(g))
+                           for g, v in zip(grads[1:], variables)}
 
             def backward(upstream, variables=None):
                 # The weights' gradient was summed over the batch: valid for equal upstreams only.
@@ -204,20 +204,23 @@ class ResidualLayer(InvertibleLayer):
                     scale = upstream[0]
                 shape = tf.concat([tf.shape(upstream), tf.ones([tf.rank(grad_x) - 1], tf.int32)], 0)
                 dx = tf.reshape(upstream, shape) * grad_x
-                return dx, [scale * g for g in grad_vars]
+                # TF hands over the variables read inside, in its own order.
+                return dx, [scale * precomputed[v.ref()] if v.ref() in precomputed else tf.zeros_like(v)
+                            for v in (variables or [])]
 
             return tf.stop_gradient(value), backward
 
         return log_det(x)
 
     def estimate_log_det(self, x, estimator: str | None = None, num_probes: int = 1, seed=(0, 0)):
-        """One draw of the stochastic training estimator at ``x`` (stateless ``seed``), shape ``(B,)``;
+        """One draw of the stochastic training estimator at ``x`` (stateless ``seed``: two ints or an
+        int tensor, so a ``tf.function`` over it traces once), shape ``(B,)``;
         for the harness and benchmarks. ``estimator`` overrides the layer's."""
         x = self._check(x, self.input_event_shape, "forward")
         saved = self.estimator
         self.estimator = saved if estimator is None else estimator
         try:
-            return self._training_log_det(x, int(num_probes), [int(seed[0]), int(seed[1])])[1]
+            return self._training_log_det(x, int(num_probes), tf.cast(seed, tf.int32))[1]
         finally:
             self.estimator = saved
 

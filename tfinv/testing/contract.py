@@ -275,10 +275,8 @@ def check_log_det_estimator(layer, x, estimator: str, samples: int = 400, num_pr
     ``bias``, ``z`` (bias / standard error) per example and the per-draw ``variance``.
     """
     exact = np.asarray(layer.dense_log_det(x), np.float64)
-    draws = np.stack([
-        np.asarray(layer.estimate_log_det(x, estimator, num_probes, (seed, i)), np.float64)
-        for i in range(samples)
-    ])
+    draw = tf.function(lambda s: layer.estimate_log_det(x, estimator, num_probes, s))  # one trace
+    draws = np.stack([np.asarray(draw(tf.constant([seed, i])), np.float64) for i in range(samples)])
     mean = draws.mean(axis=0)
     standard_error = draws.std(axis=0, ddof=1) / np.sqrt(samples)
     bias = mean - exact
