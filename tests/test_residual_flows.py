@@ -84,7 +84,8 @@ def test_coefficient_outside_open_unit_interval_is_rejected(bad):
     for make in (lambda: nets.SpectralNormDense(3, coefficient=bad),
                  lambda: nets.SpectralNormConv2D(3, coefficient=bad),
                  lambda: layers.InvertibleResidualBlock(coefficient=bad),
-                 lambda: layers.InvertibleDenseBlock(coefficient=bad)):
+                 lambda: layers.InvertibleDenseBlock(coefficient=bad),
+                 lambda: layers.MonotoneBlock(coefficient=bad)):
         with pytest.raises(ValueError, match="0 < c < 1"):
             make()
 
@@ -116,6 +117,10 @@ def _block_cases():
     yield RefreshedCase(
         "dense", lambda: layers.InvertibleDenseBlock(growth=3, depth=2, coefficient=0.9,
                                                     inference_terms=30, seed=3), (2, 4, 4, 2), perturb=0.3)
+    yield RefreshedCase(
+        "monotone", lambda: layers.MonotoneBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
+                                                 preactivation=False, inference_terms=30, seed=4),
+        (2, 4, 4, 2), perturb=0.3)
 
 
 @pytest.fixture(scope="module", params=list(_block_cases()), ids=lambda c: c.name)
@@ -153,6 +158,20 @@ def test_fixed_point_converges(block):
     layer, x = block
     iterations = contract.check_fixed_point(layer, x, tol=1e-5)
     assert all(0 < n < layer.max_inverse_iterations for n in iterations.values())
+
+
+def test_monotone_block_expands_beyond_a_residual_block():
+    """The Cayley form's Jacobian reaches singular values a residual block with the same c cannot."""
+    layer, x = list(_block_cases())[2].build()
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reshape(layer.forward_and_log_det(x)[0], [2, -1])
+    jac = tape.batch_jacobian(y, x).numpy().reshape(2, 32, 32).astype(np.float64)
+    c, lip = layer.coefficient, contract.check_lipschitz(layer, x)
+    singular = np.linalg.svd(jac, compute_uv=False)
+    assert singular.max() <= (1 + lip) / (1 - lip) * (1 + 1e-4)
+    assert singular.min() >= (1 - lip) / (1 + lip) * (1 - 1e-4)
+    assert c < 1  # and the bound is reached only as Lip(g) -> c
 
 
 def test_truncated_series_bias_shrinks_with_terms():

@@ -63,6 +63,8 @@ class ResidualLayer(InvertibleLayer):
     """
 
     log_det_is_exact = False
+    #: Which power series the log-det is (`tfinv.ops.residual.power_series_log_det`).
+    series = "residual"
 
     def __init__(self, coefficient: float = 0.97, estimator: str = "roulette", series_terms: int = 5,
                  exact_terms: int = 2, survival: float = 0.5, training_probes: int = 1,
@@ -151,7 +153,7 @@ class ResidualLayer(InvertibleLayer):
         else:
             stored = tf.cast(self.probes, x.dtype)
             probes = tf.broadcast_to(stored, tf.concat([tf.shape(stored)[:1], tf.shape(x)], 0))
-        return ops.power_series_log_det(jvp, probes, self.inference_terms)[0]
+        return ops.power_series_log_det(jvp, probes, self.inference_terms, series=self.series)[0]
 
     def _num_terms(self, seed=None):
         if self.estimator == "series":
@@ -161,8 +163,9 @@ class ResidualLayer(InvertibleLayer):
     def _stochastic_log_det(self, x, jvp, probes, num_terms, n_exact, survival) -> tf.Tensor:
         """One estimate (with the configured gradient) at the linearisation ``jvp`` of ``x``."""
         if not self.neumann_gradient:
-            return ops.power_series_log_det(jvp, probes, num_terms, n_exact, survival)[0]
-        estimate, u = ops.power_series_log_det(jvp, probes, num_terms, n_exact, survival, neumann=True)
+            return ops.power_series_log_det(jvp, probes, num_terms, n_exact, survival, series=self.series)[0]
+        estimate, u = ops.power_series_log_det(jvp, probes, num_terms, n_exact, survival, neumann=True,
+                                               series=self.series)
         surrogate = tf.reduce_mean(ops.probe_inner(probes, jvp(u)), axis=0)
         return estimate + surrogate - tf.stop_gradient(surrogate)
 
@@ -234,7 +237,7 @@ class ResidualLayer(InvertibleLayer):
         """Exact ``log det(I + J_g(x))`` from the dense autodiff Jacobian (small inputs only: not
         for jit or export)."""
         x = self._check(x, self.input_event_shape, "forward")
-        return ops.dense_log_det(self.g, x)
+        return ops.dense_log_det(self.g, x, self.series)
 
     # ------------------------------------------------------------------ hooks
     def _forward_and_log_det(self, x):
@@ -253,10 +256,9 @@ class ResidualLayer(InvertibleLayer):
                                                       self.max_inverse_iterations)
         return x, iterations, step, step <= self.inverse_tolerance
 
-    def _inverse_and_log_det(self, z):
-        x, iterations, step = ops.fixed_point_inverse(self.g, z, self.inverse_tolerance,
-                                                      self.max_inverse_iterations)
-        message = (f"{type(self).__name__} '{self.name}': fixed-point inverse did not converge to "
+    def _converged(self, x, step, what: str = "inverse"):
+        """``x``, after raising (eager) or asserting (``validate_args``) that ``step`` converged."""
+        message = (f"{type(self).__name__} '{self.name}': fixed-point {what} did not converge to "
                    f"tolerance {self.inverse_tolerance:g} in {self.max_inverse_iterations} steps "
                    f"(is Lip(g) < 1? see check_lipschitz())")
         if tf.executing_eagerly():
@@ -266,6 +268,11 @@ class ResidualLayer(InvertibleLayer):
             check = tf.debugging.Assert(step <= self.inverse_tolerance, [message, step])
             with tf.control_dependencies([check]):
                 x = tf.identity(x)
+        return x
+
+    def _inverse_and_log_det(self, z):
+        x, _, step = ops.fixed_point_inverse(self.g, z, self.inverse_tolerance, self.max_inverse_iterations)
+        x = self._converged(x, step)
         return x, -self._deterministic_log_det(x, self.net.linearize(x)[1])
 
     def get_config(self):

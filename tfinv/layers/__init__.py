@@ -20,6 +20,7 @@ from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.me_woodbury import MEWoodbury
+from tfinv.layers.monotone_block import MonotoneBlock
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
 from tfinv.layers.patchify import Patchify
 from tfinv.layers.periodic_conv import PeriodicConv
@@ -58,6 +59,7 @@ __all__ = [
     "LearnableLeakyReLU",
     "LogitPreprocess",
     "MEWoodbury",
+    "MonotoneBlock",
     "OrthogonalDownsampling",
     "Patchify",
     "PeriodicConv",

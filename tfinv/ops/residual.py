@@ -96,9 +96,23 @@ def _weight(k, n_exact: int, survival: float, dtype):
     return tf.exp(-over * np.log(survival))
 
 
+SERIES = ("residual", "cayley")
+
+
+def _coefficient(k, series: str, dtype):
+    """``a_k`` of ``sum_k a_k tr(J^k)``: ``log det(I + J)`` (``"residual"``: ``(-1)^{k+1} / k``) or
+    ``log det(I - J) - log det(I + J)`` (``"cayley"``: ``-2 / k`` for odd ``k``, 0 for even)."""
+    kf = tf.cast(k, dtype)
+    odd = tf.math.floormod(kf, 2.0)  # 1 for odd k
+    if series == "residual":
+        return (2.0 * odd - 1.0) / kf
+    return -2.0 * odd / kf
+
+
 def power_series_log_det(jvp: Jvp, probes: tf.Tensor, num_terms, n_exact: int = 0,
-                         survival: float = 1.0, neumann: bool = False):
-    """Hutchinson estimate of ``log det(I + J)`` per example, shape ``(B,)``.
+                         survival: float = 1.0, neumann: bool = False, series: str = "residual"):
+    """Hutchinson estimate of ``log det(I + J)`` per example, shape ``(B,)`` (``series="cayley"``:
+    of ``log det(I - J) - log det(I + J)``, the monotone block's).
 
     ``num_terms``: a Python int (truncated series) or an int tensor (a Russian-roulette draw);
     either way the terms run in a ``tf.while_loop``. Terms ``k > n_exact`` are weighted by ``1 / P(N >= k)``
@@ -112,13 +126,14 @@ def power_series_log_det(jvp: Jvp, probes: tf.Tensor, num_terms, n_exact: int = 
     if neumann:
         probes = tf.stop_gradient(probes)
 
+    if series not in SERIES:
+        raise ValueError(f"series must be one of {SERIES}, got {series!r}")
+
     def step(k, w, estimate, u):
-        kf = tf.cast(k, dtype)
-        weight = _weight(k, n_exact, survival, dtype)
-        sign = 1.0 - 2.0 * tf.math.floormod(kf - 1.0, 2.0)  # (-1)^{k-1}
-        u = u + sign * weight * w  # accumulates J^{k-1} v terms
+        weight = _weight(k, n_exact, survival, dtype) * _coefficient(k, series, dtype)
+        u = u + tf.cast(k, dtype) * weight * w  # d(a_k tr J^k) = k a_k tr(J^{k-1} dJ)
         w = jvp(w)
-        estimate = estimate + sign * weight / kf * probe_inner(probes, w)
+        estimate = estimate + weight * probe_inner(probes, w)
         return k + 1, w, estimate, u
 
     zero_estimate = tf.zeros(tf.shape(probes)[:2], dtype)
@@ -133,8 +148,9 @@ def power_series_log_det(jvp: Jvp, probes: tf.Tensor, num_terms, n_exact: int = 
     return estimate, None
 
 
-def dense_log_det(g: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
-    """Exact ``log|det(I + J_g(x))|`` per example from the dense autodiff Jacobian (float64 slogdet).
+def dense_log_det(g: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor, series: str = "residual") -> tf.Tensor:
+    """Exact ``log|det(I + J_g(x))|`` per example from the dense autodiff Jacobian (float64 slogdet);
+    ``series="cayley"``: ``log|det(I - J_g(x))| - log|det(I + J_g(x))|``.
 
     For tests and small inputs only: ``D`` backward passes and an ``O(D^3)`` factorisation, and
     slogdet neither compiles with XLA nor exports to ONNX.
@@ -147,5 +163,8 @@ def dense_log_det(g: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tenso
     jac = tape.batch_jacobian(y_flat, x)
     d = int(y_flat.shape[1])
     jac = tf.reshape(tf.cast(jac, tf.float64), [-1, d, d])
-    _, log_abs = tf.linalg.slogdet(tf.eye(d, dtype=tf.float64) + jac)
+    eye = tf.eye(d, dtype=tf.float64)
+    _, log_abs = tf.linalg.slogdet(eye + jac)
+    if series == "cayley":  # log|det(I - J)| - log|det(I + J)|
+        log_abs = tf.linalg.slogdet(eye - jac)[1] - log_abs
     return tf.cast(log_abs, x.dtype)

@@ -264,3 +264,8 @@ def residual_cases() -> Iterator[Case]:
         "InvertibleDenseBlock",
         lambda: layers.InvertibleDenseBlock(growth=3, depth=2, coefficient=0.9, inference_terms=30, seed=3),
         (2, 4, 4, 2), perturb=0.3)
+    yield RefreshedCase(
+        "MonotoneBlock",
+        lambda: layers.MonotoneBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
+                                     preactivation=False, inference_terms=30, seed=4),
+        (2, 4, 4, 2), perturb=0.3)
