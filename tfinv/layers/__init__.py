@@ -10,14 +10,21 @@ from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
 from tfinv.layers.emerging_conv import EmergingConv
+from tfinv.layers.factor_out import FactorOut
 from tfinv.layers.f_in_c_conv import FInCConv
+from tfinv.layers.flatten import Flatten
 from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
+<<<<<<< HEAD
 from tfinv.layers.invertible_dense_block import InvertibleDenseBlock
 from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
+=======
+from tfinv.layers.inverted import Inverted
+>>>>>>> main
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
+from tfinv.layers.learned_prior import LearnedPrior
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.monotone_block import MonotoneBlock
@@ -50,13 +57,20 @@ __all__ = [
     "DataAdaptiveConv",
     "EmergingConv",
     "FInCConv",
+    "FactorOut",
+    "Flatten",
     "HaarDownsampling",
     "IRevNetBlock",
     "InvConv1x1",
     "InverseConv",
+<<<<<<< HEAD
     "InvertibleDenseBlock",
     "InvertibleResidualBlock",
+=======
+    "Inverted",
+>>>>>>> main
     "LearnableLeakyReLU",
+    "LearnedPrior",
     "LogitPreprocess",
     "MEWoodbury",
     "MonotoneBlock",

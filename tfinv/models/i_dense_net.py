@@ -27,14 +27,20 @@ class IDenseNet(ResidualFlow):
     """
 
     def __init__(self, input_shape: Sequence[int] = (8, 8, 1), growth: int = 8, depth: int = 2, **kwargs):
+        kwargs.pop("activation", None)
+        super().__init__(input_shape=input_shape, activation="clipswish", growth=int(growth), depth=int(depth),
+                         **kwargs)
         self.growth = int(growth)
         self.depth = int(depth)
-        kwargs.pop("activation", None)
-        super().__init__(input_shape=input_shape, activation="clipswish", **kwargs)
 
-    def _make_block(self, index: int):
-        return InvertibleDenseBlock(self.growth, self.depth, seed=self.seed + 100 * index,
-                                    name=f"block_{index}", **self.block_options)
+    @staticmethod
+    def _block_extras(kwargs: dict) -> dict:
+        return {"growth": kwargs.pop("growth"), "depth": kwargs.pop("depth")}
+
+    @staticmethod
+    def _make_block(index: int, seed: int, options: dict, hidden_features: int, activation: str,
+                    growth: int = 8, depth: int = 2):
+        return InvertibleDenseBlock(growth, depth, seed=seed, name=f"block_{index}", **options)
 
     def get_config(self):
         return {**super().get_config(), "growth": self.growth, "depth": self.depth}

@@ -54,46 +54,53 @@ class ResidualFlow(FlowModel):
                  inference_terms: int = 20, inference_probes: int | None = None,
                  inverse_tolerance: float = 1e-6, max_inverse_iterations: int = 100, seed: int = 0,
                  **kwargs):
-        super().__init__(input_shape=input_shape, **kwargs)
         name = type(self).__name__
-        if len(self.data_shape) != 3:
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3:
             raise ValueError(f"{name} needs input_shape (H, W, C), got {tuple(input_shape)}")
         if int(levels) < 1 or int(blocks_per_level) < 1:
             raise ValueError(f"{name} needs levels >= 1 and blocks_per_level >= 1, got {levels}, {blocks_per_level}")
-        height, width, _ = self.data_shape
         factor = 2 ** (int(levels) - 1)
-        if height % factor or width % factor:
+        if shape[0] % factor or shape[1] % factor:
             raise ValueError(f"{name} with {levels} levels needs H and W divisible by {factor}, "
-                             f"got (H, W) = ({height}, {width})")
-        self.levels = int(levels)
-        self.blocks_per_level = int(blocks_per_level)
-        self.hidden_features = int(hidden_features)
-        self.coefficient = float(coefficient)
-        self.activation = activation
-        self.num_levels = None if num_levels is None else int(num_levels)
-        self.block_options = dict(
+                             f"got (H, W) = ({shape[0]}, {shape[1]})")
+        block_options = dict(
             coefficient=coefficient, estimator=estimator, exact_terms=int(exact_terms),
             series_terms=int(series_terms), neumann_gradient=bool(neumann_gradient),
             memory_efficient=bool(memory_efficient), inference_terms=int(inference_terms),
             inference_probes=None if inference_probes is None else int(inference_probes),
             inverse_tolerance=float(inverse_tolerance), max_inverse_iterations=int(max_inverse_iterations))
-        self.seed = int(seed)
-        steps = [] if self.num_levels is None else [LogitPreprocess(self.num_levels, name="preprocess")]
-        for level in range(self.levels):
+        extras = self._block_extras(kwargs)
+        steps = [] if num_levels is None else [LogitPreprocess(int(num_levels), name="preprocess")]
+        for level in range(int(levels)):
             if level:
                 steps.append(Squeeze(name=f"squeeze_{level}"))
-            for block in range(self.blocks_per_level):
-                index = level * self.blocks_per_level + block
+            for block in range(int(blocks_per_level)):
+                index = level * int(blocks_per_level) + block
                 steps.append(ActNorm(name=f"act_norm_{index}"))
-                steps.append(self._make_block(index))
+                steps.append(self._make_block(index, int(seed) + 100 * index, block_options,
+                                              hidden_features=int(hidden_features), activation=activation,
+                                              **extras))
         steps.append(ActNorm(name="act_norm_out"))
-        self.flow = InvertibleSequential(steps, event_ndims=3, name="flow")
-        self.build()
+        kwargs.pop("layers", None)
+        super().__init__(steps, input_shape=shape, **kwargs)
+        self.levels = int(levels)
+        self.blocks_per_level = int(blocks_per_level)
+        self.hidden_features = int(hidden_features)
+        self.activation = activation
+        self.num_levels = None if num_levels is None else int(num_levels)
+        self.block_options = block_options
+        self.seed = int(seed)
 
-    def _make_block(self, index: int):
-        return InvertibleResidualBlock(self.hidden_features, activation=self.activation,
-                                       seed=self.seed + 100 * index, name=f"block_{index}",
-                                       **self.block_options)
+    @staticmethod
+    def _block_extras(kwargs: dict) -> dict:
+        """Pops subclass-specific block arguments from ``kwargs`` (none here)."""
+        return {}
+
+    @staticmethod
+    def _make_block(index: int, seed: int, options: dict, hidden_features: int, activation: str):
+        return InvertibleResidualBlock(hidden_features, activation=activation, seed=seed,
+                                       name=f"block_{index}", **options)
 
     @property
     def residual_blocks(self):
@@ -110,6 +117,6 @@ class ResidualFlow(FlowModel):
 
     def get_config(self):
         options = dict(self.block_options)
-        return {**super().get_config(), "levels": self.levels, "blocks_per_level": self.blocks_per_level,
+        return {**self._model_config(), "levels": self.levels, "blocks_per_level": self.blocks_per_level,
                 "hidden_features": self.hidden_features, "activation": self.activation,
                 "num_levels": self.num_levels, "seed": self.seed, **options}

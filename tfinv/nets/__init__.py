@@ -1,6 +1,7 @@
 """Plain Keras networks: coupling conditioners and the Lipschitz-constrained residual branches."""
 
 from tfinv.nets.c_lip_swish import CLipSwish
+from tfinv.nets.context_encoder import ContextEncoder
 from tfinv.nets.dense_lipschitz_net import DenseLipschitzNet
 from tfinv.nets.glow_conv_net import GlowConvNet, ZeroConv2D
 from tfinv.nets.lip_swish import LipSwish
@@ -9,5 +10,5 @@ from tfinv.nets.mlp import MLP
 from tfinv.nets.spectral_norm_conv2d import SpectralNormConv2D
 from tfinv.nets.spectral_norm_dense import SpectralNormDense
 
-__all__ = ["CLipSwish", "DenseLipschitzNet", "GlowConvNet", "LipSwish", "LipschitzNet", "MLP", "SpectralNormConv2D",
-           "SpectralNormDense", "ZeroConv2D"]
+__all__ = ["CLipSwish", "ContextEncoder", "DenseLipschitzNet", "GlowConvNet", "LipSwish", "LipschitzNet",
+           "MLP", "SpectralNormConv2D", "SpectralNormDense", "ZeroConv2D"]
