@@ -17,12 +17,9 @@ from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
-<<<<<<< HEAD
+from tfinv.layers.inverted import Inverted
 from tfinv.layers.invertible_dense_block import InvertibleDenseBlock
 from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
-=======
-from tfinv.layers.inverted import Inverted
->>>>>>> main
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.learned_prior import LearnedPrior
 from tfinv.layers.logit_preprocess import LogitPreprocess
@@ -63,12 +60,9 @@ __all__ = [
     "IRevNetBlock",
     "InvConv1x1",
     "InverseConv",
-<<<<<<< HEAD
+    "Inverted",
     "InvertibleDenseBlock",
     "InvertibleResidualBlock",
-=======
-    "Inverted",
->>>>>>> main
     "LearnableLeakyReLU",
     "LearnedPrior",
     "LogitPreprocess",
