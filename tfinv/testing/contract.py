@@ -251,7 +251,14 @@ def check_fit_step(layer, x, learning_rate: float = 1e-2, frozen: Mapping[str, s
     variables = list(layer.trainable_variables)
     before = [v.numpy() for v in variables]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    history = model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0)
+    try:
+        history = model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0)
+    except ValueError as err:
+        if "No gradients provided" not in str(err):
+            raise
+        paths = [getattr(v, "path", v.name) for v in variables]
+        raise AssertionError(
+            f"fit step did not change these trainable weights: {paths} (no gradient reaches any)") from err
     loss = history.history["loss"][0]
     if not np.isfinite(loss):
         raise AssertionError(f"fit step loss is not finite: {loss}")
