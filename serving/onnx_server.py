@@ -525,6 +525,31 @@ def create_app(
 
 
 # --------------------------------------------------------------------------- running
+LISTENING_MESSAGE = "tfinv serve: listening on http://{host}:{port}"
+
+
+def _port_reporting_server_class():
+    import uvicorn
+
+    class PortReportingServer(uvicorn.Server):
+        """A uvicorn server that prints `LISTENING_MESSAGE` with the port it actually bound (so
+        ``--port 0`` lets the OS pick a free port without a bind-release-reuse race)."""
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                for server in self.servers:
+                    for sock in server.sockets:
+                        host, port = sock.getsockname()[:2]
+                        print(LISTENING_MESSAGE.format(host=host, port=port), flush=True)
+
+    return PortReportingServer
+
+
+def _PortReportingServer(config):  # noqa: N802 (a class, built lazily: uvicorn is an extra)
+    return _port_reporting_server_class()(config)
+
+
 def serve(
     export_dir: str | os.PathLike,
     host: str = "127.0.0.1",
@@ -544,6 +569,8 @@ def serve(
     shutdown (no new connections, in-flight requests finished, at most ``graceful_timeout`` s).
 
     Binds ``127.0.0.1`` by default: pass ``host="0.0.0.0"`` deliberately to expose the server.
+    Once listening it prints ``tfinv serve: listening on http://HOST:PORT`` with the bound port
+    (``port=0`` lets the OS pick a free one).
     See `create_app` for the other arguments. uvicorn ends the process with ``SystemExit(3)``
     (startup failure) if the address cannot be bound.
     """
@@ -554,7 +581,7 @@ def serve(
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                             lifespan="on", timeout_graceful_shutdown=max(1, math.ceil(graceful_timeout)),
                             server_header=False)
-    server = uvicorn.Server(config)
+    server = _PortReportingServer(config)
     # uvicorn re-raises a captured SIGTERM/SIGINT under the previous handler once it has shut
     # down; a no-op handler there makes a graceful shutdown end the process with status 0.
     handled = (signal.SIGTERM, signal.SIGINT)
@@ -576,7 +603,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--export-dir", required=True, help="directory written by tfinv.export.export_flow")
     parser.add_argument("--name", default=None, help="model name in the URLs (default: the manifest's name)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8501, help="port (default: 8501, TF Serving's REST port)")
+    parser.add_argument("--port", type=int, default=8501,
+                        help="port (default: 8501, TF Serving's REST port; 0: a free port, printed at start-up)")
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch per request")
     parser.add_argument("--max-n", type=int, default=DEFAULT_MAX_N, help="largest n of the sample signature")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body")
