@@ -261,12 +261,12 @@ BAD_REQUESTS = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_REQUESTS))
 @pytest.fixture(scope="module")
 def samples_after_errors(glow):
     return np.asarray(glow.sample(2, temperature=1.0, seed=5))
 
 
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server, client, case,
                                                                           samples_after_errors):
     body, options, status, message = BAD_REQUESTS[case]
