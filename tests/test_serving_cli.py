@@ -40,12 +40,12 @@ def test_demo_serves_a_sample_that_matches_the_model(exported, tmp_path):
     assert summary["round_trip_relative_error"] <= 1e-4
     grid = tf.io.decode_png(tf.io.read_file(str(png))).numpy().astype(int)
     # The PNG shows the TF model's samples for that seed: the server's samples match them to 1e-4
-    # relative (< 2e-3 on values up to 17), so every pixel lies between the grids of the TF samples
-    # moved down and up by 0.01 (the grid's mapping is monotone), which differ only at rounding edges.
+    # relative (< 3e-3 on values up to ~20), so every pixel lies between the grids of the TF samples
+    # moved down and up by 3e-3 (the grid's mapping is monotone), which differ only at rounding edges.
     x_tf = np.asarray(model.sample(8, temperature=0.7, seed=3), np.float64)
-    low, high = (image_grid(x_tf + shift, 17).astype(int) for shift in (-0.01, 0.01))
+    low, high = (image_grid(x_tf + shift, 17).astype(int) for shift in (-3e-3, 3e-3))
     assert grid.shape == low.shape and np.all(low <= grid) and np.all(grid <= high)
-    assert np.mean(low != high) < 0.05 and grid.std() > 0
+    assert np.mean(low != high) < 0.2 and grid.std() > 0
 
 
 def test_query_reports_connection_errors_cleanly(capsys):

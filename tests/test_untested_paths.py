@@ -32,12 +32,13 @@ def read_png(path):
 
 def assert_png_shows(path, samples, num_levels, scale=4):
     """The PNG is the grid of ``samples`` up to rounding edges: every pixel lies between the
-    grids of the samples moved down and up by 0.01 (the grid's mapping is monotone)."""
+    grids of the samples moved down and up by 3e-3 (the grid's mapping is monotone; 3e-3 bounds a
+    1e-4 relative difference on values up to ~20), and these differ on few pixels."""
     grid = read_png(path)
     low, high = (image_grid(np.asarray(samples, np.float64) + s, num_levels, scale=scale).astype(int)
-                 for s in (-0.01, 0.01))
+                 for s in (-3e-3, 3e-3))
     assert grid.shape == low.shape and np.all(low <= grid) and np.all(grid <= high)
-    assert np.mean(low != high) < 0.05
+    assert np.mean(low != high) < 0.2
 
 
 @pytest.fixture(scope="module")
