@@ -1,7 +1,7 @@
 """The last step of ``make demo``: serve an export and fetch a sample through the client.
 
 ``python -m tfinv.serving.demo --export-dir DIR --out served.png`` starts ``tfinv serve`` on a free
-loopback port, waits for the model, draws samples through `tfinv.serving.Client` (the same client
+loopback port (port 0, reported by the server), waits for the model, draws samples through `tfinv.serving.Client` (the same client
 that talks to TF Serving), checks that ``forward`` inverts them, writes a PNG grid, and shuts the
 server down gracefully (SIGTERM).
 """
@@ -12,18 +12,46 @@ import argparse
 import json
 import pathlib
 import signal
-import socket
+import queue
+import re
 import subprocess
 import sys
+import threading
 from typing import Sequence
 
 import numpy as np
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _start_server(export_dir: str, timeout: float) -> tuple[subprocess.Popen, str]:
+    """Starts ``tfinv serve`` on port 0 (the OS picks a free port: no bind-release-reuse race) and
+    returns ``(process, url)`` from the line it prints once listening, waiting at most ``timeout`` s.
+    The rest of its output is passed through on a thread, so a full pipe never blocks it."""
+    from tfinv.serving.onnx_server import LISTENING_MESSAGE
+
+    pattern = re.compile(re.escape(LISTENING_MESSAGE).replace(r"\{host\}", r"(\S+)").replace(r"\{port\}", r"(\d+)"))
+    server = subprocess.Popen([sys.executable, "-m", "tfinv.serving.onnx_server", "--export-dir", str(export_dir),
+                               "--port", "0", "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
+    found: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in server.stdout:
+            match = pattern.search(line)
+            if match:
+                found.put(f"http://{match.group(1)}:{match.group(2)}")
+            else:
+                sys.stdout.write(line)
+        found.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        url = found.get(timeout=timeout)
+    except queue.Empty:
+        url = None
+    if url is None:
+        server.kill()
+        server.wait(30)
+        raise RuntimeError(f"the server did not report a listening port within {timeout} s")
+    return server, url
 
 
 def serve_and_sample(export_dir: str, out: str, n: int = 64, seed: int = 0, temperature: float = 0.7,
@@ -35,11 +63,9 @@ def serve_and_sample(export_dir: str, out: str, n: int = 64, seed: int = 0, temp
     manifest = json.loads((pathlib.Path(export_dir) / "manifest.json").read_text())
     name = manifest["name"]
     num_levels = manifest.get("model_config", {}).get("num_levels") or 17
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tfinv.serving.onnx_server", "--export-dir", str(export_dir),
-                               "--port", str(port), "--log-level", "warning"])
+    server, url = _start_server(export_dir, timeout)
     try:
-        with Client(f"http://127.0.0.1:{port}", model=name) as client:
+        with Client(url, model=name) as client:
             client.wait_until_available(timeout=timeout)
             x, z = client.sample(n, seed=seed, temperature=temperature, return_z=True)
             z_back, _ = client.forward(x)
