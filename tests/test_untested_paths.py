@@ -174,6 +174,17 @@ def test_export_mixerflow_without_saved_model_at_opset_18_and_serve_it(mixerflow
             z_back, log_det = client.forward(x)
             assert relative_error(z_back, z_tf) <= 1e-4 and relative_error(log_det, log_det_tf) <= 1e-4
             assert relative_error(client.log_prob(x), model.log_prob(x)) <= 1e-4
+        # `tfinv query` against it: status (after --wait), metadata, and a sample grid.
+        capsys.readouterr()
+        query = ["query", "--url", url, "--model", "mixer"]
+        assert cli.main([*query, "--wait", "30", "status"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+        assert cli.main([*query, "metadata"]) == 0
+        assert json.loads(capsys.readouterr().out)["model_spec"]["name"] == "mixer"
+        png = tmp_path / "served.png"
+        assert cli.main([*query, "sample", "--n", "4", "--seed", "5", "--temperature", "0.6", "--out", str(png)]) == 0
+        assert_png_shows(png, model.sample(4, temperature=0.6, seed=5), 17)
 
 
 def test_export_glow_with_emerging_conv_to_a_saved_model_version_and_serve_it_over_grpc(glow_emerging_run, tmp_path):

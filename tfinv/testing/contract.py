@@ -43,7 +43,9 @@ SCALE_FLOOR = 1e-2
 def relative_error(actual, expected, floor: float = SCALE_FLOOR) -> float:
     """Largest per-example ``max|actual_i - expected_i| / max(max|expected_i|, floor)``, float64.
 
-    The leading axis is the batch (a scalar or a vector counts as one example per element).
+    The leading axis is the batch (a vector counts as one example per element). For a tensor
+    without a batch axis (a weight, a gradient) compare ``actual[None]`` with ``expected[None]``:
+    one scale for the whole tensor.
     """
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)
