@@ -15,7 +15,7 @@ import pytest
 
 import tfinv
 from tfinv.export.testing import check_onnx
-from tfinv.testing import cases, contract, model_cases
+from tfinv.testing import cases, conditional_cases, contract, model_cases
 
 CASES = list(cases())
 MODEL_CASES = list(model_cases())
@@ -83,7 +83,7 @@ def test_model_two_builds_are_identical(model):
 def test_not_identity(built):
     case, layer, x = built
     if case.rearrangement:
-        contract.check_rearrangement(layer, x)
+        contract.check_rearrangement(layer, x, plain_reshape=case.rearrangement == "reshape")
     else:
         contract.check_not_identity(layer, x)
 
@@ -163,3 +163,51 @@ def test_model_jit(model):
 def test_model_onnx_forward_and_inverse(model):
     case, flow, x = model
     check_onnx(flow, x)
+
+
+# ----------------------------------------------------------------------------- conditional cases
+CONDITIONAL_CASES = list(conditional_cases())
+
+
+@pytest.fixture(scope="module", params=CONDITIONAL_CASES, ids=_ids(CONDITIONAL_CASES))
+def _conditional_built_once(request):
+    return request.param.build()
+
+
+@pytest.fixture
+def conditional(request, _conditional_built_once):
+    case = request.node.callspec.params["_conditional_built_once"]
+    subject, x = _conditional_built_once
+    context = case.example_context(0)
+    before = [np.array(w) for w in subject.get_weights()], np.asarray(subject.forward_and_log_det(x, context)[0])
+    yield case, subject, x, context, case.example_context(1)
+    weights = subject.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(weights, before[0])), f"{case.name}: weights changed"
+    assert np.array_equal(np.asarray(subject.forward_and_log_det(x, context)[0]), before[1]), (
+        f"{case.name}: outputs changed")
+
+
+def test_conditional_output_depends_on_context(conditional):
+    case, subject, x, context, other = conditional
+    contract.check_context_dependence(subject, x, context, other)
+
+
+def test_conditional_not_identity_and_round_trip(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_not_identity(subject, x, context=context)
+    contract.check_round_trip(subject, x, case.round_trip_tol, context=context)
+
+
+def test_conditional_log_det_at_fixed_context(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_log_det(subject, x, case.log_det_tol, context=context)
+
+
+def test_conditional_jit(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_jit(subject, x, context=context)
+
+
+def test_conditional_onnx_forward_and_inverse_take_the_context(conditional):
+    case, subject, x, context, _ = conditional
+    check_onnx(subject, x, context=context)

@@ -55,8 +55,9 @@ class Case:
         round_trip_tol: relative tolerance of both round trips (float32).
         log_det_tol: relative tolerance of the log-det checks.
         initialize: run the layer's data-dependent initialisation before perturbing.
-        rearrangement: the layer is a fixed rearrangement of its input's entries by design
-            (Squeeze, Patchify): the harness checks that instead of "not the identity".
+        rearrangement: the layer is a fixed rearrangement of its input's entries by design: the
+            harness checks that instead of "not the identity" — ``"reorder"`` (Squeeze, Patchify:
+            not the plain reshape) or ``"reshape"`` (Flatten: exactly the row-major reshape).
         weight_seed: offset of the weight perturbation's seed (picked so that a log-det which is
             not identically 0 is not near 0 either, where a relative tolerance means little).
         frozen: weights (substrings of their paths) that receive no gradient in one fit step,
@@ -76,12 +77,19 @@ class Case:
     log_det_tol: float = 1e-4
     initialize: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
-    rearrangement: bool = False
+    rearrangement: str | None = None
     weight_seed: int = 0
     frozen: dict[str, str] = field(default_factory=dict)
+    context_shape: tuple[int, ...] | None = None
 
     def example(self, seed: int = 0) -> tf.Tensor:
         return tf.constant(self.draw(self.input_shape, seed))
+
+    def example_context(self, seed: int = 0) -> tf.Tensor | None:
+        """A context for the example batch (standard normal), ``None`` for unconditional cases."""
+        if self.context_shape is None:
+            return None
+        return tf.constant(_normal((self.input_shape[0],) + tuple(self.context_shape), seed + 100))
 
     def global_seed(self, seed: int = 0) -> int:
         """The seed `build` runs under: stable across processes, different for every case."""
@@ -94,7 +102,7 @@ class Case:
             x = self.example(seed)
             layer.build(tuple(x.shape))
             if self.initialize:
-                layer.initialize(x)
+                layer.initialize(x, self.example_context(seed))
             perturb_weights(layer, self.perturb, seed + self.weight_seed)
         return layer, x
 
@@ -119,7 +127,7 @@ def cases() -> Iterator[Case]:
     yield Case("AdditiveCoupling-checkerboard",
                lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small),
                (2, 4, 4, 1))
-    yield Case("Squeeze", lambda: layers.Squeeze(), (2, 4, 4, 2), rearrangement=True)
+    yield Case("Squeeze", lambda: layers.Squeeze(), (2, 4, 4, 2), rearrangement="reorder")
     yield Case("Permute", lambda: layers.Permute(seed=5), (2, 3, 3, 5))
     yield Case("Reverse", lambda: layers.Reverse(), (2, 3, 3, 4))
     yield Case("LogitPreprocess", lambda: layers.LogitPreprocess(num_levels=17), (2, 4, 4, 1),
@@ -176,7 +184,7 @@ def cases() -> Iterator[Case]:
     # The gate starts at 0 (identity): a larger perturbation makes the nonlinear part visible.
     yield Case("ConvSylvester", lambda: layers.ConvSylvester(seed=1), (2, 4, 4, 2), perturb=0.5)
     yield Case("ConvSylvester-C3-odd", lambda: layers.ConvSylvester(seed=2), (2, 5, 4, 3), perturb=0.5)
-    yield Case("Patchify", lambda: layers.Patchify(patch_size=2), (2, 4, 6, 3), rearrangement=True)
+    yield Case("Patchify", lambda: layers.Patchify(patch_size=2), (2, 4, 6, 3), rearrangement="reorder")
     yield Case("CyclicShift", lambda: layers.CyclicShift(shift=1), (2, 4, 3, 2))
     yield Case("VectorActNorm", lambda: layers.VectorActNorm(), (2, 3, 5))
     yield Case("VectorInvLinear", lambda: layers.VectorInvLinear(seed=1), (2, 3, 5))
@@ -218,12 +226,58 @@ def cases() -> Iterator[Case]:
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_conv"), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
+    yield Case("Flatten", lambda: layers.Flatten(), (2, 3, 4, 2), rearrangement="reshape")
+    yield Case("Inverted-Patchify", lambda: layers.Inverted(layers.Patchify(2), layer_input_shape=(4, 6, 3)),
+               (2, 6, 12), rearrangement="reorder")
+    yield Case("Inverted-InvConv1x1", lambda: layers.Inverted(layers.InvConv1x1(seed=2)), (2, 3, 3, 4))
+    yield Case("LearnedPrior", lambda: layers.LearnedPrior(), (2, 4, 4, 3))
+    yield Case("LearnedPrior-vector", lambda: layers.LearnedPrior(event_ndims=1), (2, 5))
+    yield Case("FactorOut", lambda: layers.FactorOut(blocks.InvertibleSequential([layers.ActNorm()])),
+               (2, 4, 4, 3))
+    # Glow's two-scale layout with learned split priors: the nested factor-out re-inserts its
+    # latents inside the outer one.
+    yield Case(
+        "FactorOut-learned-prior-nested",
+        lambda: layers.FactorOut(
+            blocks.InvertibleSequential([
+                layers.Squeeze(),
+                layers.AffineCoupling(hidden_channels=small),
+                layers.FactorOut(blocks.InvertibleSequential([layers.InvConv1x1(seed=1), layers.Flatten()]),
+                                 learned_prior=True),
+            ]),
+            learned_prior=True,
+        ),
+        (2, 4, 4, 4),
+    )
     yield Case(
         "InvertibleSequential",
         lambda: blocks.InvertibleSequential(
             [layers.ActNorm(), layers.Squeeze(), layers.InvConv1x1(seed=1), layers.Reverse()]
         ),
         (2, 4, 4, 2),
+    )
+
+
+def conditional_cases() -> Iterator[Case]:
+    """Conditional layers and models (``context_shape`` set); the harness runs them at a fixed
+    context and checks that the context changes the map."""
+    from tfinv import layers
+    from tfinv.models import Glow
+
+    small = 8
+    yield Case("AffineCoupling-vector-context",
+               lambda: layers.AffineCoupling(hidden_channels=small, context_shape=(3,)), (2, 4, 4, 4),
+               context_shape=(3,))
+    yield Case("AdditiveCoupling-checkerboard-image-context",
+               lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small, context_shape=(2, 2, 3)),
+               (2, 4, 4, 2), context_shape=(2, 2, 3))
+    yield Case("LearnedPrior-context", lambda: layers.LearnedPrior(context_shape=(4,)), (2, 4, 4, 3),
+               context_shape=(4,))
+    yield Case(
+        "Glow-context-learned-prior",
+        lambda: Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=small, num_levels=17,
+                     learned_prior=True, context_shape=(10,)),
+        (2, 8, 8, 1), draw=_counts(17), perturb=0.05, context_shape=(10,),
     )
 
 
