@@ -75,8 +75,8 @@ class GradientFreeConditioner(layers.AffineCoupling):
     """An affine coupling whose conditioner's output is cut from the graph by ``stop_gradient``:
     the loss still depends on the conditioner, but it never learns."""
 
-    def _theta(self, x_a):
-        return tf.stop_gradient(super()._theta(x_a))
+    def _theta(self, x_a, *args, **kwargs):  # (x_a[, context]): whatever the base passes on
+        return tf.stop_gradient(super()._theta(x_a, *args, **kwargs))
 
 
 class ReshapeOnly(layers.Squeeze):
