@@ -24,41 +24,62 @@ from tfinv.export import export_flow
 from tfinv.models import Glow
 from tfinv.serving import Client, ServingError
 from tfinv.serving.cli import main as server_main
-from tfinv.serving.demo import start_server
 from tfinv.serving.rng import stateless_normal
 from tfinv.testing.contract import perturb_weights, relative_error
 
 LIMITS = {"max_batch": 32, "max_n": 64, "max_body_bytes": 200_000}
 
 
-def free_port() -> int:
-    """A port nothing listens on (for connection-refused cases only; servers bind port 0)."""
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port that refuses connections for the whole block: bound, never listening (a
+    released port could be taken by another process between the check and its use)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Polls ``predicate()`` until it returns a true value (returned) or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(interval)
+
+
+_LISTENING = re.compile(r"tfinv serve: listening on (http://127\.0\.0\.1:\d+)")
 
 
 @contextlib.contextmanager
 def running_server(export_dir, log_path, **limits):
-    """Starts ``python -m tfinv.serving`` on a port the OS picks (``--port 0``); yields
-    ``(process, url)`` once ``/healthz`` answers; kills the process if it is still alive after."""
-    args = []
+    """Starts ``python -m tfinv.serving --port 0`` (the OS picks a free port, the server
+    prints it); yields ``(process, url)`` once ``/healthz`` answers; kills the process if it is
+    still alive after."""
+    args = [sys.executable, "-m", "tfinv.serving", "--export-dir", str(export_dir), "--port", "0"]
     for key, value in limits.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    log_path = pathlib.Path(log_path)
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
-        try:
-            process, url = start_server(export_dir, *args, log=log)
-        except RuntimeError as err:
-            raise AssertionError(f"{err}:\n{pathlib.Path(log_path).read_text()[-3000:]}") from None
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def listening():
+        assert process.poll() is None, f"server exited early:\n{log_path.read_text()[-3000:]}"
+        match = _LISTENING.search(log_path.read_text(errors="replace"))
+        return match and match.group(1)
+
+    def healthy():
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        assert process.poll() is None, f"server exited early:\n{log_path.read_text()[-3000:]}"
+        return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"server exited early:\n{pathlib.Path(log_path).read_text()[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not become healthy within 60 s"
-            time.sleep(0.1)
+        url = wait_for(listening, 90, "the server to report its port")
+        wait_for(healthy, 30, "/healthz")
         yield process, url
     finally:
         if process.poll() is None:
@@ -252,8 +273,14 @@ BAD_REQUESTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def samples_after_errors(glow):
+    return np.asarray(glow.sample(2, temperature=1.0, seed=5))
+
+
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server, client, case):
+def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server, client, case,
+                                                                          samples_after_errors):
     body, options, status, message = BAD_REQUESTS[case]
     model = options.get("model", "digits")
     if case == "oversized streamed body":  # chunked: no Content-Length, the received size counts
@@ -275,8 +302,8 @@ def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server,
     assert set(error) == {"error"} and isinstance(error["error"], str)
     if message:
         assert message in error["error"]
-    # Still serving, and correctly.
-    assert client.sample(2, seed=5).shape == (2, 8, 8, 1)
+    # Still serving, and correctly: the TF model's samples for that seed.
+    assert relative_error(client.sample(2, seed=5), samples_after_errors) <= 1e-4
 
 
 def test_client_raises_serving_error_with_message_and_status(server, client):
@@ -293,9 +320,10 @@ def test_client_raises_serving_error_with_message_and_status(server, client):
         response = httpx.get(server + path)
         assert response.status_code == status and "Malformed request" in response.json()["error"]
     assert httpx.put(f"{server}/healthz").status_code == 405
-    closed = Client(f"http://127.0.0.1:{free_port()}", model="digits", timeout=2)
-    with pytest.raises(ServingError) as info:
-        closed.status()
+    with closed_port() as port:
+        closed = Client(f"http://127.0.0.1:{port}", model="digits", timeout=2)
+        with pytest.raises(ServingError) as info:
+            closed.status()
     assert info.value.status is None
     with pytest.raises(ValueError, match="transport 'soap' is not available"):
         Client(server, model="digits", transport="soap")
@@ -340,20 +368,23 @@ def test_sigterm_shuts_down_gracefully(export_dir, tmp_path):
     with running_server(export_dir, tmp_path / "server.log") as (process, url):
         assert Client(url, model="digits").sample(2).shape == (2, 8, 8, 1)
         # A request in flight when SIGTERM arrives (its body still streaming) is finished.
-        release, responses = threading.Event(), []
+        first_part_sent, release, responses = threading.Event(), threading.Event(), []
 
         def slow_body():
             yield b'{"signature_name": "log_prob", '
-            release.wait(10)
+            first_part_sent.set()  # httpx asks for the next part only after writing this one
+            release.wait(30)
             yield b'"inputs": ' + json.dumps(GOOD_X).encode() + b"}"
 
         in_flight = threading.Thread(target=lambda: responses.append(
             httpx.post(f"{url}/v1/models/digits:predict", content=slow_body(), timeout=30)))
         in_flight.start()
-        time.sleep(0.5)
+        assert first_part_sent.wait(15), "the request's first part was not sent within 15 s"
+        log_path = tmp_path / "server.log"
         start = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        # The server has begun its shutdown (it logs it) and is still alive, waiting for the request.
+        wait_for(lambda: "Shutting down" in log_path.read_text(errors="replace"), 15, "the shutdown to begin")
         assert process.poll() is None, "the server exited with a request in flight"
         release.set()
         in_flight.join(15)

@@ -21,10 +21,12 @@ import json
 import os
 import pathlib
 import pickle
+import queue
 import re
 import socket
 import subprocess
 import sys
+import threading
 
 import httpx
 import numpy as np
@@ -368,10 +370,24 @@ class _RestThroughSavedModel:
             [sys.executable, str(FAKE), "--rest-stdio", str(version_dir), "--name", NAME],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=_env())
         self.log, self.bodies = log, []
-        self.ready = self._read()
+        # Lines are read on a thread into a queue, so a silent or stuck fake fails the test after
+        # a bounded wait instead of blocking readline() forever.
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.ready = self._read(timeout=120)  # start-up loads TensorFlow and the SavedModel
 
-    def _read(self) -> dict:
-        line = self.process.stdout.readline()
+    def _pump(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # end of output: the process exited
+
+    def _read(self, timeout: float = 60) -> dict:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.process.kill()
+            raise AssertionError(f"fake TF Serving sent no reply within {timeout} s:\n"
+                                 f"{self.log.read_text()[-3000:]}") from None
         assert line, f"fake TF Serving exited:\n{self.log.read_text()[-3000:]}"
         return json.loads(line)
 
@@ -509,12 +525,12 @@ def test_grpc_errors_map_to_serving_error(exported, grpc_url):
             assert _grpc_error(client.metadata).code == "NOT_FOUND"
     assert pickle.loads(pickle.dumps(err)).code == "NOT_FOUND"
     assert str(err).startswith("gRPC NOT_FOUND: ")
-    with socket.socket() as s:  # a port nobody listens on
+    with socket.socket() as s:  # bound and never listening for the whole block: refuses connections
         s.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{s.getsockname()[1]}"
-    with Client(closed, model=NAME, transport="grpc", timeout=5) as client:
-        err = _grpc_error(client.status)
-        assert (err.code, err.status) == ("UNAVAILABLE", 503)
+        with Client(closed, model=NAME, transport="grpc", timeout=5) as client:
+            err = _grpc_error(client.status)
+            assert (err.code, err.status) == ("UNAVAILABLE", 503)
     with pytest.raises(ValueError, match="host:port"):
         Client("http://127.0.0.1:8500", model=NAME, transport="grpc")
 

@@ -2,9 +2,12 @@
 
 Each ``check_*`` function takes a built, non-identity subject and an example input and raises
 ``AssertionError`` with the measured error if the subject breaks the contract. Errors are
-measured *relative*: ``max|actual - expected| / max(max|expected|, 1)`` (the floor of 1 keeps
-volume-preserving log-dets, which are exactly 0, from dividing by zero). The functions return
-the measured error so callers can report it.
+measured *relative, per example*: example ``i`` contributes ``max|actual_i - expected_i| /
+max(max|expected_i|, floor)`` and the error is the largest of these. The floor (default
+``1e-2``, far below 1) only keeps exactly-zero quantities (volume-preserving log-dets) from
+dividing by zero: a quantity of size ``s >= floor`` is held to ``tol * s``, so a stated
+relative error cannot hide behind a large neighbour in the batch or behind a floor of 1.
+The functions return the measured error so callers can report it.
 
 A subject is an `InvertibleLayer` or a `FlowModel`: anything with ``forward_and_log_det(x)``
 and ``inverse_and_log_det(z)``. For a conditional subject the checks take a fixed ``context``
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 import keras
 import numpy as np
@@ -25,6 +28,8 @@ import tensorflow as tf
 __all__ = [
     "relative_error",
     "check_not_identity",
+    "check_rearrangement",
+    "distance_from_rearrangement",
     "check_round_trip",
     "check_log_det",
     "check_tfp_api",
@@ -36,16 +41,28 @@ __all__ = [
 ]
 
 
-def relative_error(actual, expected) -> float:
-    """``max|actual - expected| / max(max|expected|, 1)`` in float64."""
+SCALE_FLOOR = 1e-2
+
+
+def relative_error(actual, expected, floor: float = SCALE_FLOOR) -> float:
+    """Largest per-example ``max|actual_i - expected_i| / max(max|expected_i|, floor)``, float64.
+
+    The leading axis is the batch (a vector counts as one example per element). For a tensor
+    without a batch axis (a weight, a gradient) compare ``actual[None]`` with ``expected[None]``:
+    one scale for the whole tensor.
+    """
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)
     if actual.shape != expected.shape:
         raise AssertionError(f"shape mismatch: {actual.shape} vs {expected.shape}")
     if not (np.all(np.isfinite(actual)) and np.all(np.isfinite(expected))):
         raise AssertionError("non-finite values")
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1.0)
-    return float(np.max(np.abs(actual - expected), initial=0.0)) / scale
+    if actual.size == 0:
+        return 0.0
+    rows = max(actual.shape[0], 1) if actual.ndim else 1
+    diff = np.abs(actual - expected).reshape(rows, -1).max(axis=1)
+    scale = np.maximum(np.abs(expected).reshape(rows, -1).max(axis=1), floor)
+    return float(np.max(diff / scale))
 
 
 def _assert_close(actual, expected, tol: float, what: str) -> float:
@@ -76,15 +93,51 @@ def _inverse_input(subject, x, seed: int = 1, context=None):
     return z + 0.1 * noise
 
 
+def distance_from_rearrangement(z, x) -> float:
+    """Relative distance of ``z`` from the nearest rearrangement of ``x``'s entries, per example.
+
+    A shape-changing layer at identity is a rearrangement of its input (a reshape,
+    space-to-depth, patchify, flatten, in whatever order); sorting both examples' entries and
+    comparing them is the best matching in the max norm, so this is 0 exactly for such maps.
+    """
+    z = np.asarray(z, np.float64)
+    x = np.asarray(x, np.float64)
+    if z.shape[0] != x.shape[0] or z.size != x.size:
+        raise AssertionError(f"forward changed the number of entries per example: {x.shape} -> {z.shape}")
+    z_sorted = np.sort(z.reshape(z.shape[0], -1), axis=1)
+    x_sorted = np.sort(x.reshape(x.shape[0], -1), axis=1)
+    return relative_error(z_sorted, x_sorted)
+
+
 def check_not_identity(subject, x, min_change: float = 1e-3, context=None) -> float:
-    """The forward map changes the input (its shape, or its values by more than ``min_change``)."""
+    """The forward map is not the identity, nor (for a shape-changing subject) the trivial map it
+    would be at identity: its output differs from ``x`` — or, when the shapes differ, from every
+    rearrangement of ``x``'s entries (reshape, space-to-depth, ...) — by more than ``min_change``."""
     z, _ = _forward(subject, x, context)
-    if tuple(z.shape) != tuple(x.shape):
-        return float("inf")
-    change = relative_error(z, x)
+    if tuple(z.shape) == tuple(x.shape):
+        change = relative_error(z, x)
+        what = "the identity"
+    else:
+        change = distance_from_rearrangement(z, x)
+        what = "a rearrangement of its input (its trivial map: reshape / space-to-depth)"
     if not change > min_change:
-        raise AssertionError(f"forward is (nearly) the identity: relative change {change:.3e}")
+        raise AssertionError(f"forward is (nearly) {what}: relative change {change:.3e}")
     return change
+
+
+def check_rearrangement(subject, x, tol: float = 1e-6, plain_reshape: bool = False) -> float:
+    """For layers that are rearrangements by design: the output holds exactly the input's entries,
+    and — unless ``plain_reshape`` (Flatten) — not in the input's own order (Squeeze, Patchify)."""
+    z, _ = subject.forward_and_log_det(x)
+    err = distance_from_rearrangement(z, x)
+    if not err <= tol:
+        raise AssertionError(f"output is not a rearrangement of the input: relative error {err:.3e}")
+    flat_z = np.asarray(z).reshape(z.shape[0], -1)
+    flat_x = np.asarray(x).reshape(x.shape[0], -1)
+    if np.array_equal(flat_z, flat_x) != plain_reshape:
+        raise AssertionError("forward is a plain reshape of its input" if not plain_reshape
+                             else "forward is not the plain (row-major) reshape of its input")
+    return err
 
 
 def check_round_trip(subject, x, tol: float = 1e-5, context=None) -> dict[str, float]:
@@ -200,21 +253,43 @@ def check_serialization(layer, x, tol: float = 1e-6) -> float:
     return err
 
 
-def check_fit_step(layer, x, learning_rate: float = 1e-2) -> float:
-    """One ``model.fit`` step of a one-layer flow: finite loss, and trainable weights move."""
+def check_fit_step(layer, x, learning_rate: float = 1e-2, frozen: Mapping[str, str] | None = None) -> float:
+    """One ``model.fit`` step of a one-layer flow: finite loss, and *every* trainable weight moves.
+
+    ``frozen`` maps substrings of weight paths that legitimately receive no gradient at this
+    step to the reason why; every other trainable weight must change, and every entry of
+    ``frozen`` must match at least one weight (a stale excuse is an error too).
+    """
     from tfinv.core.flow_model import FlowModel
 
+    frozen = dict(frozen or {})
     model = FlowModel([layer], input_shape=tuple(x.shape[1:]))
-    before = [v.numpy() for v in layer.trainable_variables]
+    variables = list(layer.trainable_variables)
+    before = [v.numpy() for v in variables]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    history = model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0)
+    try:
+        history = model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0)
+    except ValueError as err:
+        if "No gradients provided" not in str(err):
+            raise
+        paths = [getattr(v, "path", v.name) for v in variables]
+        raise AssertionError(
+            f"fit step did not change these trainable weights: {paths} (no gradient reaches any)") from err
     loss = history.history["loss"][0]
     if not np.isfinite(loss):
         raise AssertionError(f"fit step loss is not finite: {loss}")
-    if before:
-        moved = max(float(np.max(np.abs(v.numpy() - b))) for v, b in zip(layer.trainable_variables, before))
-        if not moved > 0:
-            raise AssertionError("fit step did not change any trainable weight")
+    unused = set(frozen)
+    stuck = []
+    for variable, value in zip(variables, before):
+        path = getattr(variable, "path", variable.name)
+        excused = [key for key in frozen if key in path]
+        unused -= set(excused)
+        if not excused and not np.any(variable.numpy() != value):
+            stuck.append(path)
+    if stuck:
+        raise AssertionError(f"fit step did not change these trainable weights: {stuck}")
+    if unused:
+        raise AssertionError(f"frozen-weight entries match no weight: {sorted(unused)}")
     return float(loss)
 
 
