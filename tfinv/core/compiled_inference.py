@@ -137,13 +137,22 @@ class CompiledInference:
                 return method(self, **statics, **dict(zip(names, values)))
 
             fn = tf.function(run, input_signature=specs, jit_compile=xla, autograph=False)
-            cache[(key, xla)] = fn
-            if mode == "auto" and xla:
-                return self._first_xla_call(fn, key, run, specs, tensors)
+            try:
+                if mode == "auto" and xla:
+                    result, fn, xla = self._first_xla_call(fn, run, specs, tensors)
+                else:
+                    result = fn(*tensors)
+            except (ValueError, TypeError):
+                # a bad input fails while tracing (with the batch axis shown as None): the eager
+                # method raises the same error with the caller's shapes
+                return method(self, **dict(list(arguments.items())[1:]))
+            self._inference_cache()[(key, xla)] = fn
+            return result
         return fn(*tensors)
 
-    def _first_xla_call(self, fn, key, run, specs, tensors):
-        """Runs a new XLA function; if XLA rejects the graph, falls back to graph mode for good."""
+    def _first_xla_call(self, fn, run, specs, tensors):
+        """Runs a new XLA function; if XLA rejects the graph, falls back to graph mode for good.
+        Returns ``(result, function to cache, whether it is XLA)``."""
         try:
             result = fn(*tensors)
         except _XLA_ERRORS as error:
@@ -151,13 +160,12 @@ class CompiledInference:
             result = graph_fn(*tensors)  # a genuine error (bad input) raises here as well
             object.__setattr__(self, "_xla_ok", False)
             self._inference_cache().clear()
-            self._inference_cache()[(key, False)] = graph_fn
             reason = str(error).strip().splitlines()[0][:160]
             _LOG.warning("tfinv: %s '%s' does not compile with XLA (%s); inference runs as "
                          "tf.function without XLA", type(self).__name__, self.name, reason)
-            return result
+            return result, graph_fn, False
         object.__setattr__(self, "_xla_ok", True)
-        return result
+        return result, fn, True
 
 
 def train_step_compiles(model) -> tuple[bool, str]:

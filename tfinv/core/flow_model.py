@@ -238,20 +238,23 @@ class FlowModel(CompiledInference, keras.Model):
         self.flow.initialize(x)
 
     # ---------------------------------------------------------------- training
-    def compile(self, optimizer="rmsprop", *, jit_compile="auto", steps_per_execution=8, **kwargs):
+    def compile(self, optimizer="rmsprop", *, jit_compile="auto", steps_per_execution="auto", **kwargs):
         """`keras.Model.compile` with the fastest training path of small flows as the default.
 
-        ``jit_compile="auto"`` (default): XLA when the model's loss and gradient compile (tried
-        once here on two examples; otherwise a one-line notice and no XLA), never under a
-        ``tf.distribute`` strategy with several replicas or with ``run_eagerly``. Keras's own
-        ``"auto"`` never picks XLA on a CPU-only machine. ``steps_per_execution=8``: eight train
-        steps per call of the compiled function (at a few ms per step of a small flow, per-call
-        overhead decides the throughput); callbacks see every eighth batch.
+        ``jit_compile="auto"`` (default): XLA when the model's loss and gradient lower to XLA
+        (checked once here; otherwise a one-line notice and no XLA). Keras's own ``"auto"``
+        never picks XLA on a CPU-only machine. ``steps_per_execution="auto"``: 8 train steps per
+        call of the compiled function (at a few ms per step of a small flow, per-call overhead
+        decides the throughput; callbacks then see every eighth batch). Both fall back to Keras's
+        plain path (no XLA, one step per call) under a ``tf.distribute`` strategy with several
+        replicas (where neither works on CPU replicas) and with ``run_eagerly=True``.
         """
+        plain = bool(kwargs.get("run_eagerly")) or tf.distribute.get_strategy().num_replicas_in_sync > 1
+        if steps_per_execution == "auto":
+            steps_per_execution = 1 if plain else 8
         if jit_compile == "auto":
             jit_compile = False
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            if not kwargs.get("run_eagerly") and replicas == 1:
+            if not plain:
                 jit_compile, reason = train_step_compiles(self)
                 if not jit_compile:
                     logging.getLogger("tfinv").warning(
