@@ -15,7 +15,7 @@ from tensorflow.compiler.tf2xla.python import xla as tf2xla
 from tensorflow.python.eager import record
 from tensorflow.python.ops import control_flow_util
 
-from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.invertible_sequential import InvertibleSequential
 from tfinv.core.export_mode import is_exporting
 from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.core.reversible_block import add_gradients, vjp_by_recomputation

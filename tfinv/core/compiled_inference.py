@@ -175,16 +175,18 @@ def train_step_compiles(model) -> tuple[bool, str]:
     HLO, which is where XLA rejects an op; the expensive code generation is left to the real
     train step. Nothing is run or updated."""
     x = tf.random.stateless_uniform((2,) + tuple(model.data_shape), seed=[0, 0], dtype=model.compute_dtype)
+    context_shape = getattr(model, "context_shape", None)
+    context = None if context_shape is None else tf.zeros((2,) + tuple(context_shape), model.compute_dtype)
 
     @tf.function(jit_compile=True, autograph=False)
-    def loss_and_grads(x):
+    def loss_and_grads(x, context):
         with tf.GradientTape() as tape:
-            z, log_det = model.forward(x)
+            z, log_det = model.forward(x) if context is None else model.forward(x, context)
             loss = -tf.reduce_mean(model.base_distribution.log_prob(z) + log_det)
         return loss, tape.gradient(loss, model.trainable_variables)
 
     try:
-        loss_and_grads.experimental_get_compiler_ir(x)(stage="hlo")
+        loss_and_grads.experimental_get_compiler_ir(x, context)(stage="hlo")
     except (ValueError, *_XLA_ERRORS) as error:
         return False, str(error).strip().splitlines()[0][:160]
     return True, ""
