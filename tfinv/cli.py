@@ -240,7 +240,8 @@ def _train(args: argparse.Namespace) -> int:
         test_images, batch_size=args.batch_size, seed=args.seed, shuffle=False, fixed_noise=True
     )
     model.initialize(next(iter(train_ds)))
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=args.jit)
+    # --jit / --no-jit override; by default FlowModel.compile picks XLA when the model compiles
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile="auto" if args.jit is None else args.jit)
     fit_started = time.perf_counter()
     history = model.fit(
         train_ds,
@@ -254,8 +255,8 @@ def _train(args: argparse.Namespace) -> int:
 
     # Bits/dim of the whole splits with fixed noise: reproducible, unlike fit's running averages.
     evaluation = dict(shuffle=False, fixed_noise=True, batch_size=args.batch_size, seed=args.seed)
-    train_bpd = evaluate_bits_per_dim(model, data.dequantized_dataset(train_images, **evaluation), args.jit)
-    test_bpd = evaluate_bits_per_dim(model, data.dequantized_dataset(test_images, **evaluation), args.jit)
+    train_bpd = evaluate_bits_per_dim(model, data.dequantized_dataset(train_images, **evaluation), bool(model.jit_compile))
+    test_bpd = evaluate_bits_per_dim(model, data.dequantized_dataset(test_images, **evaluation), bool(model.jit_compile))
 
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "model.keras")
@@ -302,7 +303,7 @@ def _train_classifier(args: argparse.Namespace, train_split, test_split, num_lev
         optimizer=keras.optimizers.Adam(args.lr),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=args.jit,
+        jit_compile=bool(args.jit),
     )
     fit_started = time.perf_counter()
     history = model.fit(
@@ -407,9 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     train.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling, noise and samples")
     train.add_argument(
-        "--jit", action=argparse.BooleanOptionalAction, default=False,
-        help="XLA-compile the train step (off by default: on 2 CPU cores the ~15 s compile "
-        "outweighs the faster steps for short runs)",
+        "--jit", action=argparse.BooleanOptionalAction, default=None,
+        help="XLA-compile the train step (default: FlowModel.compile's choice, XLA when the model "
+        "compiles; --no-jit for short runs, where the compile outweighs the faster steps)",
     )
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N train images")
     train.add_argument("--max-test", type=_positive_int, default=None, help="use only the first N test images")
