@@ -124,6 +124,11 @@ class CompiledInference:
             else:
                 statics[name] = value
                 key.append((name, repr(value)))
+        batches = {int(t.shape[0]) for t in tensors if t.shape.rank and t.shape[0] is not None}
+        if len(batches) > 1:
+            # batched arguments that disagree: the compiled signature (free batch axis) cannot
+            # see it, the eager method names it
+            return method(self, **dict(list(arguments.items())[1:]))
         key = tuple(key)
         mode = self.inference_mode
         xla = mode == "xla" or (mode == "auto" and self.__dict__.get("_xla_ok", True))
