@@ -288,6 +288,43 @@ def normflows_glow(shape, train, test, steps, repeats) -> dict:
 
 # ----------------------------------------------------------------------------- plot
 def write_plot(report: dict, path: str) -> None:
+    """Bar chart PNG: matplotlib when installed, else bars drawn with numpy and the small bitmap
+    font of ``revvit_memory.py`` (written with ``tf.io.encode_png``)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return _write_plot_numpy(report, path)
+    _write_plot_matplotlib(report, path)
+
+
+def _write_plot_numpy(report: dict, path: str) -> None:
+    from revvit_memory import _text
+
+    runs = {k: v for k, v in report["runs"].items() if "error" not in v}
+    metrics = ["train_images_per_second", "sample64_ms", "log_prob_test_ms"]
+    titles = ["TRAIN IMAGES/S (HIGHER BETTER)", "SAMPLE(64) MS (LOWER BETTER)", "LOG_PROB(360) MS (LOWER BETTER)"]
+    row_h, label_w, bar_w = 22, 230, 300
+    height = 60 + row_h * len(runs)
+    canvas = np.full((height, label_w + 3 * (bar_w + 40), 3), 255, np.uint8)
+    _text(canvas, 10, 8, report["data"].split(" (")[0] + " - GLOW L2 K4 W64 B64 - SHARED CPU UNDER LOAD", 2)
+    for m, (key, title) in enumerate(zip(metrics, titles)):
+        left = label_w + m * (bar_w + 40)
+        _text(canvas, left, 30, title, 1)
+        top = max(v.get(key, 0.0) for v in runs.values()) or 1.0
+        for r, (name, row) in enumerate(runs.items()):
+            y = 50 + r * row_h
+            if m == 0:
+                _text(canvas, 10, y + 3, name, 2)
+            colour = (31, 119, 180) if name.startswith("tfinv") else (255, 127, 14) if name.startswith("tfp") else (44, 160, 44)
+            value = row.get(key, 0.0)
+            canvas[y : y + row_h - 6, left : left + max(1, int(bar_w * 0.75 * value / top))] = colour
+            _text(canvas, left + int(bar_w * 0.75 * value / top) + 4, y + 4, f"{value:.4g}", 1)
+    tmp = path + ".tmp.png"
+    tf.io.write_file(tmp, tf.io.encode_png(canvas))
+    os.replace(tmp, path)
+
+
+def _write_plot_matplotlib(report: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
