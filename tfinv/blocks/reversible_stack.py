@@ -47,7 +47,9 @@ class ReversibleStack(InvertibleSequential):
     dependencies, so there the same ordering is a data dependency: the rebuilt input, its
     cotangent and the block above's gradients pass together through an optimization barrier
     (``XlaOptimizationBarrier``, as in JAX's remat), which the compiler may neither hoist nor
-    see through (``benchmarks/revvit_memory.py --jit``).
+    see through. Measured under XLA (``benchmarks/revvit_memory.py --jit``): the step's memory
+    still grows with depth (58 MB at depth 4, 168 MB at depth 32), less than ordinary backprop's
+    but not flat as without XLA.
 
     Args:
         blocks: the invertible blocks, applied in order in the forward direction.
