@@ -61,7 +61,7 @@ def test_masked_conv_is_the_dense_triangular_map(k, anchor):
     sign, logabs = np.linalg.slogdet(a)
     assert sign != 0
     assert abs(float(tc.log_det(diag, 5, 5)) - logabs) / max(abs(logabs), 1) < 1e-5
-    for order in ("sequential", "wavefront"):
+    for order in tc.ORDERS:
         x_solved = tc.solve(y, kernel, anchor, order)
         expected = np.linalg.solve(a, y.reshape(2, -1).T.astype(np.float64)).T.reshape(y.shape)
         assert contract.relative_error(x_solved, expected) < 1e-5, order
@@ -97,7 +97,28 @@ def test_sequential_equals_wavefront_in_jit(k, anchor):
     kernel, _, x = _problem(k, anchor, c=2, h=6, w=7, seed=3)
     seq = tf.function(lambda y: tc.solve(y, kernel, anchor, "sequential"), jit_compile=True)(x)
     wave = tf.function(lambda y: tc.solve(y, kernel, anchor, "wavefront"), jit_compile=True)(x)
+    rows = tf.function(lambda y: tc.solve(y, kernel, anchor, "rows"), jit_compile=True)(x)
     assert contract.relative_error(wave, seq) < 1e-6
+    assert contract.relative_error(rows, seq) < 1e-6
+
+
+@pytest.mark.parametrize("k,anchor,c,w", [(3, "corner", 3, 9), (5, "center", 2, 7), (2, "corner", 4, 3),
+                                          (3, "center", 20, 16)])
+def test_row_inverse_is_the_inverse_of_the_in_row_map(k, anchor, c, w):
+    """``T^-1`` from companion-matrix powers against numpy's inverse of the dense in-row map
+    (the last setting has ``W C = 320``: the unfused row step, with a ``conv2d`` for the rows above)."""
+    kernel, _, _ = _problem(k, anchor, c=c, h=k, w=w, seed=5)
+    ah, aw = tc.anchor_of(kernel.shape, anchor)
+    t = np.zeros((w * c, w * c))
+    for j in range(w):
+        for b in range(aw + 1):
+            if 0 <= j + b - aw:
+                t[(j + b - aw) * c:(j + b - aw + 1) * c, j * c:(j + 1) * c] = kernel[ah, b]
+    inv = tc.row_inverse(tf.constant(kernel, tf.float64), (ah, aw), w).numpy()
+    assert contract.relative_error(inv, np.linalg.inv(t)) < 1e-10
+    y = RNG.standard_normal((2, k + 1, w, c)).astype(np.float32)
+    expected = tc.solve(y, kernel, anchor, "sequential")
+    assert contract.relative_error(tc.solve(y, kernel, anchor, "rows"), expected) < 1e-5
 
 
 @pytest.mark.parametrize("k,anchor", [(3, "center"), (3, "corner")])
@@ -115,9 +136,10 @@ def test_custom_gradient_matches_autodiff_of_the_sequential_reference(k, anchor)
         return tape.gradient(loss, [y, raw])
 
     gy_ref, gk_ref = grads("sequential", False)
-    gy, gk = grads("wavefront", True)
-    assert contract.relative_error(gy, gy_ref) < 1e-5
-    assert contract.relative_error(gk, gk_ref) < 1e-5
+    for order in ("wavefront", "rows"):
+        gy, gk = grads(order, True)
+        assert contract.relative_error(gy, gy_ref) < 1e-5, order
+        assert contract.relative_error(gk, gk_ref) < 1e-5, order
     assert np.abs(gk_ref.numpy()).max() > 1e-3  # a real gradient, not two zeros
 
 
@@ -137,12 +159,16 @@ def test_log_det_has_batch_shape():
     assert layer.forward_and_log_det(x)[1].shape == (2,)
 
 
-def test_inverse_conv_samples_without_a_loop():
-    layer, x = LAYER_CASES["InverseConv-5x4x3"].build()
+@pytest.mark.parametrize("order", ["rows", "wavefront"])
+def test_inverse_conv_samples_without_a_loop(order):
+    case = LAYER_CASES["InverseConv-5x4x3"]
+    layer, x = Case(case.name, lambda: InverseConv(seed=4, order=order), case.input_shape).build()
     _, forward = prepare(layer, "forward", test_input=x.numpy())
     z = layer.forward_and_log_det(x)[0].numpy()
     _, inverse = prepare(layer, "inverse", test_input=z)
-    assert "Loop" in forward.op_types
+    # the solve: a Loop for the wavefront, unrolled row matmuls (no Loop) for "rows"
+    assert ("Loop" in forward.op_types) == (order == "wavefront"), forward.op_types
+    assert order == "wavefront" or "MatMul" in forward.op_types, forward.op_types
     assert "Loop" not in inverse.op_types and "Conv" in inverse.op_types, inverse.op_types
 
 
