@@ -394,11 +394,11 @@ def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, t
     with _interrupts_reported(backup):
         result = training.fit_flow(
             model, train_images, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-            seed=args.seed, validation_images=test_images, jit_compile=args.jit, verbose=args.verbose,
+            seed=args.seed, validation_images=test_images, jit_compile="auto" if args.jit is None else args.jit, verbose=args.verbose,
             backup_dir=backup,
         )
         # Bits/dim of the whole splits with fixed noise: reproducible, unlike fit's running averages.
-        evaluation = dict(batch_size=args.batch_size, seed=args.seed, jit_compile=args.jit)
+        evaluation = dict(batch_size=args.batch_size, seed=args.seed, jit_compile=bool(args.jit))
         train_bpd = training.dataset_bits_per_dim(model, train_images, **evaluation)
         test_bpd = training.dataset_bits_per_dim(model, test_images, **evaluation)
         samples = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
@@ -489,7 +489,7 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
     with _interrupts_reported(backup):
         result = training.fit_classifier(
             model, train_images, train_labels, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.lr, seed=args.seed, validation=test_split, jit_compile=args.jit,
+            learning_rate=args.lr, seed=args.seed, validation=test_split, jit_compile=bool(args.jit),
             verbose=args.verbose, backup_dir=backup,
         )
         # Whole splits with fixed noise: reproducible, unlike fit's running averages.
@@ -594,9 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     train.add_argument("--seed", type=_seed, default=0, help="seed of weights, shuffling, noise and samples")
     train.add_argument(
-        "--jit", action=argparse.BooleanOptionalAction, default=False,
-        help="XLA-compile the train step (off by default: on 2 CPU cores the ~15 s compile "
-        "outweighs the faster steps for short runs)",
+        "--jit", action=argparse.BooleanOptionalAction, default=None,
+        help="XLA-compile the train step (default: FlowModel.compile's choice, XLA when the model "
+        "compiles; --no-jit for short runs, where the compile outweighs the faster steps)",
     )
     train.add_argument(
         "--strategy", default="default", choices=list(STRATEGY_NAMES),

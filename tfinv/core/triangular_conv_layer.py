@@ -10,7 +10,7 @@ import tensorflow as tf
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
 from tfinv.ops import triangular_conv as tc
 
-ORDERS = ("wavefront", "sequential")
+ORDERS = tc.ORDERS
 
 
 class TriangularConvLayer(InvertibleLayer):
@@ -27,7 +27,7 @@ class TriangularConvLayer(InvertibleLayer):
     num_kernels = 1
 
     def __init__(self, kernel_size: int = 3, init_scale: float = 0.05, seed: int = 0,
-                 order: str = "wavefront", fit_kernel_to_image: bool = False, **kwargs):
+                 order: str = "rows", fit_kernel_to_image: bool = False, **kwargs):
         super().__init__(**kwargs)
         kernel_size = int(kernel_size)
         if kernel_size < 1 or (self.anchor == "center" and kernel_size % 2 == 0):

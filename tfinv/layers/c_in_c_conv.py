@@ -19,8 +19,8 @@ class CInCConv(TriangularConvLayer):
     training: the mask zeroes the forbidden entries and the diagonal is ``sign * exp(log_scale)``
     (never 0 for any finite weight).
 
-    Inverse: forward substitution (`tfinv.ops.triangular_conv.solve`), by anti-diagonal
-    wavefronts ``i + j = t`` (``H + W - 1`` steps) or pixel by pixel (``order="sequential"``,
+    Inverse: forward substitution (`tfinv.ops.triangular_conv.solve`), row by row (``H``
+    matmul steps, default), by anti-diagonal wavefronts ``i + j = t`` (``H + W - 1`` steps) or pixel by pixel (``order="sequential"``,
     the paper's algorithm, ``H * W`` steps).
     Log-det: ``H * W * sum(log_scale)``.
     Shapes: ``(B, H, W, C) -> (B, H, W, C)`` with ``H, W >= k``; log-det ``(B,)``.

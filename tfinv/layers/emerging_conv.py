@@ -15,9 +15,10 @@ class EmergingConv(TriangularConvLayer):
     ``C``, so the second convolution is autoregressive in the opposite order. Together they
     reach a full ``(2k - 1) x (2k - 1)`` window (the paper's "emerging" receptive field).
 
-    Inverse: two forward substitutions, ``x = solve_1(R solve_2(R z))``, each run as a
-    wavefront (``2i + j = t`` fronts for ``k = 3``; see `tfinv.ops.triangular_conv`) or pixel by
-    pixel (``order="sequential"``); both are fixed-count loops (ONNX ``Loop``).
+    Inverse: two forward substitutions, ``x = solve_1(R solve_2(R z))``, each run row by row
+    (``order="rows"``: ``H`` unrolled matmul steps; see `tfinv.ops.triangular_conv`), as a
+    wavefront (``2i + j = t`` fronts for ``k = 3``) or pixel by pixel (``order="sequential"``);
+    the last two are fixed-count loops (ONNX ``Loop``).
     Log-det: ``H * W * (sum(log_scale_1) + sum(log_scale_2))``: each map is triangular with
     the centre tap's diagonal ``sign * exp(log_scale)`` repeated at every pixel.
     Shapes: ``(B, H, W, C) -> (B, H, W, C)`` with ``H, W >= k``; log-det ``(B,)``.
@@ -26,7 +27,7 @@ class EmergingConv(TriangularConvLayer):
         kernel_size: odd ``k``.
         init_scale: standard deviation of the initial (seeded) kernel entries.
         seed: seed of that initialisation.
-        order: ``"wavefront"`` or ``"sequential"`` schedule of the inverse.
+        order: ``"rows"``, ``"wavefront"`` or ``"sequential"`` schedule of the inverse.
         fit_kernel_to_image: shrink the kernel on images smaller than ``k`` instead of raising.
 
     References: Hoogeboom, van den Berg & Welling, "Emerging Convolutions for Generative

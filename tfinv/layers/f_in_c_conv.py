@@ -26,7 +26,8 @@ class FInCConv(TriangularConvLayer):
     Inverse: the inverse convolutions in reverse order, each by FInC's parallel algorithm: all
     pixels of an anti-diagonal ``i + j = t`` depend only on earlier anti-diagonals (every tap is
     up and/or left), so a padded conv is inverted in ``H + W - 1`` sequential steps instead of
-    ``H * W`` (``order="sequential"`` reproduces the pixel-by-pixel baseline).
+    ``H * W`` (``order="wavefront"``; ``order="sequential"`` reproduces the pixel-by-pixel
+    baseline). The default ``order="rows"`` goes further: ``H`` steps, one image row each.
     Log-det: ``H * W * sum_n sum(log_scale_n)``.
     Shapes: ``(B, H, W, C) -> (B, H, W, C)`` with ``H, W >= k``; log-det ``(B,)``.
 
