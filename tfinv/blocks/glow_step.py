@@ -20,10 +20,13 @@ from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.periodic_conv import PeriodicConv
+from tfinv.layers.quad_coupling import QuadCoupling
 from tfinv.layers.symmetric_conv import SymmetricConv
 from tfinv.layers.woodbury import Woodbury
 
-COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
+#: ``"quad"`` is CInC Flow's Quad-coupling (arXiv:2107.01358): four-way autoregressive over channel
+#: quarters, so every step's channel count must be divisible by 4.
+COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling}
 
 #: name -> ``factory(seed, name) -> InvertibleLayer``: the channel-mixing layer of a step.
 #: tfinv layers are listed here; add your own with `register_linear` (then ``Glow(..., linear=name)``).
@@ -69,7 +72,7 @@ class GlowStep(InvertibleSequential):
 
     Args:
         hidden_channels: width of the coupling's conditioner.
-        coupling: ``"affine"`` or ``"additive"``.
+        coupling: ``"affine"``, ``"additive"`` or ``"quad"`` (`QuadCoupling`, needs ``C % 4 == 0``).
         seed: seed of the linear layer's initialisation.
         linear: name of the channel-mixing layer in `LINEAR_LAYERS` (default ``"inv_conv1x1"``).
 

@@ -30,7 +30,8 @@ class CInCConv(TriangularConvLayer):
         init_scale, seed, order, fit_kernel_to_image: as in `EmergingConv`.
 
     References: Nagar, Dufraisse & Varma, "CInC Flow: Characterizable Invertible 3x3
-    Convolution", arXiv:2107.01358 (the Quad-coupling of that paper is not implemented here).
+    Convolution", arXiv:2107.01358. The paper's Quad-coupling is `QuadCoupling`; a CInC Flow
+    step is ``GlowStep(linear="cinc", coupling="quad")`` (``Glow(..., coupling="quad")``).
     """
 
     anchor = "corner"

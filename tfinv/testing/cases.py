@@ -190,6 +190,9 @@ def cases() -> Iterator[Case]:
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
     yield Case("GlowStep-conv_exp",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="conv_exp"), (2, 4, 4, 4))
+    yield Case("GlowStep-cinc-quad",
+               lambda: blocks.GlowStep(hidden_channels=small, coupling="quad", seed=2, linear="cinc"),
+               (2, 4, 4, 4))
     yield Case("GlowStep-emerging",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="emerging"), (2, 4, 4, 4))
     yield Case("GlowStep-inverse_conv",
