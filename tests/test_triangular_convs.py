@@ -13,6 +13,7 @@ from tfinv.export.testing import check_onnx
 from tfinv.blocks.glow_step import LINEAR_LAYERS
 from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.emerging_conv import EmergingConv
+from tfinv.layers.raster_emerging_conv import RasterEmergingConv
 from tfinv.layers.f_in_c_conv import FInCConv
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.models import Glow
@@ -124,7 +125,7 @@ def test_custom_gradient_matches_autodiff_of_the_sequential_reference(k, anchor)
 
 # ----------------------------------------------------------------------------- layers
 #: This module's layers' cases in the contract registry (tests/test_contract.py runs the harness).
-LAYER_CASES = {c.name: c for c in cases() if c.name.startswith(("EmergingConv", "CInCConv", "FInCConv", "InverseConv"))}
+LAYER_CASES = {c.name: c for c in cases() if c.name.startswith(("EmergingConv", "RasterEmergingConv", "CInCConv", "FInCConv", "InverseConv"))}
 
 
 def test_finc_four_corners_round_trip_and_log_det():
@@ -169,7 +170,7 @@ def test_cinc_kernel_cannot_become_singular():
     contract.check_round_trip(layer, x, 1e-3)
 
 
-@pytest.mark.parametrize("make", [EmergingConv, CInCConv, FInCConv, InverseConv])
+@pytest.mark.parametrize("make", [EmergingConv, RasterEmergingConv, CInCConv, FInCConv, InverseConv])
 def test_bad_shapes_raise(make):
     layer = make()
     with pytest.raises(ValueError, match="kernel_size"):
@@ -190,7 +191,7 @@ def test_ops_raise_on_small_images_and_channel_mismatch():
         tc.solve(tf.zeros((1, 4, 4, 3)), kernel, "corner")
 
 
-@pytest.mark.parametrize("name", ["emerging", "cinc", "finc", "inverse_conv"])
+@pytest.mark.parametrize("name", ["emerging", "raster_emerging", "cinc", "finc", "inverse_conv"])
 def test_glow_with_triangular_linear(name):
     assert name in LINEAR_LAYERS
     case = Case(f"Glow-{name}",

@@ -21,6 +21,7 @@ from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.quad_coupling import QuadCoupling
+from tfinv.layers.raster_emerging_conv import RasterEmergingConv
 from tfinv.layers.symmetric_conv import SymmetricConv
 from tfinv.layers.woodbury import Woodbury
 
@@ -49,7 +50,15 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     # Masked (triangular) k x k convolutions inverted by wavefront solves (tfinv.ops.triangular_conv):
     # Hoogeboom et al. arXiv:1901.11137, CInC arXiv:2107.01358, FInC arXiv:2301.09266, and
     # Inverse-Flow (AISTATS 2025: the solve is the forward map, sampling is one convolution).
-    "emerging": lambda seed, name: EmergingConv(seed=seed, fit_kernel_to_image=True, name=name),
+    # The paper's emerging step (reference: ehoogeboom/emerging, flow_permutation 3): LU 1x1
+    # convolution, then the two square-masked convolutions and a bias.
+    "emerging": lambda seed, name: InvertibleSequential(
+        [InvConv1x1(seed=seed, name="inv_conv1x1"),
+         EmergingConv(seed=seed, fit_kernel_to_image=True, name="emerging")],
+        event_ndims=3, name=name,
+    ),
+    # tfinv's earlier variant: two raster (PixelCNN) masks, no 1x1 convolution, no bias.
+    "raster_emerging": lambda seed, name: RasterEmergingConv(seed=seed, fit_kernel_to_image=True, name=name),
     "cinc": lambda seed, name: CInCConv(seed=seed, fit_kernel_to_image=True, name=name),
     "finc": lambda seed, name: FInCConv(seed=seed, fit_kernel_to_image=True, name=name),
     "inverse_conv": lambda seed, name: InverseConv(seed=seed, fit_kernel_to_image=True, name=name),

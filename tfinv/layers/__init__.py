@@ -23,6 +23,7 @@ from tfinv.layers.patchify import Patchify
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
 from tfinv.layers.quad_coupling import QuadCoupling
+from tfinv.layers.raster_emerging_conv import RasterEmergingConv
 from tfinv.layers.rev_res_block import RevResBlock
 from tfinv.layers.rev_vit_block import RevViTBlock
 from tfinv.layers.reverse import Reverse
@@ -59,6 +60,7 @@ __all__ = [
     "PeriodicConv",
     "Permute",
     "QuadCoupling",
+    "RasterEmergingConv",
     "RevResBlock",
     "RevViTBlock",
     "Reverse",

@@ -166,8 +166,11 @@ def cases() -> Iterator[Case]:
                (2, 3, 5))
     yield Case("MixerFlowBlock", lambda: blocks.MixerFlowBlock(hidden_units=small, seed=1), (2, 6, 4))
     yield Case("EmergingConv", lambda: layers.EmergingConv(seed=1), (2, 4, 4, 2))
-    yield Case("EmergingConv-5x4x3-sequential", lambda: layers.EmergingConv(seed=1, order="sequential"),
-               (2, 5, 4, 3))
+    yield Case("EmergingConv-k5-6x5x3-sequential",
+               lambda: layers.EmergingConv(kernel_size=5, seed=1, order="sequential"), (2, 6, 5, 3))
+    yield Case("RasterEmergingConv", lambda: layers.RasterEmergingConv(seed=1), (2, 4, 4, 2))
+    yield Case("RasterEmergingConv-5x4x3-sequential",
+               lambda: layers.RasterEmergingConv(seed=1, order="sequential"), (2, 5, 4, 3))
     yield Case("CInCConv", lambda: layers.CInCConv(seed=2), (2, 4, 4, 2))
     yield Case("CInCConv-k2-5x4x3", lambda: layers.CInCConv(kernel_size=2, seed=2), (2, 5, 4, 3))
     yield Case("QuadCoupling", lambda: layers.QuadCoupling(hidden_channels=small), (2, 4, 4, 8))
@@ -193,6 +196,8 @@ def cases() -> Iterator[Case]:
     yield Case("GlowStep-cinc-quad",
                lambda: blocks.GlowStep(hidden_channels=small, coupling="quad", seed=2, linear="cinc"),
                (2, 4, 4, 4))
+    yield Case("GlowStep-raster_emerging",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="raster_emerging"), (2, 4, 4, 4))
     yield Case("GlowStep-emerging",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="emerging"), (2, 4, 4, 4))
     yield Case("GlowStep-inverse_conv",
