@@ -71,3 +71,50 @@ def test_glow_with_faithful_linear(name):
                              linear=name, num_levels=None), (2, 8, 8, 1), perturb=0.05)
     model, x = case.build()
     contract.check_round_trip(model, x, 1e-5)
+
+
+def test_finc_groups_are_independent_and_oriented():
+    from tfinv.layers.f_in_c_conv import FInCConv
+
+    layer, x = Case("f", lambda: FInCConv(seed=3), (1, 7, 7, 8), perturb=0.3).build(seed=1)
+    # expected window of output (3, 3) per group: TL reads up-left, TR up-right, BL down-left, BR down-right
+    windows = {0: (slice(1, 4), slice(1, 4)), 1: (slice(1, 4), slice(3, 6)),
+               2: (slice(3, 6), slice(1, 4)), 3: (slice(3, 6), slice(3, 6))}
+    for group, (rows, cols) in windows.items():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            z = layer.forward_and_log_det(x)[0]
+            picked = tf.reduce_sum(z[0, 3, 3, 2 * group : 2 * group + 2])
+        grad = np.abs(tape.gradient(picked, x).numpy()[0])
+        outside = grad.copy()
+        outside[rows, cols, 2 * group : 2 * group + 2] = 0
+        assert outside.max() == 0, f"group {group} reads outside its corner window or group"
+        assert (grad[rows, cols, 2 * group : 2 * group + 2].sum(-1) > 0).all()
+    # unit diagonal: volume preserving
+    assert np.all(layer.forward_and_log_det(x)[1].numpy() == 0)
+
+
+def test_inverse_flow_unit_samples_with_convolutions_only():
+    from tfinv.export.onnx import prepare
+    from tfinv.layers.inverse_flow_unit import InverseFlowUnit
+
+    layer, x = Case("i", lambda: InverseFlowUnit(seed=4), (2, 5, 4, 3)).build()
+    z = layer.forward_and_log_det(x)[0].numpy()
+    _, forward = prepare(layer, "forward", test_input=x.numpy())
+    _, inverse = prepare(layer, "inverse", test_input=z)
+    assert "Loop" in forward.op_types
+    assert "Loop" not in inverse.op_types and "Conv" in inverse.op_types, inverse.op_types
+    # all four corners: a latent pixel depends on the whole image
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        picked = tf.reduce_sum(layer.forward_and_log_det(x)[0][0, 2, 2])
+    assert (np.abs(tape.gradient(picked, x).numpy()[0]).sum(-1) > 0).all()
+
+
+@pytest.mark.parametrize("name", ["finc", "cinc_chain", "inverse_flow"])
+def test_glow_with_finc_and_inverse_flow(name):
+    case = Case(f"Glow-{name}",
+                lambda: Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8,
+                             linear=name, num_levels=None), (2, 8, 8, 1), perturb=0.05)
+    model, x = case.build()
+    contract.check_round_trip(model, x, 1e-5)

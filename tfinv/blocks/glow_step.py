@@ -12,12 +12,14 @@ from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
+from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.f_in_c_conv import FInCConv
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
+from tfinv.layers.inverse_flow_unit import InverseFlowUnit
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.quad_coupling import QuadCoupling
@@ -60,8 +62,18 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     # tfinv's earlier variant: two raster (PixelCNN) masks, no 1x1 convolution, no bias.
     "raster_emerging": lambda seed, name: RasterEmergingConv(seed=seed, fit_kernel_to_image=True, name=name),
     "cinc": lambda seed, name: CInCConv(seed=seed, fit_kernel_to_image=True, name=name),
-    "finc": lambda seed, name: FInCConv(seed=seed, fit_kernel_to_image=True, name=name),
+    # FInC Flow's step (reference FastFlowUnit): the four-group unit, then a 1x1 convolution that
+    # mixes the groups (and carries the log-det with ActNorm: the unit's diagonal is 1). C % 4 == 0.
+    "finc": lambda seed, name: InvertibleSequential(
+        [FInCConv(seed=seed, fit_kernel_to_image=True, name="finc"),
+         InvConv1x1(seed=seed, name="inv_conv1x1")],
+        event_ndims=3, name=name,
+    ),
+    # tfinv's earlier "finc": two full-channel corner convolutions (top-left, bottom-right).
+    "cinc_chain": lambda seed, name: CInCChainConv(seed=seed, fit_kernel_to_image=True, name=name),
     "inverse_conv": lambda seed, name: InverseConv(seed=seed, fit_kernel_to_image=True, name=name),
+    # Inverse-Flow's unit: the inverses of the four corner convolutions, chained.
+    "inverse_flow": lambda seed, name: InverseFlowUnit(seed=seed, fit_kernel_to_image=True, name=name),
 }
 
 

@@ -6,6 +6,7 @@ from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.conv_sylvester import ConvSylvester
+from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
@@ -15,6 +16,7 @@ from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
+from tfinv.layers.inverse_flow_unit import InverseFlowUnit
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.me_woodbury import MEWoodbury
@@ -41,6 +43,7 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "ButterflyLayer",
+    "CInCChainConv",
     "CInCConv",
     "ConvExp",
     "ConvSylvester",
@@ -52,6 +55,7 @@ __all__ = [
     "IRevNetBlock",
     "InvConv1x1",
     "InverseConv",
+    "InverseFlowUnit",
     "LearnableLeakyReLU",
     "LogitPreprocess",
     "MEWoodbury",

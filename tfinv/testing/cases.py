@@ -174,7 +174,13 @@ def cases() -> Iterator[Case]:
     yield Case("CInCConv", lambda: layers.CInCConv(seed=2), (2, 4, 4, 2))
     yield Case("CInCConv-k2-5x4x3", lambda: layers.CInCConv(kernel_size=2, seed=2), (2, 5, 4, 3))
     yield Case("QuadCoupling", lambda: layers.QuadCoupling(hidden_channels=small), (2, 4, 4, 8))
-    yield Case("FInCConv", lambda: layers.FInCConv(seed=3), (2, 5, 4, 3))
+    yield Case("FInCConv", lambda: layers.FInCConv(seed=3), (2, 5, 4, 8))
+    yield Case("FInCConv-k2-4x5x4-sequential",
+               lambda: layers.FInCConv(kernel_size=2, seed=3, order="sequential"), (2, 4, 5, 4))
+    yield Case("CInCChainConv", lambda: layers.CInCChainConv(seed=3), (2, 5, 4, 3))
+    yield Case("CInCChainConv-4corners", lambda: layers.CInCChainConv(corners=4, seed=3), (2, 4, 4, 2))
+    yield Case("InverseFlowUnit", lambda: layers.InverseFlowUnit(seed=4), (2, 5, 4, 3))
+    yield Case("InverseFlowUnit-k2", lambda: layers.InverseFlowUnit(kernel_size=2, seed=4), (2, 4, 4, 2))
     yield Case("InverseConv", lambda: layers.InverseConv(seed=4), (2, 4, 4, 2))
     yield Case("InverseConv-5x4x3", lambda: layers.InverseConv(seed=4), (2, 5, 4, 3))
     yield Case("DataAdaptiveConv", lambda: layers.DataAdaptiveConv(hidden_channels=small), (2, 4, 4, 4))
@@ -198,6 +204,10 @@ def cases() -> Iterator[Case]:
                (2, 4, 4, 4))
     yield Case("GlowStep-raster_emerging",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="raster_emerging"), (2, 4, 4, 4))
+    yield Case("GlowStep-finc",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="finc"), (2, 4, 4, 4))
+    yield Case("GlowStep-inverse_flow",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_flow"), (2, 4, 4, 4))
     yield Case("GlowStep-emerging",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="emerging"), (2, 4, 4, 4))
     yield Case("GlowStep-inverse_conv",
