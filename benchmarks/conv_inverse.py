@@ -2,7 +2,7 @@
 
 For ``H = W`` in {16, 32}, ``C`` in {4, 16}, batch 32 and 3x3 kernels:
 
-* ``EmergingConv``, ``CInCConv``, ``FInCConv`` (2 corners) and ``InverseConv`` (weights perturbed):
+* ``EmergingConv``, ``CInCConv``, ``FInCConv`` (FInC's four-group unit) and ``InverseConv`` (weights perturbed):
   median time of ``forward_and_log_det`` and ``inverse_and_log_det`` in TF graph mode
   (``tf.function``) and in onnxruntime (graphs from `tfinv.export.onnx.prepare`, which also
   checks parity, run in `tfinv.export.onnx.inference_session`);
@@ -10,7 +10,11 @@ For ``H = W`` in {16, 32}, ``C`` in {4, 16}, batch 32 and 3x3 kernels:
   ``order="wavefront"`` (``H + W - 1`` steps), TF graph mode and XLA (``jit_compile=True``),
   medians and a min-based ratio (less sensitive to other processes' load). Goal: >= 10 at 32 x 32;
 * sampling: ``InverseConv`` inverse (one masked conv) against a plain
-  ``keras.layers.Conv2D(C, 3, padding="same", use_bias=False)``. Goal: ratio <= 2.
+  ``keras.layers.Conv2D(C, 3, padding="same", use_bias=False)``. Goal: ratio <= 2;
+* ``finc_vs_emerging`` (``--finc-sizes``, default 32 and 64; ``C = 16``, batch 16): sampling
+  (inverse) time of FInC's unit (`FInCConv`: one block-diagonal wavefront) against the paper's
+  `EmergingConv` (two wavefronts) and `RasterEmergingConv`, TF graph mode, medians and
+  ``emerging / finc`` ratios.
 
 Timing: numpy in, numpy out, ``time.perf_counter`` after warm-up; medians in ms.
 Run: ``python benchmarks/conv_inverse.py [--quick] [--no-onnx] [--out results.json]``; stdout is
@@ -72,6 +76,33 @@ def onnx_runner(layer, direction, x):
     return (lambda v: session.run(None, {name: v})), info.op_types
 
 
+def finc_vs_emerging(sizes, repeats: int, channels: int = 16, batch: int = 16) -> list[dict]:
+    """Sampling (inverse) medians of FInCConv, EmergingConv and RasterEmergingConv, TF graph mode."""
+    from tfinv.layers.emerging_conv import EmergingConv
+    from tfinv.layers.f_in_c_conv import FInCConv
+    from tfinv.layers.raster_emerging_conv import RasterEmergingConv
+    from tfinv.testing.contract import perturb_weights
+
+    rows = []
+    for size in sizes:
+        shape = (batch, size, size, channels)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        row = {"H": size, "W": size, "C": channels, "batch": batch}
+        for name, make in (("FInCConv", FInCConv), ("EmergingConv", EmergingConv),
+                           ("RasterEmergingConv", RasterEmergingConv)):
+            layer = make(seed=1)
+            layer.build(shape)
+            perturb_weights(layer, 0.05, seed=1)
+            z = np.asarray(layer.forward_and_log_det(x)[0])
+            row[f"{name}_sampling_ms"] = median_ms(tf_runner(layer.inverse_and_log_det, shape), z, repeats)
+        row["emerging_over_finc"] = row["EmergingConv_sampling_ms"] / row["FInCConv_sampling_ms"]
+        row["raster_emerging_over_finc"] = row["RasterEmergingConv_sampling_ms"] / row["FInCConv_sampling_ms"]
+        log(f"sampling {size}x{size}x{channels}: FInC {row['FInCConv_sampling_ms']:.1f} ms, Emerging "
+            f"{row['EmergingConv_sampling_ms']:.1f} ms ({row['emerging_over_finc']:.2f}x)")
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16x16 and C=4 only, fewer repeats")
@@ -83,6 +114,9 @@ def main(argv=None) -> None:
     parser.add_argument("--linears", nargs="+", default=["inv_conv1x1", "emerging", "cinc", "finc", "inverse_conv", "conv_exp"],
                         help="Glow variants (linear= names) trained on digits; the first is the reference")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--finc-sizes", nargs="*", type=int, default=[32, 64],
+                        help="H = W of the FInC vs Emerging sampling comparison (none: skip)")
+    parser.add_argument("--skip-layers", action="store_true", help="skip the per-layer/schedule timings")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -102,7 +136,7 @@ def main(argv=None) -> None:
               "InverseConv": InverseConv}
     results = []
     with stdout_to_stderr() as real_stdout:
-        for size in sizes:
+        for size in [] if args.skip_layers else sizes:
             for c in channels:
                 shape = (BATCH, size, size, c)
                 x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -157,8 +191,10 @@ def main(argv=None) -> None:
             from linear_layers import summarize_training, train_variants
 
             training = summarize_training(train_variants(args))
+        finc_rows = finc_vs_emerging(args.finc_sizes, repeats) if args.finc_sizes else None
         report = {
             "benchmark": "conv_inverse",
+            "finc_vs_emerging_sampling": finc_rows,
             "glow_variants_test_bits_per_dim": training,
             "platform": platform.platform(),
             "tensorflow": tf.__version__,
