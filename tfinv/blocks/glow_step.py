@@ -17,6 +17,7 @@ from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.f_in_c_conv import FInCConv
+from tfinv.layers.full_butterfly_layer import FullButterflyLayer
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.inverse_flow_unit import InverseFlowUnit
@@ -47,6 +48,11 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     # after it: ActNorm -> InvConv1x1 -> ButterflyLayer -> coupling.
     "butterfly": lambda seed, name: InvertibleSequential(
         [InvConv1x1(seed=seed, name="inv_conv1x1"), ButterflyLayer(seed=seed, name="butterfly")],
+        event_ndims=3, name=name,
+    ),
+    # ButterflyFlow's butterfly over all H * W * C dimensions, free 2x2 blocks, after the 1x1 conv.
+    "full_butterfly": lambda seed, name: InvertibleSequential(
+        [InvConv1x1(seed=seed, name="inv_conv1x1"), FullButterflyLayer(seed=seed, name="butterfly")],
         event_ndims=3, name=name,
     ),
     # Masked (triangular) k x k convolutions inverted by wavefront solves (tfinv.ops.triangular_conv):

@@ -12,6 +12,7 @@ from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.f_in_c_conv import FInCConv
+from tfinv.layers.full_butterfly_layer import FullButterflyLayer
 from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
@@ -51,6 +52,7 @@ __all__ = [
     "DataAdaptiveConv",
     "EmergingConv",
     "FInCConv",
+    "FullButterflyLayer",
     "HaarDownsampling",
     "IRevNetBlock",
     "InvConv1x1",

@@ -123,6 +123,10 @@ def cases() -> Iterator[Case]:
                lambda: layers.MEWoodbury(channel_rank=3, height_rank=2, width_rank=4, seed=2), (2, 3, 5, 6))
     yield Case("ButterflyLayer", lambda: layers.ButterflyLayer(seed=3), (2, 4, 4, 4))
     yield Case("ButterflyLayer-C6", lambda: layers.ButterflyLayer(seed=3), (2, 3, 5, 6))
+    yield Case("FullButterflyLayer", lambda: layers.FullButterflyLayer(seed=3), (2, 4, 4, 2))
+    yield Case("FullButterflyLayer-D15-padded", lambda: layers.FullButterflyLayer(seed=3), (2, 3, 5, 1))
+    yield Case("FullButterflyLayer-positive-levels3",
+               lambda: layers.FullButterflyLayer(levels=3, blocks="positive", seed=3), (2, 2, 2, 2))
     yield Case("ButterflyLayer-factors",
                lambda: layers.ButterflyLayer(seed=3, implementation="factors"), (2, 4, 4, 4))
     yield Case("ButterflyLayer-C6-factors",
@@ -208,6 +212,8 @@ def cases() -> Iterator[Case]:
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="finc"), (2, 4, 4, 4))
     yield Case("GlowStep-inverse_flow",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_flow"), (2, 4, 4, 4))
+    yield Case("GlowStep-full_butterfly",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="full_butterfly"), (2, 4, 4, 4))
     yield Case("GlowStep-emerging",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="emerging"), (2, 4, 4, 4))
     yield Case("GlowStep-inverse_conv",
