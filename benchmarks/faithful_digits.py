@@ -26,13 +26,14 @@ import time  # noqa: E402
 from _common import log, stdout_to_stderr  # noqa: E402
 
 
-def train(linear: str, coupling: str, seed: int, epochs: int) -> dict:
+def train(linear: str, coupling: str, seed: int, epochs: int, dataset: str = "digits",
+          extra: list[str] | None = None) -> dict:
     from tfinv import cli
 
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["train", "--dataset", "digits", "--epochs", str(epochs), "--linear", linear,
+        argv = ["train", "--dataset", dataset, "--epochs", str(epochs), "--linear", linear,
                 "--coupling", coupling, "--seed", str(seed), "--verbose", "0", "--num-samples", "16",
-                "--out", tmp]
+                "--out", tmp, *(extra or [])]
         started = time.perf_counter()
         code = cli.main(argv)
         path = os.path.join(tmp, "metrics.json")
