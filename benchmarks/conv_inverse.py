@@ -13,7 +13,8 @@ For ``H = W`` in {16, 32}, ``C`` in {4, 16}, batch 32 and 3x3 kernels:
   ``keras.layers.Conv2D(C, 3, padding="same", use_bias=False)``. Goal: ratio <= 2;
 * ``finc_vs_emerging`` (``--finc-sizes``, default 32 and 64; ``C = 16``, batch 16): sampling
   (inverse) time of FInC's unit (`FInCConv`: one block-diagonal wavefront) against the paper's
-  `EmergingConv` (two wavefronts) and `RasterEmergingConv`, TF graph mode, medians and
+  `EmergingConv` (two wavefronts), `RasterEmergingConv` and `EmergingConv` with
+  ``order="sequential"`` (pixel by pixel, the reference's schedule), TF graph mode, medians and
   ``emerging / finc`` ratios.
 
 Timing: numpy in, numpy out, ``time.perf_counter`` after warm-up; medians in ms.
@@ -88,8 +89,11 @@ def finc_vs_emerging(sizes, repeats: int, channels: int = 16, batch: int = 16) -
         shape = (batch, size, size, channels)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         row = {"H": size, "W": size, "C": channels, "batch": batch}
+        # EmergingConv-sequential: pixel-by-pixel substitution, the schedule of the reference's
+        # Cython inverse (what FInC's paper compares against)
         for name, make in (("FInCConv", FInCConv), ("EmergingConv", EmergingConv),
-                           ("RasterEmergingConv", RasterEmergingConv)):
+                           ("RasterEmergingConv", RasterEmergingConv),
+                           ("EmergingConv-sequential", lambda seed: EmergingConv(seed=seed, order="sequential"))):
             layer = make(seed=1)
             layer.build(shape)
             perturb_weights(layer, 0.05, seed=1)
@@ -97,6 +101,8 @@ def finc_vs_emerging(sizes, repeats: int, channels: int = 16, batch: int = 16) -
             row[f"{name}_sampling_ms"] = median_ms(tf_runner(layer.inverse_and_log_det, shape), z, repeats)
         row["emerging_over_finc"] = row["EmergingConv_sampling_ms"] / row["FInCConv_sampling_ms"]
         row["raster_emerging_over_finc"] = row["RasterEmergingConv_sampling_ms"] / row["FInCConv_sampling_ms"]
+        row["sequential_emerging_over_finc"] = (row["EmergingConv-sequential_sampling_ms"]
+                                                / row["FInCConv_sampling_ms"])
         log(f"sampling {size}x{size}x{channels}: FInC {row['FInCConv_sampling_ms']:.1f} ms, Emerging "
             f"{row['EmergingConv_sampling_ms']:.1f} ms ({row['emerging_over_finc']:.2f}x)")
         rows.append(row)
