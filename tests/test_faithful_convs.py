@@ -118,3 +118,11 @@ def test_glow_with_finc_and_inverse_flow(name):
                              linear=name, num_levels=None), (2, 8, 8, 1), perturb=0.05)
     model, x = case.build()
     contract.check_round_trip(model, x, 1e-5)
+
+
+def test_emerging_keeps_its_squares_on_2x2_images():
+    layer = EmergingConv(fit_kernel_to_image=True)
+    layer.build((None, 2, 2, 8))  # digits Glow's second level
+    assert [k.shape[:2] for k in layer.kernels()] == [(2, 2), (2, 2)]
+    with pytest.raises(ValueError, match="H >= 2"):
+        EmergingConv().build((None, 1, 4, 2))

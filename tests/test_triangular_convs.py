@@ -174,7 +174,7 @@ def test_cinc_kernel_cannot_become_singular():
 def test_bad_shapes_raise(make):
     layer = make()
     with pytest.raises(ValueError, match="kernel_size"):
-        layer.build((1, 2, 4, 2))
+        layer.build((1, 1, 4, 2))  # EmergingConv's 2 x 2 squares fit H = 2
     layer = make()
     layer.build((1, 4, 4, 2))
     with pytest.raises(ValueError, match="event shape"):

@@ -61,17 +61,18 @@ class TriangularConvLayer(InvertibleLayer):
         h, w, c = self.input_event_shape
         k = self.kernel_size
         if self.fit_kernel_to_image and h is not None and w is not None:
-            # deep levels of a multi-scale flow have tiny images: largest size that fits
-            # (odd for the centred raster mask)
-            k = min(k, h, w)
+            # deep levels of a multi-scale flow have tiny images: largest size whose stored
+            # kernels fit (odd for the centred raster mask and the emerging squares)
+            while k > 1 and self._stored_kernel_size(k) > min(h, w):
+                k -= 1
             if (self.anchor == "center" or self.odd_kernel_size) and k % 2 == 0:
                 k -= 1
         if h is None or w is None or c is None:
             raise ValueError(f"{type(self).__name__} needs static (H, W, C), got {self.input_event_shape}")
+        k = self._stored_kernel_size(k)
         if h < k or w < k:
             raise ValueError(
                 f"{type(self).__name__} needs H >= {k} and W >= {k} (kernel_size), got ({h}, {w})")
-        k = self._stored_kernel_size(k)
         c = self._kernel_channels(c)
         rng = np.random.default_rng(self.seed)
         const = keras.initializers.Constant
