@@ -8,7 +8,7 @@ import pytest
 
 import tfinv
 from tfinv.export.testing import check_onnx
-from tfinv.testing import cases, contract, model_cases
+from tfinv.testing import cases, conditional_cases, contract, model_cases
 
 CASES = list(cases())
 MODEL_CASES = list(model_cases())
@@ -61,6 +61,11 @@ def test_jit(built):
     contract.check_jit(layer, x)
 
 
+def test_empty_batch(built):
+    case, layer, x = built
+    contract.check_empty_batch(layer, x)
+
+
 def test_onnx_forward_and_inverse(built):
     case, layer, x = built
     check_onnx(layer, x)
@@ -99,6 +104,53 @@ def test_model_jit(model):
     contract.check_jit(flow, x)
 
 
+def test_model_empty_batch(model):
+    case, flow, x = model
+    contract.check_empty_batch(flow, x)
+
+
 def test_model_onnx_forward_and_inverse(model):
     case, flow, x = model
     check_onnx(flow, x)
+
+
+# ----------------------------------------------------------------------------- conditional cases
+CONDITIONAL_CASES = list(conditional_cases())
+
+
+@pytest.fixture(scope="module", params=CONDITIONAL_CASES, ids=_ids(CONDITIONAL_CASES))
+def conditional(request):
+    case = request.param
+    subject, x = case.build()
+    return case, subject, x, case.example_context(0), case.example_context(1)
+
+
+def test_conditional_output_depends_on_context(conditional):
+    case, subject, x, context, other = conditional
+    contract.check_context_dependence(subject, x, context, other)
+
+
+def test_conditional_not_identity_and_round_trip(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_not_identity(subject, x, context=context)
+    contract.check_round_trip(subject, x, case.round_trip_tol, context=context)
+
+
+def test_conditional_log_det_at_fixed_context(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_log_det(subject, x, case.log_det_tol, context=context)
+
+
+def test_conditional_jit(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_jit(subject, x, context=context)
+
+
+def test_conditional_onnx_forward_and_inverse_take_the_context(conditional):
+    case, subject, x, context, _ = conditional
+    check_onnx(subject, x, context=context)
+
+
+def test_conditional_empty_batch(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_empty_batch(subject, x, context=context)

@@ -9,7 +9,8 @@ A subclass writes only math and configuration:
 * ``event_ndims`` (class attribute): 1 for vectors, 3 for images ``(H, W, C)``; a layer that
   changes the rank (`Patchify`: image -> patches) also sets ``output_event_ndims``, the rank of
   one event of its output;
-* ``build(input_shape)``: weights;
+* ``build(input_shape)``: weights (the base class has already recorded the event shape, so
+  ``self.input_event_shape`` is available inside ``build``);
 * ``_forward_and_log_det(x) -> (z, log_det)`` and ``_inverse_and_log_det(z) -> (x, log_det)``,
   where the inverse log-det is ``log|det dx/dz|`` (so it equals ``-fldj(x)``) and both have the
   batch shape ``x.shape[:-event_ndims]`` (``z.shape[:-output_event_ndims]``);
@@ -18,6 +19,13 @@ A subclass writes only math and configuration:
 
 The base class does the wiring: input checks, Keras ``call`` (= forward), TFP's ``_forward``,
 ``_inverse`` and log-det hooks, event-shape hooks, and the data-dependent ``initialize`` step.
+
+Conditioning: the public methods take an optional ``context`` (``forward_and_log_det(x, context)``).
+A layer that uses it sets ``self.context_shape`` (the shape of one context, no batch axis) in
+``__init__`` and writes its hooks as ``_forward_and_log_det(x, context=None)``; the base class
+checks the context (present, shape ``(batch,) + context_shape``) and passes it on. A layer whose
+``context_shape`` is ``None`` ignores any context and its hooks keep the one-argument form, so
+containers can hand the same context to every step.
 
 Why the unusual construction (measured, see shared/STACK.md): with ``Bijector`` first in the bases
 and Keras's ``__call__``/variable properties restored explicitly, the object works both in Keras
@@ -28,6 +36,7 @@ results after ``variable.assign`` and breaks ``fit`` on auto-built subclassed mo
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import keras
@@ -73,7 +82,25 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     #: Event rank of the output (the inverse's input) if it differs; ``None``: ``event_ndims``.
     output_event_ndims: int | None = None
 
+    #: Shape of one context (no batch axis) for a conditional layer; ``None``: context is ignored.
+    context_shape: tuple[int, ...] | None = None
+
     _cache = _RecomputingCache()
+
+    def __init_subclass__(cls, **kwargs: Any):
+        # Every ``build`` records the event shape before the subclass's own code runs, so no
+        # subclass has to (recording twice along a ``super().build`` chain is harmless).
+        super().__init_subclass__(**kwargs)
+        own_build = cls.__dict__.get("build")
+        if own_build is not None and not getattr(own_build, "_records_event_shape", False):
+
+            @functools.wraps(own_build)
+            def build(self, input_shape, *args, **kw):
+                self._record_event_shape(input_shape)
+                return own_build(self, input_shape, *args, **kw)
+
+            build._records_event_shape = True
+            cls.build = build
 
     # Keras must own calling and variable tracking (TFP's versions come first in the MRO).
     __call__ = keras.layers.Layer.__call__
@@ -116,6 +143,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         """Records the event shape; subclasses create weights and then call ``super().build``."""
         self._record_event_shape(input_shape)
         super().build(input_shape)
+
+    build._records_event_shape = True
 
     def _record_event_shape(self, input_shape: Sequence[int | None]) -> None:
         shape = tuple(tf.TensorShape(input_shape).as_list())
@@ -198,31 +227,102 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
             )
         return x
 
+    @property
+    def is_conditional(self) -> bool:
+        """True if the layer uses a context (``context_shape`` is set)."""
+        return self.context_shape is not None
+
+    def _check_context(self, context: Any, x: tf.Tensor, direction: str) -> tf.Tensor | None:
+        """Validates the context of a conditional layer (``None`` for an unconditional one)."""
+        if self.context_shape is None:
+            return None
+        expected = tuple(self.context_shape)
+        where = f"{type(self).__name__} '{self.name}' ({direction})"
+        if context is None:
+            raise ValueError(
+                f"{where} is conditional: pass context of shape (batch, "
+                f"{', '.join(map(str, expected))})"
+            )
+        if not tf.is_tensor(context) and not isinstance(context, keras.KerasTensor):
+            context = tf.convert_to_tensor(context, dtype=x.dtype)
+        elif context.dtype != x.dtype:
+            context = tf.cast(context, x.dtype)
+        shape = tuple(context.shape)
+        if len(shape) != len(expected) + 1 or any(
+            g is not None and g != e for g, e in zip(shape[1:], expected)
+        ):
+            raise ValueError(
+                f"{where} expects context of shape (batch, {', '.join(map(str, expected))}), "
+                f"got {shape}"
+            )
+        if shape[0] is not None and x.shape[0] is not None and shape[0] != x.shape[0]:
+            raise ValueError(f"{where}: context batch {shape[0]} differs from the input batch {x.shape[0]}")
+        return context
+
+    def _call_hook(self, hook, value, context):
+        if self.context_shape is None:
+            return hook(value)
+        return hook(value, context=context)
+
     # ------------------------------------------------------------------ public fused API
-    def forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape."""
+    def forward_and_log_det(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape.
+
+        ``context`` conditions a conditional layer (``context_shape`` set); others ignore it.
+        An empty batch (a batch axis statically 0) gives empty results of the right shapes
+        without running the layer: some ops do not (TF 2.21's oneDNN ``conv2d`` returns its
+        input's spatial shape for an empty batch).
+        """
         x = self._check(x, self._input_event_shape, "forward")
+        context = self._check_context(context, x, "forward")
+        if self._is_empty_batch(x, "forward"):
+            return self._empty_result(x, self.compute_output_shape, "forward")
         with tf.name_scope(self.name):  # exported nodes then name their layer
-            return self._forward_and_log_det(x)
+            return self._call_hook(self._forward_and_log_det, x, context)
 
-    def inverse_and_log_det(self, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape."""
+    def inverse_and_log_det(self, z: tf.Tensor, context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape (empty batches as in
+        `forward_and_log_det`)."""
         z = self._check(z, self.output_event_shape, "inverse")
+        context = self._check_context(context, z, "inverse")
+        if self._is_empty_batch(z, "inverse"):
+            return self._empty_result(z, self.compute_input_shape, "inverse")
         with tf.name_scope(self.name):
-            return self._inverse_and_log_det(z)
+            return self._call_hook(self._inverse_and_log_det, z, context)
 
-    def initialize(self, x: tf.Tensor) -> tf.Tensor:
+    def _is_empty_batch(self, x, direction: str) -> bool:
+        batch_shape = tuple(x.shape)[: len(x.shape) - self._event_ndims_of(direction)]
+        return 0 in batch_shape
+
+    def _empty_result(self, x, shape_map, direction: str) -> tuple[tf.Tensor, tf.Tensor]:
+        shape = tuple(x.shape)
+        batch_shape = shape[: len(shape) - self._event_ndims_of(direction)]
+        output_shape = tuple(shape_map(shape))
+        if any(s is None for s in output_shape):
+            output_shape = tuple(0 if s is None else s for s in output_shape)  # 0 elements either way
+        return tf.zeros(output_shape, x.dtype), tf.zeros(batch_shape, x.dtype)
+
+    def initialize(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         """Data-dependent initialisation step; returns ``forward(x)`` so models can chain it.
 
         The default does no initialisation; layers such as ``ActNorm`` override
         ``_initialize``. Call it explicitly (``FlowModel.initialize(batch)``) before training.
+
+        Raises:
+            ValueError: on an empty batch (there are no statistics to initialise from).
         """
         x = self._check(x, self._input_event_shape, "forward")
-        self._initialize(x)
-        return self._forward_and_log_det(x)[0]
+        context = self._check_context(context, x, "forward")
+        if self._is_empty_batch(x, "forward"):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' cannot initialise on an empty batch "
+                f"(shape {tuple(x.shape)}); pass at least one example"
+            )
+        self._call_hook(self._initialize, x, context)
+        return self._call_hook(self._forward_and_log_det, x, context)[0]
 
-    def _initialize(self, x: tf.Tensor) -> None:
-        del x
+    def _initialize(self, x: tf.Tensor, context: tf.Tensor | None = None) -> None:
+        del x, context
 
     # ------------------------------------------------------------------ math hooks
     def _forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -232,8 +332,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         raise NotImplementedError(f"{type(self).__name__} must implement _inverse_and_log_det")
 
     # ------------------------------------------------------------------ Keras
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return self.forward_and_log_det(x)[0]
+    def call(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
+        return self.forward_and_log_det(x, context)[0]
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -241,17 +341,18 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         return config
 
     # ------------------------------------------------------------------ TFP wiring
-    def _forward(self, x):
-        return self.forward_and_log_det(x)[0]
+    # TFP passes conditioning keyword arguments through: ``layer.forward(x, context=c)``.
+    def _forward(self, x, context=None):
+        return self.forward_and_log_det(x, context)[0]
 
-    def _inverse(self, y):
-        return self.inverse_and_log_det(y)[0]
+    def _inverse(self, y, context=None):
+        return self.inverse_and_log_det(y, context)[0]
 
-    def _forward_log_det_jacobian(self, x):
-        return self.forward_and_log_det(x)[1]
+    def _forward_log_det_jacobian(self, x, context=None):
+        return self.forward_and_log_det(x, context)[1]
 
-    def _inverse_log_det_jacobian(self, y):
-        return self.inverse_and_log_det(y)[1]
+    def _inverse_log_det_jacobian(self, y, context=None):
+        return self.inverse_and_log_det(y, context)[1]
 
     def _event_shape_map(self, shape, fn) -> tf.TensorShape:
         shape = tf.TensorShape(shape)
