@@ -151,6 +151,10 @@ def cases() -> Iterator[Case]:
                lambda: layers.MEWoodbury(channel_rank=3, height_rank=2, width_rank=4, seed=2), (2, 3, 5, 6))
     yield Case("ButterflyLayer", lambda: layers.ButterflyLayer(seed=3), (2, 4, 4, 4))
     yield Case("ButterflyLayer-C6", lambda: layers.ButterflyLayer(seed=3), (2, 3, 5, 6))
+    yield Case("FullButterflyLayer", lambda: layers.FullButterflyLayer(seed=3), (2, 4, 4, 2))
+    yield Case("FullButterflyLayer-D15-padded", lambda: layers.FullButterflyLayer(seed=3), (2, 3, 5, 1))
+    yield Case("FullButterflyLayer-positive-levels3",
+               lambda: layers.FullButterflyLayer(levels=3, blocks="positive", seed=3), (2, 2, 2, 2))
     yield Case("ButterflyLayer-factors",
                lambda: layers.ButterflyLayer(seed=3, implementation="factors"), (2, 4, 4, 4))
     yield Case("ButterflyLayer-C6-factors",
@@ -194,14 +198,23 @@ def cases() -> Iterator[Case]:
                (2, 3, 5))
     yield Case("MixerFlowBlock", lambda: blocks.MixerFlowBlock(hidden_units=small, seed=1), (2, 6, 4))
     yield Case("EmergingConv", lambda: layers.EmergingConv(seed=1), (2, 4, 4, 2))
-    yield Case("EmergingConv-5x4x3-sequential", lambda: layers.EmergingConv(seed=1, order="sequential"),
-               (2, 5, 4, 3))
+    yield Case("EmergingConv-k5-6x5x3-sequential",
+               lambda: layers.EmergingConv(kernel_size=5, seed=1, order="sequential"), (2, 6, 5, 3))
+    yield Case("RasterEmergingConv", lambda: layers.RasterEmergingConv(seed=1), (2, 4, 4, 2))
+    yield Case("RasterEmergingConv-5x4x3-sequential",
+               lambda: layers.RasterEmergingConv(seed=1, order="sequential"), (2, 5, 4, 3))
     yield Case("CInCConv", lambda: layers.CInCConv(seed=2), (2, 4, 4, 2))
     # weight_seed 2: with the default perturbation the log-det is ~1e-3 (checked near-absolutely).
     yield Case("CInCConv-k2-5x4x3", lambda: layers.CInCConv(kernel_size=2, seed=2), (2, 5, 4, 3),
                weight_seed=2)
     yield Case("QuadCoupling", lambda: layers.QuadCoupling(hidden_channels=small), (2, 4, 4, 8))
-    yield Case("FInCConv", lambda: layers.FInCConv(seed=3), (2, 5, 4, 3))
+    yield Case("FInCConv", lambda: layers.FInCConv(seed=3), (2, 5, 4, 8))
+    yield Case("FInCConv-k2-4x5x4-sequential",
+               lambda: layers.FInCConv(kernel_size=2, seed=3, order="sequential"), (2, 4, 5, 4))
+    yield Case("CInCChainConv", lambda: layers.CInCChainConv(seed=3), (2, 5, 4, 3))
+    yield Case("CInCChainConv-4corners", lambda: layers.CInCChainConv(corners=4, seed=3), (2, 4, 4, 2))
+    yield Case("InverseFlowUnit", lambda: layers.InverseFlowUnit(seed=4), (2, 5, 4, 3))
+    yield Case("InverseFlowUnit-k2", lambda: layers.InverseFlowUnit(kernel_size=2, seed=4), (2, 4, 4, 2))
     yield Case("InverseConv", lambda: layers.InverseConv(seed=4), (2, 4, 4, 2))
     yield Case("InverseConv-5x4x3", lambda: layers.InverseConv(seed=4), (2, 5, 4, 3))
     yield Case("DataAdaptiveConv", lambda: layers.DataAdaptiveConv(hidden_channels=small), (2, 4, 4, 4))
@@ -220,6 +233,17 @@ def cases() -> Iterator[Case]:
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
     yield Case("GlowStep-conv_exp",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="conv_exp"), (2, 4, 4, 4))
+    yield Case("GlowStep-cinc-quad",
+               lambda: blocks.GlowStep(hidden_channels=small, coupling="quad", seed=2, linear="cinc"),
+               (2, 4, 4, 4))
+    yield Case("GlowStep-raster_emerging",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="raster_emerging"), (2, 4, 4, 4))
+    yield Case("GlowStep-finc",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="finc"), (2, 4, 4, 4))
+    yield Case("GlowStep-inverse_flow",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_flow"), (2, 4, 4, 4))
+    yield Case("GlowStep-full_butterfly",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="full_butterfly"), (2, 4, 4, 4))
     yield Case("GlowStep-emerging",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="emerging"), (2, 4, 4, 4))
     yield Case("GlowStep-inverse_conv",
