@@ -72,6 +72,12 @@ def test_fit_step(case):
     contract.check_fit_step(layer, x)
 
 
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_tfp_training(case):
+    layer, x = case.build()
+    contract.check_tfp_training(layer, x)
+
+
 @pytest.fixture(scope="module", params=MODEL_CASES, ids=_ids(MODEL_CASES))
 def model(request):
     case = request.param
@@ -102,3 +108,9 @@ def test_model_jit(model):
 def test_model_onnx_forward_and_inverse(model):
     case, flow, x = model
     check_onnx(flow, x)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=_ids(MODEL_CASES))
+def test_model_tfp_training(case):
+    flow, x = case.build()
+    contract.check_tfp_training(flow, x)

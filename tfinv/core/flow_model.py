@@ -20,7 +20,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfinv.blocks.invertible_sequential import InvertibleSequential
-from tfinv.core.invertible_layer import InvertibleLayer
+from tfinv.core.invertible_layer import InvertibleLayer, _RecomputingCache
+from tfinv.core.tfp_variables import expose_variables_to_tfp
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -33,6 +34,9 @@ BASE_DISTRIBUTIONS = ("normal",)
 class _FlowBijector(tfb.Bijector):
     """TFP view of a `FlowModel` (data -> latent), used by ``as_distribution``."""
 
+    # TFP's result cache would return latents computed with the weights of an earlier step.
+    _cache = _RecomputingCache()
+
     def __init__(self, model: "FlowModel"):
         self._model = model
         super().__init__(
@@ -40,6 +44,8 @@ class _FlowBijector(tfb.Bijector):
             inverse_min_event_ndims=len(model.latent_shape),
             name=f"{model.name}_bijector",
         )
+        # TFP's ``trainable_variables`` then lists the model's weights (see tfp_variables).
+        expose_variables_to_tfp(self, model)
 
     def _forward(self, x):
         return self._model.forward(x)[0]

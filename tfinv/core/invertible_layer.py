@@ -24,6 +24,11 @@ and Keras's ``__call__``/variable properties restored explicitly, the object wor
 (functional and subclassed models, ``fit``, XLA, ``.keras`` files) and in TFP (``Chain``,
 ``Invert``, ``TransformedDistribution``). TFP's result cache is disabled: it returns stale
 results after ``variable.assign`` and breaks ``fit`` on auto-built subclassed models.
+TFP finds variables by walking modules for ``tf.Variable``s, which Keras 3 weights are not: every
+layer carries a live view of its weights' underlying ``tf.Variable``s
+(`tfinv.core.tfp_variables`), so ``Chain``/``Invert``/``TransformedDistribution`` over tfinv
+layers list every weight in ``trainable_variables`` (Keras's own ``layer.trainable_variables``
+still returns Keras variables).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
+
+from tfinv.core.tfp_variables import expose_variables_to_tfp
 
 tfb = tfp.bijectors
 
@@ -92,6 +99,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         )
         self._input_event_shape: tuple[int, ...] | None = None
         self._built_input_shape: tuple[int | None, ...] | None = None
+        expose_variables_to_tfp(self)
 
     # ``name`` is set by both parents' constructors; one attribute serves both.
     @property
