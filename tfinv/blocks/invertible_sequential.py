@@ -70,17 +70,17 @@ class InvertibleSequential(InvertibleLayer):
         return shape
 
     def _forward_and_log_det(self, x):
-        total = tf.zeros(tf.shape(x)[:1], x.dtype)
+        total = tf.zeros(tf.shape(x)[:1], self.log_det_dtype)
         for layer in self.steps:
             x, log_det = layer.forward_and_log_det(x)
-            total += _reduce_to_batch(log_det)
+            total += tf.cast(_reduce_to_batch(log_det), total.dtype)
         return x, total
 
     def _inverse_and_log_det(self, z):
-        total = tf.zeros(tf.shape(z)[:1], z.dtype)
+        total = tf.zeros(tf.shape(z)[:1], self.log_det_dtype)
         for layer in reversed(self.steps):
             z, log_det = layer.inverse_and_log_det(z)
-            total += _reduce_to_batch(log_det)
+            total += tf.cast(_reduce_to_batch(log_det), total.dtype)
         return z, total
 
     def _initialize(self, x):

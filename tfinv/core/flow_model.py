@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.dtype import cast_input, propagate_dtype_policy
 from tfinv.core.invertible_layer import InvertibleLayer, _RecomputingCache
 from tfinv.core.tfp_variables import expose_variables_to_tfp
 
@@ -47,11 +48,13 @@ class _FlowBijector(tfb.Bijector):
         # TFP's ``trainable_variables`` then lists the model's weights (see tfp_variables).
         expose_variables_to_tfp(self, model)
 
+    # Results in the base distribution's dtype (the model's variable dtype), so TFP's
+    # TransformedDistribution works under mixed precision.
     def _forward(self, x):
-        return self._model.forward(x)[0]
+        return tf.cast(self._model.forward(x)[0], self._model.log_det_dtype)
 
     def _inverse(self, z):
-        return self._model.inverse(z)
+        return tf.cast(self._model.inverse(z), self._model.log_det_dtype)
 
     def _forward_log_det_jacobian(self, x):
         return self._model.forward(x)[1]
@@ -84,7 +87,17 @@ class FlowModel(keras.Model):
         **kwargs: `keras.Model` arguments (``name``...).
 
     Call: ``model(x)`` returns ``(z, log_det)`` (the forward direction).
+
+    Dtype policies: ``dtype=...`` (or the global policy) reaches every layer; inputs of another
+    float dtype are cast to the compute dtype on every entry point; latents and samples are in
+    the compute dtype; log-dets, ``log_prob``, the base distribution and the loss are in the
+    variable dtype (float32 under ``mixed_float16``/``mixed_bfloat16``, float64 under
+    ``float64``).
     """
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        propagate_dtype_policy(cls)
 
     def __init__(
         self,
@@ -131,17 +144,25 @@ class FlowModel(keras.Model):
         return int(np.prod(self.data_shape))
 
     @property
+    def log_det_dtype(self) -> tf.DType:
+        """Dtype of log-dets, log-densities and the base distribution: the variable dtype."""
+        return tf.as_dtype(self.variable_dtype)
+
+    @property
     def base_distribution(self) -> tfd.Distribution:
-        shape = self.latent_shape
+        shape, dtype = self.latent_shape, self.log_det_dtype
         return tfd.Independent(
-            tfd.Normal(tf.zeros(shape, self.compute_dtype), tf.ones(shape, self.compute_dtype)),
+            tfd.Normal(tf.zeros(shape, dtype), tf.ones(shape, dtype)),
             reinterpreted_batch_ndims=len(shape),
         )
 
+    def _base_log_prob(self, z, log_det) -> tf.Tensor:
+        dtype = self.log_det_dtype
+        return self.base_distribution.log_prob(tf.cast(z, dtype)) + tf.cast(log_det, dtype)
+
     # ---------------------------------------------------------------- checks
     def _check(self, value, expected: tuple[int, ...], what: str) -> tf.Tensor:
-        if not tf.is_tensor(value):
-            value = tf.convert_to_tensor(value, dtype=self.compute_dtype)
+        value = cast_input(value, self.compute_dtype)
         if not value.dtype.is_floating:
             raise TypeError(
                 f"{type(self).__name__} '{self.name}': {what} must be floating point, "
@@ -188,7 +209,7 @@ class FlowModel(keras.Model):
     def log_prob(self, x) -> tf.Tensor:
         """``log p(x)`` per example, shape ``(batch,)``."""
         z, log_det = self.forward(x)
-        return self.base_distribution.log_prob(z) + log_det
+        return self._base_log_prob(z, log_det)
 
     def bits_per_dim(self, x) -> tf.Tensor:
         """``-log p(x) / (D ln 2)`` per example."""
@@ -205,11 +226,11 @@ class FlowModel(keras.Model):
         if not float(temperature) > 0:
             raise ValueError(f"sample needs temperature > 0, got {temperature}")
         self.build()
-        shape = (int(n),) + self.latent_shape
+        shape, dtype = (int(n),) + self.latent_shape, self.log_det_dtype
         if seed is None:
-            eps = tf.random.normal(shape, dtype=self.compute_dtype)
+            eps = tf.random.normal(shape, dtype=dtype)
         else:
-            eps = tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=self.compute_dtype)
+            eps = tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=dtype)
         return self.inverse(eps * temperature)
 
     def as_distribution(self) -> tfd.Distribution:
@@ -230,7 +251,7 @@ class FlowModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean per-example negative log-likelihood (nats), scaled for ``tf.distribute``."""
         z, log_det = y_pred
-        nll = -(self.base_distribution.log_prob(z) + log_det)
+        nll = -self._base_log_prob(z, log_det)
         if sample_weight is not None:
             nll = nll * tf.cast(tf.reshape(sample_weight, [-1]), nll.dtype)
         self.bits_per_dim_tracker.update_state(nll / (self.num_dims * math.log(2.0)))
@@ -244,6 +265,7 @@ class FlowModel(keras.Model):
 
     def get_config(self) -> dict:
         config = {"name": self.name, "input_shape": list(self.data_shape), "base": self.base}
+        config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
         if type(self) is FlowModel:
             config["layers"] = [keras.saving.serialize_keras_object(l) for l in self.flow.steps]
         return config
@@ -253,3 +275,6 @@ class FlowModel(keras.Model):
 
     def build_from_config(self, config):
         self.build()
+
+
+propagate_dtype_policy(FlowModel)

@@ -39,8 +39,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from keras.src import backend as keras_backend
 from tensorflow_probability.python.internal import cache_util
 
+from tfinv.core.dtype import autocast_scope, cast_input, propagate_dtype_policy
 from tfinv.core.tfp_variables import expose_variables_to_tfp
 
 tfb = tfp.bijectors
@@ -58,14 +60,27 @@ class _RecomputingCache(cache_util.BijectorCache):
         return {}
 
 
+def _log_det_dtype_for(dtype: tf.DType) -> tf.DType:
+    """Log-det dtype returned through the TFP API for inputs of ``dtype``: never half precision."""
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
 def batch_log_det(value: tf.Tensor | float, x: tf.Tensor, event_ndims: int) -> tf.Tensor:
-    """Broadcasts a log-det (scalar or per-example) to the batch shape ``x.shape[:-event_ndims]``."""
+    """Broadcasts a log-det (scalar or per-example) to the batch shape ``x.shape[:-event_ndims]``,
+    in ``x``'s dtype (float32 for half-precision ``x``: log-dets are never kept in half)."""
     batch_shape = tf.shape(x)[: tf.rank(x) - event_ndims]
-    return tf.broadcast_to(tf.cast(value, x.dtype), batch_shape)
+    return tf.broadcast_to(tf.cast(value, _log_det_dtype_for(x.dtype)), batch_shape)
 
 
 class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     """Base class of every tfinv layer: a Keras layer (``call`` = forward) and a TFP bijector.
+
+    Dtype policies (`tfinv.core.dtype`): ``dtype`` reaches the sub-layers a layer creates;
+    inputs of another float dtype are cast to the compute dtype; the public methods compute in
+    the compute dtype (weights autocast as in ``__call__``) and return log-dets in the variable
+    dtype (float32 under ``mixed_float16``/``mixed_bfloat16``). Through the TFP API
+    (``forward``, ``inverse``, ``Chain``...) a layer is dtype-preserving: outputs come back in
+    the input's dtype, so a mixed-precision layer composes with float32 TFP distributions.
 
     Args:
         validate_args: if True, every call also asserts that its input is finite (NaN/Inf raise
@@ -87,6 +102,10 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     variables = keras.layers.Layer.variables
     trainable_variables = keras.layers.Layer.trainable_variables
     non_trainable_variables = keras.layers.Layer.non_trainable_variables
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        propagate_dtype_policy(cls)
 
     def __init__(self, validate_args: bool = False, name: str | None = None, **kwargs: Any):
         keras.layers.Layer.__init__(self, name=name, **kwargs)
@@ -169,8 +188,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
 
     def _check(self, x: Any, expected_event_shape: tuple | None, direction: str) -> tf.Tensor:
         """Converts and validates an input; builds the layer eagerly on first use."""
-        if not tf.is_tensor(x) and not isinstance(x, keras.KerasTensor):
-            x = tf.convert_to_tensor(x, dtype=self.compute_dtype)
+        x = cast_input(x, self.compute_dtype)
         dtype = tf.as_dtype(x.dtype)
         if not dtype.is_floating:
             raise TypeError(
@@ -207,17 +225,30 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         return x
 
     # ------------------------------------------------------------------ public fused API
+    @property
+    def log_det_dtype(self) -> tf.DType:
+        """Dtype of the returned log-dets: the variable dtype (float32 under mixed precision)."""
+        return tf.as_dtype(self.variable_dtype)
+
     def forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape."""
         x = self._check(x, self._input_event_shape, "forward")
-        with tf.name_scope(self.name):  # exported nodes then name their layer
-            return self._forward_and_log_det(x)
+        with tf.name_scope(self.name), autocast_scope(self):  # exported nodes name their layer
+            z, log_det = self._forward_and_log_det(x)
+        return z, tf.cast(log_det, self.log_det_dtype)
 
     def inverse_and_log_det(self, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape."""
         z = self._check(z, self.output_event_shape, "inverse")
-        with tf.name_scope(self.name):
-            return self._inverse_and_log_det(z)
+        with tf.name_scope(self.name), autocast_scope(self):
+            x, log_det = self._inverse_and_log_det(z)
+        return x, tf.cast(log_det, self.log_det_dtype)
+
+    def variable_precision(self):
+        """Context in which weights read at their variable dtype, not autocast to the compute
+        dtype: for parameter-only math (inverses and factorisations of weight matrices) that
+        half precision lacks or would spoil. Cast its results to the input's dtype."""
+        return keras_backend.AutocastScope(self.variable_dtype)
 
     def initialize(self, x: tf.Tensor) -> tf.Tensor:
         """Data-dependent initialisation step; returns ``forward(x)`` so models can chain it.
@@ -226,8 +257,9 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         ``_initialize``. Call it explicitly (``FlowModel.initialize(batch)``) before training.
         """
         x = self._check(x, self._input_event_shape, "forward")
-        self._initialize(x)
-        return self._forward_and_log_det(x)[0]
+        with autocast_scope(self):
+            self._initialize(x)
+        return self.forward_and_log_det(x)[0]
 
     def _initialize(self, x: tf.Tensor) -> None:
         del x
@@ -249,17 +281,18 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         return config
 
     # ------------------------------------------------------------------ TFP wiring
+    # Dtype-preserving for TFP: results in the input's dtype (log-dets at least float32).
     def _forward(self, x):
-        return self.forward_and_log_det(x)[0]
+        return tf.cast(self.forward_and_log_det(x)[0], x.dtype)
 
     def _inverse(self, y):
-        return self.inverse_and_log_det(y)[0]
+        return tf.cast(self.inverse_and_log_det(y)[0], y.dtype)
 
     def _forward_log_det_jacobian(self, x):
-        return self.forward_and_log_det(x)[1]
+        return tf.cast(self.forward_and_log_det(x)[1], _log_det_dtype_for(x.dtype))
 
     def _inverse_log_det_jacobian(self, y):
-        return self.inverse_and_log_det(y)[1]
+        return tf.cast(self.inverse_and_log_det(y)[1], _log_det_dtype_for(y.dtype))
 
     def _event_shape_map(self, shape, fn) -> tf.TensorShape:
         shape = tf.TensorShape(shape)

@@ -111,15 +111,15 @@ class Glow(FlowModel):
 
     # ------------------------------------------------------------- directions
     def _forward_and_log_det(self, x):
-        log_det = tf.zeros(tf.shape(x)[:1], x.dtype)
+        log_det = tf.zeros(tf.shape(x)[:1], self.log_det_dtype)
         h = x
         if self.preprocess is not None:
             h, ld = self.preprocess.forward_and_log_det(h)
-            log_det += ld
+            log_det += tf.cast(ld, log_det.dtype)
         latents = []
         for level, scale in enumerate(self.scales):
             h, ld = scale.forward_and_log_det(h)
-            log_det += ld
+            log_det += tf.cast(ld, log_det.dtype)
             if level < self.levels - 1:
                 half = h.shape[-1] // 2
                 latents.append(h[..., half:])
@@ -134,17 +134,17 @@ class Glow(FlowModel):
         shapes = self._level_shapes()
         sizes = [int(tf.TensorShape(s).num_elements()) for s in shapes]
         parts = tf.split(z, sizes, axis=-1)
-        log_det = tf.zeros([batch], z.dtype)
+        log_det = tf.zeros([batch], self.log_det_dtype)
         h = tf.reshape(parts[-1], tf.concat([[batch], shapes[-1]], 0))
         for level in reversed(range(self.levels)):
             if level < self.levels - 1:
                 factored = tf.reshape(parts[level], tf.concat([[batch], shapes[level]], 0))
                 h = tf.concat([h, factored], axis=-1)
             h, ld = self.scales[level].inverse_and_log_det(h)
-            log_det += ld
+            log_det += tf.cast(ld, log_det.dtype)
         if self.preprocess is not None:
             h, ld = self.preprocess.inverse_and_log_det(h)
-            log_det += ld
+            log_det += tf.cast(ld, log_det.dtype)
         return h, log_det
 
     def _initialize(self, x):

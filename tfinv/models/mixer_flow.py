@@ -104,32 +104,32 @@ class MixerFlow(FlowModel):
 
     # ------------------------------------------------------------- directions
     def _forward_and_log_det(self, x):
-        log_det = tf.zeros(tf.shape(x)[:1], x.dtype)
+        log_det = tf.zeros(tf.shape(x)[:1], self.log_det_dtype)
         h = x
         if self.preprocess is not None:
             h, ld = self.preprocess.forward_and_log_det(h)
-            log_det += ld
+            log_det += tf.cast(ld, log_det.dtype)
         for i, block in enumerate(self.blocks):
             if i > 0 and self.shifter is not None:
                 h = self.shifter.forward_and_log_det(h)[0]  # a permutation: log-det 0
             patches, ld = block.forward_and_log_det(self.patchify.forward_and_log_det(h)[0])
-            log_det += ld
+            log_det += tf.cast(ld, log_det.dtype)
             h = self.patchify.inverse_and_log_det(patches)[0]
         return tf.reshape(h, [tf.shape(x)[0], self.num_dims]), log_det
 
     def _inverse_and_log_det(self, z):
         batch = tf.shape(z)[0]
-        log_det = tf.zeros([batch], z.dtype)
+        log_det = tf.zeros([batch], self.log_det_dtype)
         h = tf.reshape(z, tf.concat([[batch], self.data_shape], 0))
         for i in reversed(range(self.num_blocks)):
             patches, ld = self.blocks[i].inverse_and_log_det(self.patchify.forward_and_log_det(h)[0])
-            log_det += ld
+            log_det += tf.cast(ld, log_det.dtype)
             h = self.patchify.inverse_and_log_det(patches)[0]
             if i > 0 and self.shifter is not None:
                 h = self.shifter.inverse_and_log_det(h)[0]
         if self.preprocess is not None:
             h, ld = self.preprocess.inverse_and_log_det(h)
-            log_det += ld
+            log_det += tf.cast(ld, log_det.dtype)
         return h, log_det
 
     def _initialize(self, x):
