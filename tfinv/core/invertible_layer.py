@@ -94,6 +94,10 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     event_ndims: int = 1
     #: Event rank of the output (the inverse's input) if it differs; ``None``: ``event_ndims``.
     output_event_ndims: int | None = None
+    #: True for layers whose math half precision lacks or spoils (FFTs, solvers, SVD on data):
+    #: under a mixed policy they compute in the variable dtype (float32) and cast the output to
+    #: the compute dtype.
+    full_precision: bool = False
 
     _cache = _RecomputingCache()
 
@@ -233,16 +237,27 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     def forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape."""
         x = self._check(x, self._input_event_shape, "forward")
-        with tf.name_scope(self.name), autocast_scope(self):  # exported nodes name their layer
-            z, log_det = self._forward_and_log_det(x)
-        return z, tf.cast(log_det, self.log_det_dtype)
+        with tf.name_scope(self.name), self._compute_scope():  # exported nodes name their layer
+            z, log_det = self._forward_and_log_det(self._to_working_dtype(x))
+        return tf.cast(z, x.dtype), tf.cast(log_det, self.log_det_dtype)
 
     def inverse_and_log_det(self, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape."""
         z = self._check(z, self.output_event_shape, "inverse")
-        with tf.name_scope(self.name), autocast_scope(self):
-            x, log_det = self._inverse_and_log_det(z)
-        return x, tf.cast(log_det, self.log_det_dtype)
+        with tf.name_scope(self.name), self._compute_scope():
+            x, log_det = self._inverse_and_log_det(self._to_working_dtype(z))
+        return tf.cast(x, z.dtype), tf.cast(log_det, self.log_det_dtype)
+
+    def _to_working_dtype(self, x: tf.Tensor) -> tf.Tensor:
+        """``x`` in the dtype the hooks compute in (see ``full_precision``)."""
+        if self.full_precision and x.dtype != self.log_det_dtype:
+            return tf.cast(x, self.log_det_dtype)
+        return x
+
+    def _compute_scope(self):
+        """Autocast for the hooks: weights as the compute dtype, or as the variable dtype for a
+        ``full_precision`` layer."""
+        return self.variable_precision() if self.full_precision else autocast_scope(self)
 
     def variable_precision(self):
         """Context in which weights read at their variable dtype, not autocast to the compute
@@ -257,8 +272,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         ``_initialize``. Call it explicitly (``FlowModel.initialize(batch)``) before training.
         """
         x = self._check(x, self._input_event_shape, "forward")
-        with autocast_scope(self):
-            self._initialize(x)
+        with self._compute_scope():
+            self._initialize(self._to_working_dtype(x))
         return self.forward_and_log_det(x)[0]
 
     def _initialize(self, x: tf.Tensor) -> None:
