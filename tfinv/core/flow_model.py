@@ -21,7 +21,7 @@ import tensorflow_probability as tfp
 
 from tfinv.blocks.invertible_sequential import InvertibleSequential
 from tfinv.core.dtype import cast_input, propagate_dtype_policy
-from tfinv.core.invertible_layer import InvertibleLayer, _RecomputingCache
+from tfinv.core.invertible_layer import InvertibleLayer, _RecomputingCache, propagate_validate_args
 from tfinv.core.tfp_variables import expose_variables_to_tfp
 
 tfb = tfp.bijectors
@@ -84,6 +84,9 @@ class FlowModel(keras.Model):
         input_shape: shape of one data example, e.g. ``(8, 8, 1)``. The model is built eagerly
             from it (Keras's symbolic auto-build is avoided on purpose).
         base: base distribution of the latents; ``"normal"`` (standard normal) is supported.
+        validate_args: turn on every layer's input checks (finite, inside its domain:
+            ``InvalidArgumentError`` naming the layer); off by default, when inputs outside a
+            layer's domain give NaN silently.
         **kwargs: `keras.Model` arguments (``name``...).
 
     Call: ``model(x)`` returns ``(z, log_det)`` (the forward direction).
@@ -104,9 +107,11 @@ class FlowModel(keras.Model):
         layers: Sequence[InvertibleLayer | dict] | None = None,
         input_shape: Sequence[int] | None = None,
         base: str = "normal",
+        validate_args: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        self.validate_args = bool(validate_args)
         if base not in BASE_DISTRIBUTIONS:
             raise ValueError(f"FlowModel base must be one of {BASE_DISTRIBUTIONS}, got {base!r}")
         if input_shape is None:
@@ -117,7 +122,8 @@ class FlowModel(keras.Model):
         if type(self) is FlowModel:
             if not layers:
                 raise ValueError("FlowModel needs a non-empty list of InvertibleLayer `layers`")
-            self.flow = InvertibleSequential(layers, event_ndims=len(self.data_shape), name="flow")
+            self.flow = InvertibleSequential(layers, event_ndims=len(self.data_shape), name="flow",
+                                             validate_args=self.validate_args)
             self.build()
 
     # ---------------------------------------------------------------- structure
@@ -126,6 +132,8 @@ class FlowModel(keras.Model):
         if self.built:
             return
         self._build_flow((None,) + self.data_shape)
+        if self.validate_args:
+            propagate_validate_args(self)
         self.built = True
 
     def _build_flow(self, shape):
@@ -266,6 +274,7 @@ class FlowModel(keras.Model):
     def get_config(self) -> dict:
         config = {"name": self.name, "input_shape": list(self.data_shape), "base": self.base}
         config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
+        config["validate_args"] = self.validate_args
         if type(self) is FlowModel:
             config["layers"] = [keras.saving.serialize_keras_object(l) for l in self.flow.steps]
         return config

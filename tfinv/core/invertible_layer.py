@@ -47,7 +47,7 @@ from tfinv.core.tfp_variables import expose_variables_to_tfp
 
 tfb = tfp.bijectors
 
-__all__ = ["InvertibleLayer", "batch_log_det"]
+__all__ = ["InvertibleLayer", "batch_log_det", "propagate_validate_args"]
 
 
 class _RecomputingCache(cache_util.BijectorCache):
@@ -58,6 +58,14 @@ class _RecomputingCache(cache_util.BijectorCache):
 
     def _attributes(self, input, fn_name, **kwargs):  # noqa: A002
         return {}
+
+
+def propagate_validate_args(root: Any) -> None:
+    """Turns ``validate_args`` on in every `InvertibleLayer` nested in ``root`` (a container or
+    a model); layers that already validate are left as they are."""
+    for layer in root._flatten_layers(include_self=False):
+        if isinstance(layer, InvertibleLayer):
+            layer._validate_args = True
 
 
 def _log_det_dtype_for(dtype: tf.DType) -> tf.DType:
@@ -83,9 +91,13 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     the input's dtype, so a mixed-precision layer composes with float32 TFP distributions.
 
     Args:
-        validate_args: if True, every call also asserts that its input is finite (NaN/Inf raise
-            ``tf.errors.InvalidArgumentError`` naming the layer). Off by default: it costs a
-            reduction per call.
+        validate_args: if True, every call also asserts that its input is finite and inside
+            the layer's domain (e.g. `LogitPreprocess`: ``[0, L]``); a violation raises
+            ``tf.errors.InvalidArgumentError`` naming the layer, the direction and the expected
+            range, eagerly and in ``tf.function`` graphs (XLA drops assertions: a
+            ``jit_compile=True`` call is not checked). A container passes it on to the layers
+            it holds. Off by default (it costs a reduction per call): out-of-domain inputs then
+            give NaN (or Inf) silently.
         name: layer name (Keras and TFP share it).
         **kwargs: other Keras ``Layer`` arguments (``dtype``, ``trainable``).
     """
@@ -146,6 +158,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     def build(self, input_shape: Sequence[int | None]) -> None:
         """Records the event shape; subclasses create weights and then call ``super().build``."""
         self._record_event_shape(input_shape)
+        if self.validate_args:
+            propagate_validate_args(self)
         super().build(input_shape)
 
     def _record_event_shape(self, input_shape: Sequence[int | None]) -> None:
@@ -223,10 +237,35 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
                 f"{tuple(expected_event_shape)}, got {tuple(event)} (input shape {shape})"
             )
         if self.validate_args:
-            x = tf.debugging.assert_all_finite(
-                x, f"{type(self).__name__} '{self.name}' ({direction}) got NaN or Inf input"
-            )
+            x = self._validate(x, direction)
         return x
+
+    def _validate(self, x: tf.Tensor, direction: str) -> tf.Tensor:
+        """``x`` with the ``validate_args`` assertions attached: finite, and in the domain."""
+        x = tf.debugging.assert_all_finite(
+            x, f"{type(self).__name__} '{self.name}' ({direction}) got NaN or Inf input"
+        )
+        checks = [c for c in self._domain_assertions(x, direction) if c is not None]
+        if checks:  # graph mode; eagerly the assertions have already run (and raised)
+            with tf.control_dependencies(checks):
+                x = tf.identity(x)
+        return x
+
+    def _domain_assertions(self, x: tf.Tensor, direction: str) -> list:
+        """Assertions on the input of ``direction`` beyond finiteness (none by default);
+        layers with a bounded domain return `_assert_in_range` here."""
+        del x, direction
+        return []
+
+    def _assert_in_range(self, x: tf.Tensor, low: float, high: float, direction: str) -> list:
+        """Asserts ``low <= x <= high`` element-wise (``InvalidArgumentError`` naming the layer)."""
+        what = "x" if direction == "forward" else "z"
+        message = (f"{type(self).__name__} '{self.name}' ({direction}) expects {what} in "
+                   f"[{low:g}, {high:g}]")
+        return [
+            tf.debugging.assert_greater_equal(x, tf.cast(low, x.dtype), message=message),
+            tf.debugging.assert_less_equal(x, tf.cast(high, x.dtype), message=message),
+        ]
 
     # ------------------------------------------------------------------ public fused API
     @property

@@ -37,6 +37,10 @@ class Glow(FlowModel):
         seed: seed of the linear layers' initialisation.
         linear: the channel-mixing layer of every step, a name registered in
             `tfinv.blocks.glow_step.LINEAR_LAYERS` (``"inv_conv1x1"``: Glow's LU 1x1 convolution).
+        **kwargs: `FlowModel` arguments: ``validate_args=True`` checks every layer's input
+            (finite; the preprocessing's ``[0, num_levels]``), raising ``InvalidArgumentError``
+            naming the layer; off by default, when out-of-range data give NaN silently.
+            ``dtype`` sets the dtype policy of every layer.
     """
 
     def __init__(
