@@ -78,7 +78,7 @@ def test_glow_and_flow_model_pass_validate_args_to_every_layer():
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"expects x in \[0, 17\]"):
         tf.function(glow.log_prob)(tf.constant(x))
     x[0, 3, 3, 0] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError, match="got NaN or Inf"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="(got|has) NaN or Inf"):
         glow.log_prob(x)
     z = glow.forward(np.full((1, 8, 8, 1), 4.0, np.float32))[0].numpy()
     z[0, 5] = np.nan
@@ -88,7 +88,7 @@ def test_glow_and_flow_model_pass_validate_args_to_every_layer():
     model = FlowModel([layers.ActNorm(), blocks.GlowStep(hidden_channels=8, seed=1)], input_shape=(4, 4, 2),
                       validate_args=True)
     assert all(l.validate_args for l in model._flatten_layers() if isinstance(l, InvertibleLayer))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"InvertibleSequential 'flow' \(forward\) got NaN"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"(InvertibleSequential 'flow' \(forward\) got|x has) NaN"):
         model.forward(np.full((1, 4, 4, 2), np.nan, np.float32))
     # Off by default: nothing is checked.
     plain = Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=8, num_levels=17)
