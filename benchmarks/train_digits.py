@@ -9,7 +9,7 @@ Prints one JSON object to stdout:
 * ``peak_rss_mb``: the process's peak resident memory (``resource.getrusage``);
 * wall times, parameter count and the configuration.
 
-Run: ``python benchmarks/train_digits.py [--epochs 5] [--jit]``. Timings are for reading, never
+Run: ``python benchmarks/train_digits.py [--epochs 5] [--jit] [--learned-prior]``. Timings are for reading, never
 asserted in tests.
 """
 
@@ -71,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--learned-prior", action=argparse.BooleanOptionalAction, default=False,
+                        help="Glow's learned split priors and learned top prior")
     parser.add_argument("--warmup-steps", type=int, default=10, help="first steps left out of the throughput")
     return parser.parse_args(argv)
 
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> dict:
         hidden_channels=args.hidden_channels,
         num_levels=data.DIGITS_NUM_LEVELS,
         seed=args.seed,
+        learned_prior=args.learned_prior,
     )
     model.initialize(next(iter(train_ds)))
     model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=args.jit)

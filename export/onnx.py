@@ -47,6 +47,7 @@ class OnnxExport:
     max_relative_error: float
     provider: str
     op_types: list[str]
+    context_shape: list[int] | None = None  # a conditional subject's second input, "context"
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -81,11 +82,26 @@ def _direction_fn(subject, direction: str):
     return subject.forward_and_log_det if direction == "forward" else subject.inverse_and_log_det
 
 
-def default_test_input(subject, direction: str, shape: tuple[int, ...], batch: int = 3) -> np.ndarray:
+def _context_shape(subject) -> tuple[int, ...] | None:
+    """Event shape of a conditional subject's context (its graphs take ``(value, context)``)."""
+    shape = getattr(subject, "context_shape", None)
+    return None if shape is None else tuple(int(s) for s in shape)
+
+
+def default_test_context(subject, batch: int = 3) -> np.ndarray | None:
+    """A context for the parity check of a conditional subject (standard normal), else ``None``."""
+    shape = _context_shape(subject)
+    if shape is None:
+        return None
+    return np.random.default_rng(1).standard_normal((batch,) + shape).astype(np.float32)
+
+
+def default_test_input(subject, direction: str, shape: tuple[int, ...], batch: int = 3,
+                       context: np.ndarray | None = None) -> np.ndarray:
     """A valid input for the parity check: model samples for a flow's forward (data must lie in
     the data domain), standard normal otherwise."""
     if isinstance(subject, FlowModel) and direction == "forward":
-        return np.asarray(subject.sample(batch, temperature=0.7, seed=0), np.float32)
+        return np.asarray(subject.sample(batch, temperature=0.7, seed=0, context=context), np.float32)
     rng = np.random.default_rng(0)
     return rng.standard_normal((batch,) + shape).astype(np.float32)
 
@@ -139,10 +155,13 @@ def convert(subject, direction: str = "forward", input_shape: Sequence[int] | No
     in_name, out_names = _io_names(direction)
     spec = [tf.TensorSpec((None,) + shape, tf.float32, name=in_name)]
     fn = _direction_fn(subject, direction)
+    context_shape = _context_shape(subject)
+    if context_shape is not None:
+        spec.append(tf.TensorSpec((None,) + context_shape, tf.float32, name="context"))
 
     @tf.function(input_signature=spec)
-    def graph(value):
-        out, log_det = fn(value)
+    def graph(value, context=None):
+        out, log_det = fn(value) if context is None else fn(value, context)
         return {out_names[0]: tf.identity(out), out_names[1]: tf.identity(log_det)}
 
     with exporting():
@@ -217,22 +236,33 @@ def prepare(
     opset: int = 17,
     test_input: np.ndarray | None = None,
     tolerance: float = 1e-4,
+    test_context: np.ndarray | None = None,
 ):
     """Converts and validates one direction in memory: ``(model_proto, OnnxExport)``.
 
     The parity check runs here, so a graph that reaches the disk has already matched TF.
+    A conditional subject's graph has a second input, ``context`` (``test_context``, or a
+    standard normal default, feeds the check).
     """
     model_proto = convert(subject, direction, input_shape, opset)
     shape = _event_shape(subject, direction, input_shape)
     in_name, out_names = _io_names(direction)
+    context_shape = _context_shape(subject)
+    context = None
+    if context_shape is not None:
+        batch = 3 if test_input is None else int(np.shape(test_input)[0])
+        context = (default_test_context(subject, batch) if test_context is None
+                   else np.asarray(test_context, np.float32))
     if test_input is None:
-        value = default_test_input(subject, direction, shape)
+        value = default_test_input(subject, direction, shape, context=context)
     else:
         value = np.asarray(test_input, np.float32)
-    out, log_det = _direction_fn(subject, direction)(tf.constant(value))
+    fn = _direction_fn(subject, direction)
+    out, log_det = fn(tf.constant(value)) if context is None else fn(tf.constant(value), tf.constant(context))
     expected = {out_names[0]: np.asarray(out), out_names[1]: np.asarray(log_det)}
     session, provider = inference_session(model_proto.SerializeToString())
-    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {in_name: value})))
+    feeds = {in_name: value} if context is None else {in_name: value, "context": context}
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     errors = {k: _relative_error(got.get(k), v) for k, v in expected.items()}
     worst = max(errors.values())
     if not worst <= tolerance:
@@ -250,6 +280,7 @@ def prepare(
         max_relative_error=worst,
         provider=provider,
         op_types=sorted({n.op_type for n in model_proto.graph.node}),
+        context_shape=None if context_shape is None else list(context_shape),
     )
     return model_proto, info
 
@@ -323,6 +354,7 @@ def export_flow(
         "model_config": model.get_config(),
         "data_shape": list(model.data_shape),
         "latent_shape": list(model.latent_shape),
+        "context_shape": None if model.context_shape is None else list(model.context_shape),
         "dtype": "float32",
         "opset": opset,
         "graphs": {},

@@ -12,7 +12,7 @@ import pytest
 
 import tfinv
 from tfinv.export.testing import check_onnx
-from tfinv.testing import cases, contract, model_cases
+from tfinv.testing import cases, conditional_cases, contract, model_cases
 
 CASES = list(cases())
 MODEL_CASES = list(model_cases())
@@ -76,27 +76,6 @@ def test_fit_step(case):
     contract.check_fit_step(layer, x)
 
 
-@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
-def test_tfp_training(case):
-    layer, x = case.build()
-    contract.check_tfp_training(layer, x)
-
-
-@pytest.mark.parametrize("case", CASES + MODEL_CASES, ids=_ids(CASES + MODEL_CASES))
-def test_float64_policy(case):
-    with contract.dtype_policy("float64"):
-        subject, x = case.build()
-        contract.check_float64_policy(subject, x, case.float64_round_trip_tol)
-
-
-@pytest.mark.parametrize("case", CASES + MODEL_CASES, ids=_ids(CASES + MODEL_CASES))
-def test_mixed_float16_policy(case):
-    # fit for the models (one-layer fits under mixed precision are covered in test_dtype_policies).
-    with contract.dtype_policy("mixed_float16"):
-        subject, x = case.build()
-        contract.check_mixed_precision(subject, x, "mixed_float16", fit=case in MODEL_CASES)
-
-
 @pytest.fixture(scope="module", params=MODEL_CASES, ids=_ids(MODEL_CASES))
 def model(request):
     case = request.param
@@ -127,6 +106,64 @@ def test_model_jit(model):
 def test_model_onnx_forward_and_inverse(model):
     case, flow, x = model
     check_onnx(flow, x)
+
+
+# ----------------------------------------------------------------------------- conditional cases
+CONDITIONAL_CASES = list(conditional_cases())
+
+
+@pytest.fixture(scope="module", params=CONDITIONAL_CASES, ids=_ids(CONDITIONAL_CASES))
+def conditional(request):
+    case = request.param
+    subject, x = case.build()
+    return case, subject, x, case.example_context(0), case.example_context(1)
+
+
+def test_conditional_output_depends_on_context(conditional):
+    case, subject, x, context, other = conditional
+    contract.check_context_dependence(subject, x, context, other)
+
+
+def test_conditional_not_identity_and_round_trip(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_not_identity(subject, x, context=context)
+    contract.check_round_trip(subject, x, case.round_trip_tol, context=context)
+
+
+def test_conditional_log_det_at_fixed_context(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_log_det(subject, x, case.log_det_tol, context=context)
+
+
+def test_conditional_jit(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_jit(subject, x, context=context)
+
+
+def test_conditional_onnx_forward_and_inverse_take_the_context(conditional):
+    case, subject, x, context, _ = conditional
+    check_onnx(subject, x, context=context)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_tfp_training(case):
+    layer, x = case.build()
+    contract.check_tfp_training(layer, x)
+
+
+@pytest.mark.parametrize("case", CASES + MODEL_CASES, ids=_ids(CASES + MODEL_CASES))
+def test_float64_policy(case):
+    with contract.dtype_policy("float64"):
+        subject, x = case.build()
+        contract.check_float64_policy(subject, x, case.float64_round_trip_tol)
+
+
+@pytest.mark.parametrize("case", CASES + MODEL_CASES, ids=_ids(CASES + MODEL_CASES))
+def test_mixed_float16_policy(case):
+    # fit for the models (one-layer fits under mixed precision are covered in test_dtype_policies).
+    with contract.dtype_policy("mixed_float16"):
+        subject, x = case.build()
+        contract.check_mixed_precision(subject, x, "mixed_float16", fit=case in MODEL_CASES)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES, ids=_ids(MODEL_CASES))

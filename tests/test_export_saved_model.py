@@ -310,11 +310,16 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch, existing):
 
 # ----------------------------------------------------------------------------- bad arguments
 class _UnbuiltFlow(FlowModel):
-    """A FlowModel subclass that does not build itself in __init__."""
+    """A FlowModel whose layers are never built (FlowModel builds itself in ``__init__``; this
+    subclass skips it and resets Keras's ``built`` flag)."""
 
     def __init__(self):
-        super().__init__(input_shape=(4, 4, 1))
-        self.flow = InvertibleSequential([layers.ActNorm()], event_ndims=3)
+        super().__init__(InvertibleSequential([layers.ActNorm()], event_ndims=3), input_shape=(4, 4, 1),
+                         name="unbuilt_flow")
+        self.built = False
+
+    def build(self, input_shape=None):
+        pass
 
 
 def _dense():

@@ -2,7 +2,7 @@
 
 from tfinv.blocks.convolutional_flow_step import ConvolutionalFlowStep
 from tfinv.blocks.glow_step import GlowStep
-from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.invertible_sequential import InvertibleSequential
 from tfinv.blocks.mixer_flow_block import MixerFlowBlock
 from tfinv.blocks.reversible_stack import ReversibleStack
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 
 from tfinv.blocks.glow_step import LINEAR_LAYERS
-from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.invertible_sequential import InvertibleSequential
 from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
 from tfinv.layers.s_log import SLog

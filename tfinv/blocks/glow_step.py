@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 
-from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.invertible_sequential import InvertibleSequential
 from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
@@ -72,12 +72,16 @@ class GlowStep(InvertibleSequential):
         coupling: ``"affine"`` or ``"additive"``.
         seed: seed of the linear layer's initialisation.
         linear: name of the channel-mixing layer in `LINEAR_LAYERS` (default ``"inv_conv1x1"``).
+        context_shape: shape of one context for a conditional step (the coupling's conditioner
+            sees it, see `tfinv.core.coupling_layer.CouplingLayer`); ``None``: unconditional.
+        context_features: channels of the coupling's context features.
 
     References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3 and Fig. 2a.
     """
 
     def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0,
-                 linear: str = "inv_conv1x1", **kwargs):
+                 linear: str = "inv_conv1x1", context_shape: Sequence[int] | None = None,
+                 context_features: int = 16, **kwargs):
         if coupling not in COUPLINGS:
             raise ValueError(f"GlowStep coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
         if linear not in LINEAR_LAYERS:
@@ -87,17 +91,23 @@ class GlowStep(InvertibleSequential):
         steps = [
             ActNorm(name="act_norm"),
             LINEAR_LAYERS[linear](seed=seed, name="linear"),
-            COUPLINGS[coupling](hidden_channels=hidden_channels, name="coupling"),
+            COUPLINGS[coupling](hidden_channels=hidden_channels, context_shape=context_shape,
+                                context_features=context_features, name="coupling"),
         ]
         super().__init__(steps, event_ndims=3, **kwargs)
         self.hidden_channels = int(hidden_channels)
         self.coupling = coupling
         self.seed = int(seed)
         self.linear = linear
+        self.context_features = int(context_features)
 
     def get_config(self):
         config = super().get_config()
         config.pop("layers")
         config.pop("event_ndims")
-        return {**config, "hidden_channels": self.hidden_channels, "coupling": self.coupling,
-                "seed": self.seed, "linear": self.linear}
+        config = {**config, "hidden_channels": self.hidden_channels, "coupling": self.coupling,
+                  "seed": self.seed, "linear": self.linear}
+        if self.context_shape is not None:
+            config["context_shape"] = list(self.context_shape)
+            config["context_features"] = self.context_features
+        return config

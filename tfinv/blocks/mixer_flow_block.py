@@ -64,7 +64,6 @@ class MixerFlowBlock(InvertibleLayer):
         ]
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         patches, dim = self.input_event_shape
         if patches is None or dim is None or patches < 2 or dim < 2:
             raise ValueError(

@@ -11,7 +11,7 @@ import tensorflow as tf
 # The tape pause `tf.recompute_grad` uses (no public form).
 from tensorflow.python.eager import record
 
-from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.invertible_sequential import InvertibleSequential
 from tfinv.core.export_mode import is_exporting
 from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.core.reversible_block import add_gradients, vjp_by_recomputation

@@ -8,11 +8,17 @@ channel needs) and the element-wise map in ``_couple``/``_uncouple``, each retur
 Masks:
 * ``"channel"``: ``x_a`` is one half of the channels (the first if ``parity == 0``);
 * ``"checkerboard"``: ``x_a`` is the squares where ``(i + j + parity)`` is even, all channels.
+
+Conditioning: with ``context_shape``, a context encoder (`tfinv.nets.ContextEncoder` by default:
+a dense layer for vector contexts, resize + 3x3 convolution for image contexts) maps the context
+to ``context_features`` channels at every position, and the conditioner sees their
+concatenation with ``x_a``: ``theta = conditioner([x_a, encoder(c)])``. The coupling stays
+invertible for every context, and its log-det keeps its form.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
@@ -34,6 +40,10 @@ class CouplingLayer(InvertibleLayer):
             ``(B, H, W, params_per_channel * C)`` (checkerboard). ``None`` builds the default
             zero-initialised `tfinv.nets.GlowConvNet`.
         hidden_channels: width of the default conditioner.
+        context_shape: shape of one context (no batch axis) for a conditional coupling.
+        context_encoder: a Keras layer ``encoder(context, like=x_a) -> (B, H, W, F)``; ``None``
+            builds a `tfinv.nets.ContextEncoder` with ``context_features`` channels.
+        context_features: channels ``F`` of the default context encoder.
     """
 
     event_ndims = 3
@@ -45,6 +55,9 @@ class CouplingLayer(InvertibleLayer):
         parity: int = 0,
         conditioner: keras.layers.Layer | dict | None = None,
         hidden_channels: int = 64,
+        context_shape: Sequence[int] | None = None,
+        context_encoder: keras.layers.Layer | dict | None = None,
+        context_features: int = 16,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -59,9 +72,16 @@ class CouplingLayer(InvertibleLayer):
             conditioner = keras.saving.deserialize_keras_object(conditioner)
         self._user_conditioner = conditioner is not None
         self.conditioner = conditioner
+        self.context_shape = None if context_shape is None else tuple(int(s) for s in context_shape)
+        self.context_features = int(context_features)
+        if isinstance(context_encoder, dict):
+            context_encoder = keras.saving.deserialize_keras_object(context_encoder)
+        if context_encoder is not None and self.context_shape is None:
+            raise ValueError(f"{type(self).__name__}: a context_encoder needs context_shape")
+        self._user_context_encoder = context_encoder is not None
+        self.context_encoder = context_encoder
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, channels = self.input_event_shape
         if self.mask == "channel":
             if channels < 2:
@@ -77,6 +97,14 @@ class CouplingLayer(InvertibleLayer):
             self._mask = checkerboard_mask(height, width, self.parity)
             cond_in, transformed = channels, channels
         out_channels = self.params_per_channel * transformed
+        if self.context_shape is not None:
+            if self.context_encoder is None:
+                from tfinv.nets import ContextEncoder
+
+                self.context_encoder = ContextEncoder(self.context_features, name="context_encoder")
+            self.context_encoder.build((None,) + self.context_shape)
+            cond_in += int(self.context_encoder.compute_output_shape(
+                (None,) + self.context_shape, (None, height, width, cond_in))[-1])
         if self.conditioner is None:
             from tfinv.nets import GlowConvNet
 
@@ -113,18 +141,20 @@ class CouplingLayer(InvertibleLayer):
             elementwise = elementwise * (1.0 - tf.constant(self._mask, elementwise.dtype))
         return tf.reduce_sum(elementwise, axis=[-3, -2, -1])
 
-    def _theta(self, x_a):
+    def _theta(self, x_a, context=None):
+        if context is not None:
+            x_a = tf.concat([x_a, self.context_encoder(context, like=x_a)], axis=-1)
         return self.conditioner(x_a)
 
     # --------------------------------------------------------------- directions
-    def _forward_and_log_det(self, x):
+    def _forward_and_log_det(self, x, context=None):
         x_a, x_b = self._split_input(x)
-        y_b, log_det = self._couple(x_b, self._theta(x_a))
+        y_b, log_det = self._couple(x_b, self._theta(x_a, context))
         return self._merge(x_a, y_b), self._log_det_sum(log_det)
 
-    def _inverse_and_log_det(self, y):
+    def _inverse_and_log_det(self, y, context=None):
         y_a, y_b = self._split_input(y)
-        x_b, log_det = self._uncouple(y_b, self._theta(y_a))
+        x_b, log_det = self._uncouple(y_b, self._theta(y_a, context))
         return self._merge(y_a, x_b), -self._log_det_sum(log_det)
 
     def _couple(self, x_b, theta):
@@ -143,4 +173,9 @@ class CouplingLayer(InvertibleLayer):
         }
         if self._user_conditioner:
             config["conditioner"] = keras.saving.serialize_keras_object(self.conditioner)
+        if self.context_shape is not None:
+            config["context_shape"] = list(self.context_shape)
+            config["context_features"] = self.context_features
+            if self._user_context_encoder:
+                config["context_encoder"] = keras.saving.serialize_keras_object(self.context_encoder)
         return config

@@ -1,12 +1,13 @@
-"""`FlowModel`: a Keras model over invertible layers and a base distribution (a normalizing flow).
+"""`FlowModel`: a Keras model over an invertible layer and a base distribution (a normalizing flow).
 
-``forward(x) -> (z, log|det dz/dx|)`` maps data to latents; ``inverse(z)`` maps latents to data,
-so ``inverse`` of base noise is sampling. The density is the change of variables
-``log p(x) = log p_Z(forward(x)) + log|det dz/dx|``.
+``forward(x, context) -> (z, log|det dz/dx|)`` maps data to latents; ``inverse(z, context)``
+maps latents to data, so ``inverse`` of base noise is sampling. The density is the change of
+variables ``log p(x | c) = log p_Z(forward(x, c)) + log|det dz/dx|``.
 
 ``model.fit(dataset)`` needs no labels: the loss is the per-example negative log-likelihood,
 averaged over the global batch (so ``tf.distribute`` reduces it correctly), and the
-``bits_per_dim`` metric is reported beside it.
+``bits_per_dim`` metric is reported beside it. A conditional model (``context_shape`` set)
+trains on a dataset of ``(x, context)`` pairs.
 """
 
 from __future__ import annotations
@@ -19,27 +20,36 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core import distributions
+from tfinv.core.distributions import BaseDistribution
 from tfinv.core.dtype import cast_input, propagate_dtype_policy
 from tfinv.core.invertible_layer import InvertibleLayer, _RecomputingCache, propagate_validate_args
 from tfinv.core.tfp_variables import expose_variables_to_tfp
+from tfinv.core.invertible_sequential import InvertibleSequential
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
 __all__ = ["FlowModel"]
 
-BASE_DISTRIBUTIONS = ("normal",)
+
+def _serialize(layer) -> dict:
+    """A sub-layer's config without its build config (the model builds it from the data shape)."""
+    config = keras.saving.serialize_keras_object(layer)
+    config.pop("build_config", None)
+    return config
 
 
 class _FlowBijector(tfb.Bijector):
-    """TFP view of a `FlowModel` (data -> latent), used by ``as_distribution``."""
+    """TFP view of a `FlowModel` (data -> latent), used by ``as_distribution``; a conditional
+    model's view holds one context (batched, or one context for every example)."""
 
     # TFP's result cache would return latents computed with the weights of an earlier step.
     _cache = _RecomputingCache()
 
-    def __init__(self, model: "FlowModel"):
+    def __init__(self, model: "FlowModel", context: tf.Tensor | None = None):
         self._model = model
+        self._context = context
         super().__init__(
             forward_min_event_ndims=len(model.data_shape),
             inverse_min_event_ndims=len(model.latent_shape),
@@ -48,19 +58,25 @@ class _FlowBijector(tfb.Bijector):
         # TFP's ``trainable_variables`` then lists the model's weights (see tfp_variables).
         expose_variables_to_tfp(self, model)
 
+    def _context_for(self, value):
+        if self._context is None or len(self._context.shape) > len(self._model.context_shape):
+            return self._context
+        batch = tf.shape(value)[:1]
+        return tf.broadcast_to(self._context, tf.concat([batch, tf.shape(self._context)], 0))
+
     # Results in the base distribution's dtype (the model's variable dtype), so TFP's
     # TransformedDistribution works under mixed precision.
     def _forward(self, x):
-        return tf.cast(self._model.forward(x)[0], self._model.log_det_dtype)
+        return tf.cast(self._model.forward(x, self._context_for(x))[0], self._model.log_det_dtype)
 
     def _inverse(self, z):
-        return tf.cast(self._model.inverse(z), self._model.log_det_dtype)
+        return tf.cast(self._model.inverse(z, self._context_for(z)), self._model.log_det_dtype)
 
     def _forward_log_det_jacobian(self, x):
-        return self._model.forward(x)[1]
+        return self._model.forward(x, self._context_for(x))[1]
 
     def _inverse_log_det_jacobian(self, z):
-        return self._model.inverse_and_log_det(z)[1]
+        return self._model.inverse_and_log_det(z, self._context_for(z))[1]
 
     def _forward_event_shape(self, shape):
         return tf.TensorShape(self._model.latent_shape)
@@ -77,25 +93,31 @@ class _FlowBijector(tfb.Bijector):
 
 @keras.saving.register_keras_serializable(package="tfinv")
 class FlowModel(keras.Model):
-    """A normalizing flow: invertible layers (data -> latent) and a standard normal base.
+    """A normalizing flow: an invertible layer (data -> latent) and a base distribution.
 
     Args:
-        layers: the `InvertibleLayer`s applied in order in the forward direction.
+        layers: an `InvertibleLayer`, or a list of them applied in order in the forward
+            direction (composed with `InvertibleSequential`).
         input_shape: shape of one data example, e.g. ``(8, 8, 1)``. The model is built eagerly
             from it (Keras's symbolic auto-build is avoided on purpose).
-        base: base distribution of the latents; ``"normal"`` (standard normal) is supported.
+        base: base distribution of the latents: a `tfinv.core.distributions.BaseDistribution`,
+            its serialised config, or a name (``"normal"`` — the default —, ``"diagonal"``,
+            ``"mixture"``, ``"radial"``).
+        context_shape: shape of one context (conditioning input) for a conditional flow; by
+            default the context shape of the conditional layers (``None``: unconditional).
         validate_args: turn on every layer's input checks (finite, inside its domain:
-            ``InvalidArgumentError`` naming the layer); off by default, when inputs outside a
-            layer's domain give NaN silently.
+            ``tf.errors.InvalidArgumentError`` naming the layer); off by default, when inputs
+            outside a layer's domain give NaN silently.
         **kwargs: `keras.Model` arguments (``name``...).
 
-    Call: ``model(x)`` returns ``(z, log_det)`` (the forward direction).
+    Call: ``model(x)`` (or ``model(x, context)``, ``model((x, context))``) returns
+    ``(z, log_det)`` (the forward direction).
 
-    Dtype policies: ``dtype=...`` (or the global policy) reaches every layer; inputs of another
-    float dtype are cast to the compute dtype on every entry point; latents and samples are in
-    the compute dtype; log-dets, ``log_prob``, the base distribution and the loss are in the
-    variable dtype (float32 under ``mixed_float16``/``mixed_bfloat16``, float64 under
-    ``float64``).
+    Dtype policies: ``dtype=...`` (or the global policy) reaches every layer and the base;
+    inputs of another float dtype are cast to the compute dtype on every entry point; latents
+    and samples are in the compute dtype; log-dets, ``log_prob``, the base distribution and the
+    loss are in the variable dtype (float32 under ``mixed_float16``/``mixed_bfloat16``, float64
+    under ``float64``).
     """
 
     def __init_subclass__(cls, **kwargs: Any):
@@ -104,69 +126,90 @@ class FlowModel(keras.Model):
 
     def __init__(
         self,
-        layers: Sequence[InvertibleLayer | dict] | None = None,
+        layers: InvertibleLayer | Sequence[InvertibleLayer | dict] | dict | None = None,
         input_shape: Sequence[int] | None = None,
-        base: str = "normal",
+        base: str | dict | BaseDistribution | None = None,
+        context_shape: Sequence[int] | None = None,
         validate_args: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.validate_args = bool(validate_args)
-        if base not in BASE_DISTRIBUTIONS:
-            raise ValueError(f"FlowModel base must be one of {BASE_DISTRIBUTIONS}, got {base!r}")
         if input_shape is None:
             raise ValueError(f"{type(self).__name__} needs input_shape, the shape of one example")
-        self.base = base
         self.data_shape = tuple(int(s) for s in input_shape)
+        self.flow = self._compose(layers)
+        self.base = distributions.get(base)
+        flow_context = self.flow.context_shape
+        if context_shape is None:
+            self.context_shape = None if flow_context is None else tuple(flow_context)
+        else:
+            self.context_shape = tuple(int(s) for s in context_shape)
+            if flow_context is None:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' has context_shape={self.context_shape} but "
+                    f"none of its layers uses a context (give the couplings context_shape)"
+                )
+            if tuple(flow_context) != self.context_shape:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' has context_shape={self.context_shape} but "
+                    f"its layers expect context of shape {tuple(flow_context)}"
+                )
+        self.validate_args = bool(validate_args)
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
-        if type(self) is FlowModel:
-            if not layers:
-                raise ValueError("FlowModel needs a non-empty list of InvertibleLayer `layers`")
-            self.flow = InvertibleSequential(layers, event_ndims=len(self.data_shape), name="flow",
-                                             validate_args=self.validate_args)
-            self.build()
+        self.build()
+
+    def _compose(self, layers) -> InvertibleLayer:
+        if isinstance(layers, dict):
+            layers = keras.saving.deserialize_keras_object(layers)
+        if isinstance(layers, InvertibleLayer) and layers.event_ndims == len(self.data_shape):
+            return layers
+        if isinstance(layers, InvertibleLayer):
+            layers = [layers]
+        if not layers:
+            raise ValueError(
+                f"{type(self).__name__} needs an InvertibleLayer or a non-empty list of InvertibleLayer `layers`"
+            )
+        return InvertibleSequential(list(layers), event_ndims=len(self.data_shape), name="flow")
 
     # ---------------------------------------------------------------- structure
     def build(self, input_shape=None):
-        """Builds every layer eagerly from the data shape (no symbolic tracing)."""
+        """Builds the flow and the base eagerly from the data shape (no symbolic tracing)."""
         if self.built:
             return
-        self._build_flow((None,) + self.data_shape)
+        if not self.flow.built:
+            self.flow.build((None,) + self.data_shape)
+        if not self.base.built:
+            self.base.build((None,) + self.latent_shape)
         if self.validate_args:
             propagate_validate_args(self)
         self.built = True
 
-    def _build_flow(self, shape):
-        self.flow.build(shape)
-
-    def compute_latent_shape(self) -> tuple[int, ...]:
-        return tuple(self.flow.compute_output_shape((1,) + self.data_shape)[1:])
-
     @property
     def latent_shape(self) -> tuple[int, ...]:
         """Shape of one latent ``z``."""
-        return self.compute_latent_shape()
+        return tuple(self.flow.compute_output_shape((1,) + self.data_shape)[1:])
 
     @property
     def num_dims(self) -> int:
         return int(np.prod(self.data_shape))
 
     @property
+    def is_conditional(self) -> bool:
+        return self.context_shape is not None
+
+    @property
     def log_det_dtype(self) -> tf.DType:
         """Dtype of log-dets, log-densities and the base distribution: the variable dtype."""
         return tf.as_dtype(self.variable_dtype)
 
-    @property
-    def base_distribution(self) -> tfd.Distribution:
-        shape, dtype = self.latent_shape, self.log_det_dtype
-        return tfd.Independent(
-            tfd.Normal(tf.zeros(shape, dtype), tf.ones(shape, dtype)),
-            reinterpreted_batch_ndims=len(shape),
-        )
-
     def _base_log_prob(self, z, log_det) -> tf.Tensor:
         dtype = self.log_det_dtype
-        return self.base_distribution.log_prob(tf.cast(z, dtype)) + tf.cast(log_det, dtype)
+        return self.base.log_prob(tf.cast(z, dtype)) + tf.cast(log_det, dtype)
+
+    @property
+    def base_distribution(self) -> tfd.Distribution:
+        """The base as a TFP distribution over latents."""
+        return self.base.distribution()
 
     # ---------------------------------------------------------------- checks
     def _check(self, value, expected: tuple[int, ...], what: str) -> tf.Tensor:
@@ -185,77 +228,144 @@ class FlowModel(keras.Model):
                 f"(batch, {', '.join(map(str, expected))}), got {tuple(value.shape)}"
             )
         self.build()
+        if self.validate_args:
+            value = tf.debugging.assert_all_finite(value, f"{type(self).__name__} '{self.name}': {what} has NaN or Inf")
         return value
 
+    def _check_context(self, context, value) -> tf.Tensor | None:
+        """The context of a conditional model, checked against ``context_shape`` and ``value``'s batch."""
+        where = f"{type(self).__name__} '{self.name}'"
+        if self.context_shape is None:
+            if context is not None:
+                raise ValueError(f"{where} is unconditional (context_shape=None) but got a context")
+            return None
+        expected = f"(batch, {', '.join(map(str, self.context_shape))})"
+        if context is None:
+            raise ValueError(f"{where} is conditional: pass context of shape {expected}")
+        if not tf.is_tensor(context):
+            context = tf.convert_to_tensor(np.asarray(context), dtype=value.dtype)
+        elif context.dtype != value.dtype:
+            context = tf.cast(context, value.dtype)
+        shape = tuple(context.shape)
+        if len(shape) != len(self.context_shape) + 1 or any(
+            g is not None and g != e for g, e in zip(shape[1:], self.context_shape)
+        ):
+            raise ValueError(f"{where}: context must have shape {expected}, got {shape}")
+        if shape[0] is not None and value.shape[0] is not None and shape[0] != value.shape[0]:
+            raise ValueError(f"{where}: context batch {shape[0]} differs from the input batch {value.shape[0]}")
+        return context
+
     # ---------------------------------------------------------------- directions
-    def _forward_and_log_det(self, x):
-        return self.flow.forward_and_log_det(x)
-
-    def _inverse_and_log_det(self, z):
-        return self.flow.inverse_and_log_det(z)
-
-    def forward(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+    def forward(self, x, context=None) -> tuple[tf.Tensor, tf.Tensor]:
         """Data -> latent: ``(z, log|det dz/dx|)``, the log-det of shape ``(batch,)``."""
-        return self._forward_and_log_det(self._check(x, self.data_shape, "x"))
+        x = self._check(x, self.data_shape, "x")
+        return self.flow.forward_and_log_det(x, self._check_context(context, x))
 
-    def forward_and_log_det(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+    def forward_and_log_det(self, x, context=None) -> tuple[tf.Tensor, tf.Tensor]:
         """Same as `forward` (the name shared with `InvertibleLayer`)."""
-        return self.forward(x)
+        return self.forward(x, context)
 
-    def inverse_and_log_det(self, z) -> tuple[tf.Tensor, tf.Tensor]:
+    def inverse_and_log_det(self, z, context=None) -> tuple[tf.Tensor, tf.Tensor]:
         """Latent -> data: ``(x, log|det dx/dz|)``."""
-        return self._inverse_and_log_det(self._check(z, self.latent_shape, "z"))
+        z = self._check(z, self.latent_shape, "z")
+        return self.flow.inverse_and_log_det(z, self._check_context(context, z))
 
-    def inverse(self, z) -> tf.Tensor:
+    def inverse(self, z, context=None) -> tf.Tensor:
         """Latent -> data; the inverse of base noise is a sample."""
-        return self.inverse_and_log_det(z)[0]
+        return self.inverse_and_log_det(z, context)[0]
 
-    def call(self, x, training=None):
-        return self.forward(x)
+    def call(self, x, context=None, training=None):
+        if context is None and self.context_shape is not None and isinstance(x, (tuple, list)):
+            x, context = x
+        return self.forward(x, context)
 
     # ---------------------------------------------------------------- density
-    def log_prob(self, x) -> tf.Tensor:
-        """``log p(x)`` per example, shape ``(batch,)``."""
-        z, log_det = self.forward(x)
+    def log_prob(self, x, context=None) -> tf.Tensor:
+        """``log p(x | context)`` per example, shape ``(batch,)``."""
+        z, log_det = self.forward(x, context)
         return self._base_log_prob(z, log_det)
 
-    def bits_per_dim(self, x) -> tf.Tensor:
-        """``-log p(x) / (D ln 2)`` per example."""
-        return -self.log_prob(x) / (self.num_dims * math.log(2.0))
+    def bits_per_dim(self, x, context=None) -> tf.Tensor:
+        """``-log p(x | context) / (D ln 2)`` per example."""
+        return -self.log_prob(x, context) / (self.num_dims * math.log(2.0))
 
-    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None) -> tf.Tensor:
-        """Draws ``n`` samples: ``inverse(temperature * eps)`` with ``eps ~ N(0, I)``.
+    def _sample_context(self, context, n: int):
+        """A context for ``n`` samples: ``(n,) + context_shape``, or one context repeated."""
+        if context is None or self.context_shape is None:
+            return context
+        context = tf.convert_to_tensor(context, dtype=self.compute_dtype) if not tf.is_tensor(context) else context
+        if tuple(context.shape) == self.context_shape:
+            context = tf.broadcast_to(context[None], (n,) + self.context_shape)
+        return context
 
-        ``seed`` makes the draw reproducible (stateless RNG); ``temperature < 1`` gives the
-        sharper, less diverse samples of Glow §5.
+    def sample(self, n: int, temperature: float = 1.0, seed: int | None = None, context=None) -> tf.Tensor:
+        """Draws ``n`` samples: ``inverse(base.sample_latent(eps, temperature), context)``.
+
+        ``eps ~ N(0, I)`` of shape ``(n,) + base.noise_shape`` (for the default standard normal
+        base, ``z = temperature * eps``). ``seed`` makes the draw reproducible (stateless RNG,
+        ``seed=[seed, 0]``); ``temperature < 1`` gives the sharper, less diverse samples of Glow
+        §5. A conditional model needs ``context``: ``(n,) + context_shape``, or one context of
+        shape ``context_shape`` for all ``n`` samples.
         """
         if int(n) < 1:
             raise ValueError(f"sample needs n >= 1, got {n}")
         if not float(temperature) > 0:
             raise ValueError(f"sample needs temperature > 0, got {temperature}")
         self.build()
-        shape, dtype = (int(n),) + self.latent_shape, self.log_det_dtype
+        shape = (int(n),) + tuple(self.base.noise_shape)
         if seed is None:
-            eps = tf.random.normal(shape, dtype=dtype)
+            eps = tf.random.normal(shape, dtype=self.log_det_dtype)
         else:
-            eps = tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=dtype)
-        return self.inverse(eps * temperature)
+            eps = tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=self.log_det_dtype)
+        z = self.base.sample_latent(eps, temperature)
+        return self.inverse(z, self._sample_context(context, int(n)))
 
-    def as_distribution(self) -> tfd.Distribution:
-        """``TransformedDistribution(base, Invert(flow))``: a TFP distribution over data."""
+    def as_distribution(self, context=None) -> tfd.Distribution:
+        """``TransformedDistribution(base, Invert(flow))``: a TFP distribution over data.
+
+        A conditional model needs ``context``: batched (its batch must match the values passed
+        to ``log_prob``), or one context of shape ``context_shape`` used for every example.
+        """
         self.build()
-        return tfd.TransformedDistribution(self.base_distribution, tfb.Invert(_FlowBijector(self)))
+        if self.context_shape is None and context is not None:
+            raise ValueError(f"{type(self).__name__} '{self.name}' is unconditional (context_shape=None) but got a context")
+        if self.context_shape is not None:
+            if context is None:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' is conditional: as_distribution needs a context "
+                    f"of shape {self.context_shape} or (batch, {', '.join(map(str, self.context_shape))})"
+                )
+            context = tf.convert_to_tensor(context, dtype=self.compute_dtype)
+        return tfd.TransformedDistribution(self.base.distribution(), tfb.Invert(_FlowBijector(self, context)))
 
-    def initialize(self, batch) -> "FlowModel":
-        """Explicit data-dependent initialisation (ActNorm) on one batch; returns ``self``."""
+    def initialize(self, batch, context=None) -> "FlowModel":
+        """Explicit data-dependent initialisation (ActNorm) on one batch; returns ``self``.
+
+        A conditional model takes ``context`` (or a ``(x, context)`` pair as ``batch``).
+        """
+        if context is None and self.context_shape is not None and isinstance(batch, (tuple, list)):
+            batch, context = batch
         x = self._check(batch, self.data_shape, "initialisation batch")
-        self._initialize(x)
+        self.flow.initialize(x, self._check_context(context, x))
         return self
 
-    def _initialize(self, x):
-        self.flow.initialize(x)
-
     # ---------------------------------------------------------------- training
+    def _pack_context(self, data):
+        """``(x, context[, sample_weight])`` -> ``((x, context), None[, sample_weight])`` so that
+        Keras's train and test steps hand the context to ``call`` instead of treating it as ``y``."""
+        if self.context_shape is None:
+            return data
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if y is None or isinstance(x, (tuple, list)):
+            return data
+        return keras.utils.pack_x_y_sample_weight((x, y), None, sample_weight)
+
+    def train_step(self, data):
+        return super().train_step(self._pack_context(data))
+
+    def test_step(self, data):
+        return super().test_step(self._pack_context(data))
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean per-example negative log-likelihood (nats), scaled for ``tf.distribute``."""
         z, log_det = y_pred
@@ -271,13 +381,20 @@ class FlowModel(keras.Model):
             loss += self._aggregate_additional_loss(extra)
         return loss
 
+    # ---------------------------------------------------------------- config
+    def _model_config(self) -> dict:
+        """The configuration shared by every flow model (no layers)."""
+        return {
+            "name": self.name,
+            "input_shape": list(self.data_shape),
+            "base": _serialize(self.base),
+            "context_shape": None if self.context_shape is None else list(self.context_shape),
+            "validate_args": self.validate_args,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+
     def get_config(self) -> dict:
-        config = {"name": self.name, "input_shape": list(self.data_shape), "base": self.base}
-        config["dtype"] = keras.dtype_policies.serialize(self.dtype_policy)
-        config["validate_args"] = self.validate_args
-        if type(self) is FlowModel:
-            config["layers"] = [keras.saving.serialize_keras_object(l) for l in self.flow.steps]
-        return config
+        return {**self._model_config(), "layers": _serialize(self.flow)}
 
     def get_build_config(self):
         return {"input_shape": list(self.data_shape)}

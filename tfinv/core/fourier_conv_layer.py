@@ -116,7 +116,6 @@ class FourierConvLayer(InvertibleLayer):
         return int(height), int(width), int(channels)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         _, _, channels = self._spatial_checks(input_shape)
         self._build_kernel(channels)
         if self.use_bias:

@@ -9,7 +9,8 @@ A subclass writes only math and configuration:
 * ``event_ndims`` (class attribute): 1 for vectors, 3 for images ``(H, W, C)``; a layer that
   changes the rank (`Patchify`: image -> patches) also sets ``output_event_ndims``, the rank of
   one event of its output;
-* ``build(input_shape)``: weights;
+* ``build(input_shape)``: weights (the base class has already recorded the event shape, so
+  ``self.input_event_shape`` is available inside ``build``);
 * ``_forward_and_log_det(x) -> (z, log_det)`` and ``_inverse_and_log_det(z) -> (x, log_det)``,
   where the inverse log-det is ``log|det dx/dz|`` (so it equals ``-fldj(x)``) and both have the
   batch shape ``x.shape[:-event_ndims]`` (``z.shape[:-output_event_ndims]``);
@@ -18,6 +19,13 @@ A subclass writes only math and configuration:
 
 The base class does the wiring: input checks, Keras ``call`` (= forward), TFP's ``_forward``,
 ``_inverse`` and log-det hooks, event-shape hooks, and the data-dependent ``initialize`` step.
+
+Conditioning: the public methods take an optional ``context`` (``forward_and_log_det(x, context)``).
+A layer that uses it sets ``self.context_shape`` (the shape of one context, no batch axis) in
+``__init__`` and writes its hooks as ``_forward_and_log_det(x, context=None)``; the base class
+checks the context (present, shape ``(batch,) + context_shape``) and passes it on. A layer whose
+``context_shape`` is ``None`` ignores any context and its hooks keep the one-argument form, so
+containers can hand the same context to every step.
 
 Why the unusual construction (measured, see shared/STACK.md): with ``Bijector`` first in the bases
 and Keras's ``__call__``/variable properties restored explicitly, the object works both in Keras
@@ -33,6 +41,7 @@ still returns Keras variables).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import keras
@@ -111,17 +120,32 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     #: the compute dtype.
     full_precision: bool = False
 
+    #: Shape of one context (no batch axis) for a conditional layer; ``None``: context is ignored.
+    context_shape: tuple[int, ...] | None = None
+
     _cache = _RecomputingCache()
+
+    def __init_subclass__(cls, **kwargs: Any):
+        # Every ``build`` records the event shape before the subclass's own code runs, so no
+        # subclass has to (recording twice along a ``super().build`` chain is harmless).
+        super().__init_subclass__(**kwargs)
+        own_build = cls.__dict__.get("build")
+        if own_build is not None and not getattr(own_build, "_records_event_shape", False):
+
+            @functools.wraps(own_build)
+            def build(self, input_shape, *args, **kw):
+                self._record_event_shape(input_shape)
+                return own_build(self, input_shape, *args, **kw)
+
+            build._records_event_shape = True
+            cls.build = build
+        propagate_dtype_policy(cls)
 
     # Keras must own calling and variable tracking (TFP's versions come first in the MRO).
     __call__ = keras.layers.Layer.__call__
     variables = keras.layers.Layer.variables
     trainable_variables = keras.layers.Layer.trainable_variables
     non_trainable_variables = keras.layers.Layer.non_trainable_variables
-
-    def __init_subclass__(cls, **kwargs: Any):
-        super().__init_subclass__(**kwargs)
-        propagate_dtype_policy(cls)
 
     def __init__(self, validate_args: bool = False, name: str | None = None, **kwargs: Any):
         keras.layers.Layer.__init__(self, name=name, **kwargs)
@@ -161,6 +185,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         if self.validate_args:
             propagate_validate_args(self)
         super().build(input_shape)
+
+    build._records_event_shape = True
 
     def _record_event_shape(self, input_shape: Sequence[int | None]) -> None:
         shape = tuple(tf.TensorShape(input_shape).as_list())
@@ -267,32 +293,75 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
             tf.debugging.assert_less_equal(x, tf.cast(high, x.dtype), message=message),
         ]
 
+    @property
+    def is_conditional(self) -> bool:
+        """True if the layer uses a context (``context_shape`` is set)."""
+        return self.context_shape is not None
+
+    def _check_context(self, context: Any, x: tf.Tensor, direction: str) -> tf.Tensor | None:
+        """Validates the context of a conditional layer (``None`` for an unconditional one)."""
+        if self.context_shape is None:
+            return None
+        expected = tuple(self.context_shape)
+        where = f"{type(self).__name__} '{self.name}' ({direction})"
+        if context is None:
+            raise ValueError(
+                f"{where} is conditional: pass context of shape (batch, "
+                f"{', '.join(map(str, expected))})"
+            )
+        if not tf.is_tensor(context) and not isinstance(context, keras.KerasTensor):
+            context = tf.convert_to_tensor(context, dtype=x.dtype)
+        elif context.dtype != x.dtype:
+            context = tf.cast(context, x.dtype)
+        shape = tuple(context.shape)
+        if len(shape) != len(expected) + 1 or any(
+            g is not None and g != e for g, e in zip(shape[1:], expected)
+        ):
+            raise ValueError(
+                f"{where} expects context of shape (batch, {', '.join(map(str, expected))}), "
+                f"got {shape}"
+            )
+        if shape[0] is not None and x.shape[0] is not None and shape[0] != x.shape[0]:
+            raise ValueError(f"{where}: context batch {shape[0]} differs from the input batch {x.shape[0]}")
+        return context
+
+    def _call_hook(self, hook, value, context):
+        if self.context_shape is None:
+            return hook(value)
+        return hook(value, context=context)
+
     # ------------------------------------------------------------------ public fused API
     @property
     def log_det_dtype(self) -> tf.DType:
         """Dtype of the returned log-dets: the variable dtype (float32 under mixed precision)."""
         return tf.as_dtype(self.variable_dtype)
 
-    def forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape."""
+    def forward_and_log_det(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape.
+
+        ``context`` conditions a conditional layer (``context_shape`` set); others ignore it.
+        """
         x = self._check(x, self._input_event_shape, "forward")
+        context = self._check_context(context, x, "forward")
         with tf.name_scope(self.name), self._compute_scope():  # exported nodes name their layer
-            z, log_det = self._forward_and_log_det(self._to_working_dtype(x))
+            z, log_det = self._call_hook(self._forward_and_log_det, self._to_working_dtype(x),
+                                         self._to_working_dtype(context))
         return tf.cast(z, x.dtype), tf.cast(log_det, self.log_det_dtype)
 
-    def inverse_and_log_det(self, z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def inverse_and_log_det(self, z: tf.Tensor, context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape."""
         z = self._check(z, self.output_event_shape, "inverse")
+        context = self._check_context(context, z, "inverse")
         with tf.name_scope(self.name), self._compute_scope():
-            x, log_det = self._inverse_and_log_det(self._to_working_dtype(z))
+            x, log_det = self._call_hook(self._inverse_and_log_det, self._to_working_dtype(z),
+                                         self._to_working_dtype(context))
         return tf.cast(x, z.dtype), tf.cast(log_det, self.log_det_dtype)
 
-    def _to_working_dtype(self, x: tf.Tensor) -> tf.Tensor:
+    def _to_working_dtype(self, x: tf.Tensor | None) -> tf.Tensor | None:
         """``x`` in the dtype the hooks compute in (see ``full_precision``)."""
-        if self.full_precision and x.dtype != self.log_det_dtype:
+        if x is not None and self.full_precision and x.dtype != self.log_det_dtype:
             return tf.cast(x, self.log_det_dtype)
         return x
-
     def _compute_scope(self):
         """Autocast for the hooks: weights as the compute dtype, or as the variable dtype for a
         ``full_precision`` layer."""
@@ -304,19 +373,21 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         half precision lacks or would spoil. Cast its results to the input's dtype."""
         return keras_backend.AutocastScope(self.variable_dtype)
 
-    def initialize(self, x: tf.Tensor) -> tf.Tensor:
+
+    def initialize(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         """Data-dependent initialisation step; returns ``forward(x)`` so models can chain it.
 
         The default does no initialisation; layers such as ``ActNorm`` override
         ``_initialize``. Call it explicitly (``FlowModel.initialize(batch)``) before training.
         """
         x = self._check(x, self._input_event_shape, "forward")
+        context = self._check_context(context, x, "forward")
         with self._compute_scope():
-            self._initialize(self._to_working_dtype(x))
-        return self.forward_and_log_det(x)[0]
+            self._call_hook(self._initialize, self._to_working_dtype(x), self._to_working_dtype(context))
+        return self.forward_and_log_det(x, context)[0]
 
-    def _initialize(self, x: tf.Tensor) -> None:
-        del x
+    def _initialize(self, x: tf.Tensor, context: tf.Tensor | None = None) -> None:
+        del x, context
 
     # ------------------------------------------------------------------ math hooks
     def _forward_and_log_det(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -326,8 +397,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         raise NotImplementedError(f"{type(self).__name__} must implement _inverse_and_log_det")
 
     # ------------------------------------------------------------------ Keras
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return self.forward_and_log_det(x)[0]
+    def call(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
+        return self.forward_and_log_det(x, context)[0]
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -335,18 +406,19 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         return config
 
     # ------------------------------------------------------------------ TFP wiring
+    # TFP passes conditioning keyword arguments through: ``layer.forward(x, context=c)``.
     # Dtype-preserving for TFP: results in the input's dtype (log-dets at least float32).
-    def _forward(self, x):
-        return tf.cast(self.forward_and_log_det(x)[0], x.dtype)
+    def _forward(self, x, context=None):
+        return tf.cast(self.forward_and_log_det(x, context)[0], x.dtype)
 
-    def _inverse(self, y):
-        return tf.cast(self.inverse_and_log_det(y)[0], y.dtype)
+    def _inverse(self, y, context=None):
+        return tf.cast(self.inverse_and_log_det(y, context)[0], y.dtype)
 
-    def _forward_log_det_jacobian(self, x):
-        return tf.cast(self.forward_and_log_det(x)[1], _log_det_dtype_for(x.dtype))
+    def _forward_log_det_jacobian(self, x, context=None):
+        return tf.cast(self.forward_and_log_det(x, context)[1], _log_det_dtype_for(x.dtype))
 
-    def _inverse_log_det_jacobian(self, y):
-        return tf.cast(self.inverse_and_log_det(y)[1], _log_det_dtype_for(y.dtype))
+    def _inverse_log_det_jacobian(self, y, context=None):
+        return tf.cast(self.inverse_and_log_det(y, context)[1], _log_det_dtype_for(y.dtype))
 
     def _event_shape_map(self, shape, fn) -> tf.TensorShape:
         shape = tf.TensorShape(shape)

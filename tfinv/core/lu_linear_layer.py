@@ -32,7 +32,6 @@ class LULinearLayer(InvertibleLayer):
         self.seed = int(seed)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         n = self.input_event_shape[-1]
         if n is None:
             raise ValueError(f"{type(self).__name__} '{self.name}' needs a static last axis, got {input_shape}")

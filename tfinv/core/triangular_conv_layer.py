@@ -42,7 +42,6 @@ class TriangularConvLayer(InvertibleLayer):
         self.fit_kernel_to_image = bool(fit_kernel_to_image)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         h, w, c = self.input_event_shape
         k = self.kernel_size
         if self.fit_kernel_to_image and h is not None and w is not None:

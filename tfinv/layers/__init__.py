@@ -10,12 +10,16 @@ from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
 from tfinv.layers.emerging_conv import EmergingConv
+from tfinv.layers.factor_out import FactorOut
 from tfinv.layers.f_in_c_conv import FInCConv
+from tfinv.layers.flatten import Flatten
 from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
+from tfinv.layers.inverted import Inverted
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
+from tfinv.layers.learned_prior import LearnedPrior
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
@@ -47,11 +51,15 @@ __all__ = [
     "DataAdaptiveConv",
     "EmergingConv",
     "FInCConv",
+    "FactorOut",
+    "Flatten",
     "HaarDownsampling",
     "IRevNetBlock",
     "InvConv1x1",
     "InverseConv",
+    "Inverted",
     "LearnableLeakyReLU",
+    "LearnedPrior",
     "LogitPreprocess",
     "MEWoodbury",
     "OrthogonalDownsampling",

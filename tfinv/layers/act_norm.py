@@ -33,7 +33,6 @@ class ActNorm(InvertibleLayer):
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         channels = self.input_event_shape[-1]
         self.bias = self.add_weight(name="bias", shape=(channels,), initializer="zeros")
         self.log_scale = self.add_weight(name="log_scale", shape=(channels,), initializer="zeros")

@@ -68,7 +68,6 @@ class ButterflyLayer(InvertibleLayer):
         self.seed = int(seed)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         channels = self.input_event_shape[-1]
         if channels is None or channels < 2:
             raise ValueError(

@@ -53,7 +53,6 @@ class ConvExp(ConvExpBasisLayer):
                          power_iterations=power_iterations, init_scale=init_scale, seed=seed, **kwargs)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         self._build_conv_exp_weights(input_shape)
         super().build(input_shape)
 

@@ -94,7 +94,6 @@ class ConvSylvester(ConvExpBasisLayer):
             )
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, channels = self._build_conv_exp_weights(input_shape)
         if height < self.autoregressive_kernel_size or width < self.autoregressive_kernel_size:
             k = self.autoregressive_kernel_size

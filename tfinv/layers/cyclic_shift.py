@@ -44,7 +44,6 @@ class CyclicShift(InvertibleLayer):
         self.shift = int(shift)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         if None in self.input_event_shape[:2]:
             raise ValueError(f"CyclicShift '{self.name}' needs a static (H, W), got {self.input_event_shape}")
         super().build(input_shape)

@@ -88,7 +88,6 @@ class DataAdaptiveConv(CouplingLayer):
         self.params_per_channel = self.kernel_size**2 + (2 if self.affine else 0)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, channels = self.input_event_shape
         name = f"DataAdaptiveConv '{self.name}'"
         if height is None or width is None or channels is None:

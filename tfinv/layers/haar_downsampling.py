@@ -43,7 +43,6 @@ class HaarDownsampling(InvertibleLayer):
             )
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, _ = self.input_event_shape
         self._check_even(height, width)
         super().build(input_shape)

@@ -67,7 +67,6 @@ class IRevNetBlock(ReversibleBlock):
 
     # ------------------------------------------------------------------ shapes
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, channels = self.input_event_shape
         if channels is None or channels % 2:
             raise ValueError(

@@ -40,7 +40,6 @@ class LearnableLeakyReLU(InvertibleLayer):
         self.per_channel = bool(per_channel)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         self.log_slope = add_log_parameter(
             self, "log_slope", self.initial_slope, self.per_channel, input_shape)
         super().build(input_shape)

@@ -53,7 +53,6 @@ class OrthogonalDownsampling(InvertibleLayer):
             )
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, channels = self.input_event_shape
         self._check_divisible(height, width)
         if channels is None:

@@ -35,7 +35,6 @@ class Patchify(InvertibleLayer):
         self.patch_size = int(patch_size)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, channels = self.input_event_shape
         if None in (height, width, channels):
             raise ValueError(f"Patchify '{self.name}' needs a static (H, W, C), got {self.input_event_shape}")

@@ -31,7 +31,6 @@ class Permute(InvertibleLayer):
         self.seed = int(seed)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         channels = self.input_event_shape[-1]
         if self.permutation is None:
             perm = np.random.default_rng(self.seed).permutation(channels)

@@ -55,7 +55,6 @@ class QuadCoupling(InvertibleLayer):
         self.conditioners: list = []
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, channels = self.input_event_shape
         if channels is None or channels % 4 != 0 or channels < 4:
             raise ValueError(

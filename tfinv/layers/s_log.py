@@ -48,7 +48,6 @@ class SLog(InvertibleLayer):
         self.per_channel = bool(per_channel)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         self.log_alpha = add_log_parameter(
             self, "log_alpha", self.initial_alpha, self.per_channel, input_shape)
         super().build(input_shape)

@@ -31,7 +31,6 @@ class Squeeze(InvertibleLayer):
         self.factor = int(factor)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         height, width, _ = self.input_event_shape
         if (height is not None and height % self.factor) or (width is not None and width % self.factor):
             raise ValueError(

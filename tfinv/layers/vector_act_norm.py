@@ -35,7 +35,6 @@ class VectorActNorm(InvertibleLayer):
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         features = self.input_event_shape[-1]
         self.bias = self.add_weight(name="bias", shape=(features,), initializer="zeros")
         self.log_scale = self.add_weight(name="log_scale", shape=(features,), initializer="zeros")

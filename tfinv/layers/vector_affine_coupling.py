@@ -52,7 +52,6 @@ class VectorAffineCoupling(InvertibleLayer):
         self.conditioner = conditioner
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         n = self.input_event_shape[-1]
         if n is None or n < 2:
             raise ValueError(

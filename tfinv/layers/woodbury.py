@@ -87,7 +87,6 @@ class Woodbury(InvertibleLayer):
         return {"channel": self.channel_rank, "spatial": self.spatial_rank}
 
     def build(self, input_shape):
-        self._record_event_shape(input_shape)
         event = self.input_event_shape
         if any(d is None for d in event):
             raise ValueError(

@@ -1,30 +1,76 @@
-"""Multi-scale Glow (Kingma & Dhariwal, arXiv:1807.03039)."""
+"""Multi-scale Glow (Kingma & Dhariwal, arXiv:1807.03039), composed from invertible layers."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import keras
-import tensorflow as tf
 
 from tfinv.blocks.glow_step import GlowStep
-from tfinv.blocks.invertible_sequential import InvertibleSequential
 from tfinv.core.flow_model import FlowModel
+from tfinv.core.invertible_layer import InvertibleLayer
+from tfinv.core.invertible_sequential import InvertibleSequential
+from tfinv.layers.factor_out import FactorOut
+from tfinv.layers.flatten import Flatten
+from tfinv.layers.learned_prior import LearnedPrior
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.squeeze import Squeeze
+
+
+def glow_layers(
+    levels: int,
+    steps_per_level: int,
+    hidden_channels: int,
+    coupling: str = "affine",
+    num_levels: int | None = 17,
+    seed: int = 0,
+    linear: str = "inv_conv1x1",
+    learned_prior: bool = False,
+    context_shape: Sequence[int] | None = None,
+    context_features: int = 16,
+) -> list[InvertibleLayer]:
+    """Glow's layers: ``[LogitPreprocess, level_0, FactorOut([level_1, FactorOut([... level_{L-1},
+    (LearnedPrior,) Flatten])])]``, each level a `Squeeze` then ``steps_per_level`` `GlowStep`s."""
+
+    def level(index: int) -> InvertibleSequential:
+        steps = [
+            GlowStep(hidden_channels, coupling, seed=seed + 1000 * index + step, linear=linear,
+                     context_shape=context_shape, context_features=context_features, name=f"step_{step}")
+            for step in range(steps_per_level)
+        ]
+        return InvertibleSequential([Squeeze(name="squeeze")] + steps, name=f"level_{index}")
+
+    top = [level(levels - 1)]
+    if learned_prior:
+        top.append(LearnedPrior(context_shape=context_shape, name="top_prior"))
+    top.append(Flatten(name="flatten"))
+    body: list[InvertibleLayer] = top
+    for index in reversed(range(levels - 1)):
+        inner = InvertibleSequential(body, name=f"scales_{index + 1}")
+        body = [level(index), FactorOut(inner, learned_prior=learned_prior, name=f"factor_out_{index}")]
+    front = [] if num_levels is None else [LogitPreprocess(num_levels, name="preprocess")]
+    return front + body
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
 class Glow(FlowModel):
     """Multi-scale Glow: per level, squeeze then K steps (ActNorm, 1x1 conv, coupling); after
-    every level but the last, half of the channels is factored out as latents.
+    every level but the last, half of the channels is factored out as latents (`FactorOut`).
 
     Forward: ``x -> z`` with ``z`` the flat concatenation of the factored-out latents and the last
     level's output (``D = H * W * C`` entries). Inverse: the reverse, re-inserting each factored
     part before its level. Log-det: the sum over all steps (and the logit preprocessing).
     Shapes: ``(B, H, W, C) -> (B, H*W*C)``; H and W divisible by ``2**levels``.
 
-    The prior of every latent is a standard normal (Glow's learned split priors are omitted).
+    The model is a composition (`glow_layers`): no hand-written multi-scale walk.
+    Priors: by default every latent has the model's ``base`` (standard normal). With
+    ``learned_prior=True``, Glow's learned priors: each factored-out half is standardised under
+    ``N(mu, sigma^2)`` predicted from the kept half by a zero-initialised convolution, and the last
+    level's output under a learned per-channel Gaussian (`LearnedPrior`, conditioned on the
+    context when there is one); the flow then ends in N(0, I) noise, so sampling and the exported
+    inverse graph still take standard normal noise.
+    Conditioning (``context_shape``): every coupling's conditioner also sees features of the
+    context (`tfinv.nets.ContextEncoder`); a class-conditional Glow takes one-hot labels.
 
     Args:
         input_shape: ``(H, W, C)`` of one image.
@@ -37,10 +83,10 @@ class Glow(FlowModel):
         seed: seed of the linear layers' initialisation.
         linear: the channel-mixing layer of every step, a name registered in
             `tfinv.blocks.glow_step.LINEAR_LAYERS` (``"inv_conv1x1"``: Glow's LU 1x1 convolution).
-        **kwargs: `FlowModel` arguments: ``validate_args=True`` checks every layer's input
-            (finite; the preprocessing's ``[0, num_levels]``), raising ``InvalidArgumentError``
-            naming the layer; off by default, when out-of-range data give NaN silently.
-            ``dtype`` sets the dtype policy of every layer.
+        learned_prior: Glow's learned split priors and learned top prior.
+        context_shape: shape of one context for a conditional Glow (e.g. ``(10,)`` one-hot labels).
+        context_features: channels of the context features given to each conditioner.
+        base, validate_args, **kwargs: see `FlowModel`.
     """
 
     def __init__(
@@ -53,19 +99,27 @@ class Glow(FlowModel):
         num_levels: int | None = 17,
         seed: int = 0,
         linear: str = "inv_conv1x1",
-        **kwargs,
+        learned_prior: bool = False,
+        context_shape: Sequence[int] | None = None,
+        context_features: int = 16,
+        **kwargs: Any,
     ):
-        super().__init__(input_shape=input_shape, **kwargs)
-        if len(self.data_shape) != 3:
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3:
             raise ValueError(f"Glow needs input_shape (H, W, C), got {tuple(input_shape)}")
         if levels < 1 or steps_per_level < 1:
             raise ValueError(f"Glow needs levels >= 1 and steps_per_level >= 1, got {levels}, {steps_per_level}")
-        height, width, _ = self.data_shape
+        height, width, _ = shape
         if height % 2**levels or width % 2**levels:
             raise ValueError(
                 f"Glow with {levels} levels needs H and W divisible by {2**levels}, "
                 f"got (H, W) = ({height}, {width})"
             )
+        kwargs.pop("layers", None)
+        layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling,
+                             None if num_levels is None else int(num_levels), int(seed), linear,
+                             bool(learned_prior), context_shape, int(context_features))
+        super().__init__(layers, input_shape=shape, context_shape=context_shape, **kwargs)
         self.levels = int(levels)
         self.steps_per_level = int(steps_per_level)
         self.hidden_channels = int(hidden_channels)
@@ -73,94 +127,31 @@ class Glow(FlowModel):
         self.num_levels = None if num_levels is None else int(num_levels)
         self.seed = int(seed)
         self.linear = linear
-        self.preprocess = None if num_levels is None else LogitPreprocess(num_levels, name="preprocess")
-        self.scales = [
-            InvertibleSequential(
-                [Squeeze(name="squeeze")]
-                + [
-                    GlowStep(hidden_channels, coupling, seed=seed + 1000 * level + step, linear=linear,
-                             name=f"step_{step}")
-                    for step in range(steps_per_level)
-                ],
-                name=f"level_{level}",
-            )
-            for level in range(levels)
-        ]
-        self.build()
+        self.learned_prior = bool(learned_prior)
+        self.context_features = int(context_features)
 
-    # ------------------------------------------------------------- structure
-    def _build_flow(self, shape):
-        if self.preprocess is not None:
-            self.preprocess.build(shape)
-        for level, scale in enumerate(self.scales):
-            scale.build(shape)
-            shape = scale.compute_output_shape(shape)
-            if level < self.levels - 1:
-                shape = shape[:-1] + (shape[-1] // 2,)
+    # ------------------------------------------------------------- views into the composition
+    @property
+    def preprocess(self) -> LogitPreprocess | None:
+        """The `LogitPreprocess` front layer (``None`` without ``num_levels``)."""
+        first = self.flow.steps[0]
+        return first if isinstance(first, LogitPreprocess) else None
 
-    def _level_shapes(self) -> list[tuple[int, ...]]:
-        """Event shape of each latent block, in the order they are concatenated."""
-        shapes, shape = [], (1,) + self.data_shape
-        for level, scale in enumerate(self.scales):
-            shape = scale.compute_output_shape(shape)
-            if level < self.levels - 1:
-                half = shape[-1] // 2
-                shapes.append(tuple(shape[1:-1]) + (shape[-1] - half,))
-                shape = shape[:-1] + (half,)
-        shapes.append(tuple(shape[1:]))
-        return shapes
-
-    def compute_latent_shape(self):
-        return (self.num_dims,)
-
-    # ------------------------------------------------------------- directions
-    def _forward_and_log_det(self, x):
-        log_det = tf.zeros(tf.shape(x)[:1], self.log_det_dtype)
-        h = x
-        if self.preprocess is not None:
-            h, ld = self.preprocess.forward_and_log_det(h)
-            log_det += tf.cast(ld, log_det.dtype)
-        latents = []
-        for level, scale in enumerate(self.scales):
-            h, ld = scale.forward_and_log_det(h)
-            log_det += tf.cast(ld, log_det.dtype)
-            if level < self.levels - 1:
-                half = h.shape[-1] // 2
-                latents.append(h[..., half:])
-                h = h[..., :half]
-        latents.append(h)
-        batch = tf.shape(x)[0]
-        z = tf.concat([tf.reshape(t, [batch, -1]) for t in latents], axis=-1)
-        return z, log_det
-
-    def _inverse_and_log_det(self, z):
-        batch = tf.shape(z)[0]
-        shapes = self._level_shapes()
-        sizes = [int(tf.TensorShape(s).num_elements()) for s in shapes]
-        parts = tf.split(z, sizes, axis=-1)
-        log_det = tf.zeros([batch], self.log_det_dtype)
-        h = tf.reshape(parts[-1], tf.concat([[batch], shapes[-1]], 0))
-        for level in reversed(range(self.levels)):
-            if level < self.levels - 1:
-                factored = tf.reshape(parts[level], tf.concat([[batch], shapes[level]], 0))
-                h = tf.concat([h, factored], axis=-1)
-            h, ld = self.scales[level].inverse_and_log_det(h)
-            log_det += tf.cast(ld, log_det.dtype)
-        if self.preprocess is not None:
-            h, ld = self.preprocess.inverse_and_log_det(h)
-            log_det += tf.cast(ld, log_det.dtype)
-        return h, log_det
-
-    def _initialize(self, x):
-        h = x if self.preprocess is None else self.preprocess.forward_and_log_det(x)[0]
-        for level, scale in enumerate(self.scales):
-            h = scale.initialize(h)
-            if level < self.levels - 1:
-                h = h[..., : h.shape[-1] // 2]
+    @property
+    def scales(self) -> list[InvertibleSequential]:
+        """The levels (squeeze + steps), outermost first."""
+        found, steps = [], list(self.flow.steps)
+        while steps:
+            layer = steps.pop(0)
+            if isinstance(layer, InvertibleSequential) and layer.name.startswith("level_"):
+                found.append(layer)
+            elif isinstance(layer, FactorOut):
+                steps = list(layer.inner.steps)
+        return found
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **self._model_config(),
             "levels": self.levels,
             "steps_per_level": self.steps_per_level,
             "hidden_channels": self.hidden_channels,
@@ -168,4 +159,6 @@ class Glow(FlowModel):
             "num_levels": self.num_levels,
             "seed": self.seed,
             "linear": self.linear,
+            "learned_prior": self.learned_prior,
+            "context_features": self.context_features,
         }

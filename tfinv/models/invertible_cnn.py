@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.invertible_sequential import InvertibleSequential
 from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.layers.haar_downsampling import HaarDownsampling
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU

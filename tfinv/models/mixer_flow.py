@@ -5,13 +5,30 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
-import tensorflow as tf
-
 from tfinv.blocks.mixer_flow_block import MixerFlowBlock
 from tfinv.core.flow_model import FlowModel
+from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.layers.cyclic_shift import CyclicShift
+from tfinv.layers.flatten import Flatten
+from tfinv.layers.inverted import Inverted
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.patchify import Patchify
+
+
+def mixer_flow_layers(input_shape: Sequence[int], patch_size: int, num_blocks: int, hidden_units: int,
+                      num_levels: int | None = 17, shift: bool = True, seed: int = 0) -> list[InvertibleLayer]:
+    """MixerFlow's layers: ``[LogitPreprocess, (CyclicShift,) Patchify, MixerFlowBlock, unpatchify, ...,
+    Flatten]``; the un-patchify is `Inverted` `Patchify`, so every block sees and returns images."""
+    layers: list[InvertibleLayer] = [] if num_levels is None else [LogitPreprocess(num_levels, name="preprocess")]
+    for i in range(num_blocks):
+        if i > 0 and shift:
+            layers.append(CyclicShift(patch_size // 2, name=f"shift_{i}"))
+        layers += [
+            Patchify(patch_size, name=f"patchify_{i}"),
+            MixerFlowBlock(hidden_units, seed=seed + 2 * i, name=f"block_{i}"),
+            Inverted(Patchify(patch_size), layer_input_shape=input_shape, name=f"unpatchify_{i}"),
+        ]
+    return layers + [Flatten(name="flatten")]
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -25,6 +42,8 @@ class MixerFlow(FlowModel):
     The shift (``patch_size // 2`` pixels, cyclic) moves the patch borders between blocks so that
     neighbouring pixels on both sides of a border get mixed directly.
     Inverse: the reverse, block by block (sampling: ``inverse`` of base noise).
+    The model is a composition (`mixer_flow_layers`): the un-patchify after each block is an
+    `Inverted` `Patchify`, and a `Flatten` gives the latent vector.
     Log-det: the sum of the blocks' and the preprocessing's (patchify and shift are permutations).
     Shapes: ``(B, H, W, C) -> (B, H*W*C)``; H and W divisible by ``patch_size``; ``P >= 2`` and
     ``D >= 2`` (so ``patch_size >= 2`` for one channel).
@@ -54,15 +73,15 @@ class MixerFlow(FlowModel):
         seed: int = 0,
         **kwargs,
     ):
-        super().__init__(input_shape=input_shape, **kwargs)
-        if len(self.data_shape) != 3:
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3:
             raise ValueError(f"MixerFlow needs input_shape (H, W, C), got {tuple(input_shape)}")
         if int(patch_size) < 1 or int(num_blocks) < 1 or int(hidden_units) < 1:
             raise ValueError(
                 f"MixerFlow needs patch_size, num_blocks and hidden_units >= 1, got "
                 f"{patch_size}, {num_blocks}, {hidden_units}"
             )
-        height, width, channels = self.data_shape
+        height, width, channels = shape
         p = int(patch_size)
         if height % p or width % p:
             raise ValueError(
@@ -73,76 +92,34 @@ class MixerFlow(FlowModel):
         if patches < 2 or dim < 2:
             raise ValueError(
                 f"MixerFlow needs at least 2 patches and 2 values per patch, got P = {patches} "
-                f"patches of D = {dim} values (input {self.data_shape}, patch_size={p})"
+                f"patches of D = {dim} values (input {shape}, patch_size={p})"
             )
+        kwargs.pop("layers", None)
+        super().__init__(
+            mixer_flow_layers(shape, p, int(num_blocks), int(hidden_units), num_levels, bool(shift) and p >= 2,
+                              int(seed)),
+            input_shape=shape, **kwargs,
+        )
         self.patch_size = p
         self.num_blocks = int(num_blocks)
         self.hidden_units = int(hidden_units)
         self.num_levels = None if num_levels is None else int(num_levels)
         self.shift = bool(shift) and p >= 2
         self.seed = int(seed)
-        self.preprocess = None if num_levels is None else LogitPreprocess(num_levels, name="preprocess")
-        self.patchify = Patchify(p, name="patchify")
-        self.shifter = CyclicShift(p // 2, name="shift") if self.shift else None
-        self.blocks = [
-            MixerFlowBlock(hidden_units, seed=self.seed + 2 * i, name=f"block_{i}")
-            for i in range(self.num_blocks)
-        ]
-        self.build()
 
-    # ------------------------------------------------------------- structure
-    def _build_flow(self, shape):
-        for layer in (self.preprocess, self.patchify, self.shifter):
-            if layer is not None:
-                layer.build(shape)
-        patch_shape = self.patchify.compute_output_shape(shape)
-        for block in self.blocks:
-            block.build(patch_shape)
+    @property
+    def preprocess(self) -> LogitPreprocess | None:
+        """The `LogitPreprocess` front layer (``None`` without ``num_levels``)."""
+        first = self.flow.steps[0]
+        return first if isinstance(first, LogitPreprocess) else None
 
-    def compute_latent_shape(self):
-        return (self.num_dims,)
-
-    # ------------------------------------------------------------- directions
-    def _forward_and_log_det(self, x):
-        log_det = tf.zeros(tf.shape(x)[:1], self.log_det_dtype)
-        h = x
-        if self.preprocess is not None:
-            h, ld = self.preprocess.forward_and_log_det(h)
-            log_det += tf.cast(ld, log_det.dtype)
-        for i, block in enumerate(self.blocks):
-            if i > 0 and self.shifter is not None:
-                h = self.shifter.forward_and_log_det(h)[0]  # a permutation: log-det 0
-            patches, ld = block.forward_and_log_det(self.patchify.forward_and_log_det(h)[0])
-            log_det += tf.cast(ld, log_det.dtype)
-            h = self.patchify.inverse_and_log_det(patches)[0]
-        return tf.reshape(h, [tf.shape(x)[0], self.num_dims]), log_det
-
-    def _inverse_and_log_det(self, z):
-        batch = tf.shape(z)[0]
-        log_det = tf.zeros([batch], self.log_det_dtype)
-        h = tf.reshape(z, tf.concat([[batch], self.data_shape], 0))
-        for i in reversed(range(self.num_blocks)):
-            patches, ld = self.blocks[i].inverse_and_log_det(self.patchify.forward_and_log_det(h)[0])
-            log_det += tf.cast(ld, log_det.dtype)
-            h = self.patchify.inverse_and_log_det(patches)[0]
-            if i > 0 and self.shifter is not None:
-                h = self.shifter.inverse_and_log_det(h)[0]
-        if self.preprocess is not None:
-            h, ld = self.preprocess.inverse_and_log_det(h)
-            log_det += tf.cast(ld, log_det.dtype)
-        return h, log_det
-
-    def _initialize(self, x):
-        h = x if self.preprocess is None else self.preprocess.forward_and_log_det(x)[0]
-        for i, block in enumerate(self.blocks):
-            if i > 0 and self.shifter is not None:
-                h = self.shifter.forward_and_log_det(h)[0]
-            patches = block.initialize(self.patchify.forward_and_log_det(h)[0])
-            h = self.patchify.inverse_and_log_det(patches)[0]
+    @property
+    def blocks(self) -> list[MixerFlowBlock]:
+        return [l for l in self.flow.steps if isinstance(l, MixerFlowBlock)]
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **self._model_config(),
             "patch_size": self.patch_size,
             "num_blocks": self.num_blocks,
             "hidden_units": self.hidden_units,

@@ -7,6 +7,6 @@
 """
 
 from tfinv.testing import contract
-from tfinv.testing.cases import Case, cases, model_cases
+from tfinv.testing.cases import Case, cases, conditional_cases, model_cases
 
-__all__ = ["Case", "cases", "contract", "model_cases"]
+__all__ = ["Case", "cases", "conditional_cases", "contract", "model_cases"]

@@ -66,9 +66,16 @@ class Case:
     initialize: bool = True
     float64_round_trip_tol: float = 1e-12
     tags: tuple[str, ...] = field(default_factory=tuple)
+    context_shape: tuple[int, ...] | None = None
 
     def example(self, seed: int = 0) -> tf.Tensor:
         return tf.constant(self.draw(self.input_shape, seed))
+
+    def example_context(self, seed: int = 0) -> tf.Tensor | None:
+        """A context for the example batch (standard normal), ``None`` for unconditional cases."""
+        if self.context_shape is None:
+            return None
+        return tf.constant(_normal((self.input_shape[0],) + tuple(self.context_shape), seed + 100))
 
     def build(self, seed: int = 0):
         """Returns ``(layer, x)``: the layer built on ``x``, initialised, with perturbed weights."""
@@ -76,7 +83,7 @@ class Case:
         x = self.example(seed)
         layer.build(tuple(x.shape))
         if self.initialize:
-            layer.initialize(x)
+            layer.initialize(x, self.example_context(seed))
         perturb_weights(layer, self.perturb, seed)
         return layer, x
 
@@ -205,12 +212,58 @@ def cases() -> Iterator[Case]:
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_conv"), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
+    yield Case("Flatten", lambda: layers.Flatten(), (2, 3, 4, 2))
+    yield Case("Inverted-Patchify", lambda: layers.Inverted(layers.Patchify(2), layer_input_shape=(4, 6, 3)),
+               (2, 6, 12))
+    yield Case("Inverted-InvConv1x1", lambda: layers.Inverted(layers.InvConv1x1(seed=2)), (2, 3, 3, 4))
+    yield Case("LearnedPrior", lambda: layers.LearnedPrior(), (2, 4, 4, 3))
+    yield Case("LearnedPrior-vector", lambda: layers.LearnedPrior(event_ndims=1), (2, 5))
+    yield Case("FactorOut", lambda: layers.FactorOut(blocks.InvertibleSequential([layers.ActNorm()])),
+               (2, 4, 4, 3))
+    # Glow's two-scale layout with learned split priors: the nested factor-out re-inserts its
+    # latents inside the outer one.
+    yield Case(
+        "FactorOut-learned-prior-nested",
+        lambda: layers.FactorOut(
+            blocks.InvertibleSequential([
+                layers.Squeeze(),
+                layers.AffineCoupling(hidden_channels=small),
+                layers.FactorOut(blocks.InvertibleSequential([layers.InvConv1x1(seed=1), layers.Flatten()]),
+                                 learned_prior=True),
+            ]),
+            learned_prior=True,
+        ),
+        (2, 4, 4, 4),
+    )
     yield Case(
         "InvertibleSequential",
         lambda: blocks.InvertibleSequential(
             [layers.ActNorm(), layers.Squeeze(), layers.InvConv1x1(seed=1), layers.Reverse()]
         ),
         (2, 4, 4, 2),
+    )
+
+
+def conditional_cases() -> Iterator[Case]:
+    """Conditional layers and models (``context_shape`` set); the harness runs them at a fixed
+    context and checks that the context changes the map."""
+    from tfinv import layers
+    from tfinv.models import Glow
+
+    small = 8
+    yield Case("AffineCoupling-vector-context",
+               lambda: layers.AffineCoupling(hidden_channels=small, context_shape=(3,)), (2, 4, 4, 4),
+               context_shape=(3,))
+    yield Case("AdditiveCoupling-checkerboard-image-context",
+               lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small, context_shape=(2, 2, 3)),
+               (2, 4, 4, 2), context_shape=(2, 2, 3))
+    yield Case("LearnedPrior-context", lambda: layers.LearnedPrior(context_shape=(4,)), (2, 4, 4, 3),
+               context_shape=(4,))
+    yield Case(
+        "Glow-context-learned-prior",
+        lambda: Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=small, num_levels=17,
+                     learned_prior=True, context_shape=(10,)),
+        (2, 8, 8, 1), draw=_counts(17), perturb=0.05, context_shape=(10,),
     )
 
 

@@ -7,7 +7,9 @@ volume-preserving log-dets, which are exactly 0, from dividing by zero). The fun
 the measured error so callers can report it.
 
 A subject is an `InvertibleLayer` or a `FlowModel`: anything with ``forward_and_log_det(x)``
-and ``inverse_and_log_det(z)``.
+and ``inverse_and_log_det(z)``. For a conditional subject the checks take a fixed ``context``
+(the Jacobian is then the one of ``x -> f(x, context)``), and `check_context_dependence` checks
+that the context really changes the map.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "check_serialization",
     "check_fit_step",
     "check_jit",
+    "check_context_dependence",
     "check_tfp_training",
     "dtype_policy",
     "check_float64_policy",
@@ -62,16 +65,24 @@ def _batch_sum(log_det) -> np.ndarray:
     return ld.reshape(ld.shape[0], -1).sum(axis=1) if ld.ndim > 1 else ld
 
 
-def _inverse_input(subject, x, seed: int = 1):
+def _forward(subject, x, context=None):
+    return subject.forward_and_log_det(x) if context is None else subject.forward_and_log_det(x, context)
+
+
+def _inverse(subject, z, context=None):
+    return subject.inverse_and_log_det(z) if context is None else subject.inverse_and_log_det(z, context)
+
+
+def _inverse_input(subject, x, seed: int = 1, context=None):
     """A point of the codomain away from ``f(x)``: ``f(x)`` plus 0.1-scaled Gaussian noise."""
-    z, _ = subject.forward_and_log_det(x)
+    z, _ = _forward(subject, x, context)
     noise = tf.random.stateless_normal(tf.shape(z), seed=[seed, 0], dtype=z.dtype)
     return z + 0.1 * noise
 
 
-def check_not_identity(subject, x, min_change: float = 1e-3) -> float:
+def check_not_identity(subject, x, min_change: float = 1e-3, context=None) -> float:
     """The forward map changes the input (its shape, or its values by more than ``min_change``)."""
-    z, _ = subject.forward_and_log_det(x)
+    z, _ = _forward(subject, x, context)
     if tuple(z.shape) != tuple(x.shape):
         return float("inf")
     change = relative_error(z, x)
@@ -80,14 +91,14 @@ def check_not_identity(subject, x, min_change: float = 1e-3) -> float:
     return change
 
 
-def check_round_trip(subject, x, tol: float = 1e-5) -> dict[str, float]:
+def check_round_trip(subject, x, tol: float = 1e-5, context=None) -> dict[str, float]:
     """``inverse(forward(x)) == x`` and ``forward(inverse(z)) == z`` within ``tol``."""
-    z, _ = subject.forward_and_log_det(x)
-    x_back, _ = subject.inverse_and_log_det(z)
+    z, _ = _forward(subject, x, context)
+    x_back, _ = _inverse(subject, z, context)
     errors = {"x->z->x": _assert_close(x_back, x, tol, "inverse(forward(x))")}
-    z2 = _inverse_input(subject, x)
-    x2, _ = subject.inverse_and_log_det(z2)
-    z_back, _ = subject.forward_and_log_det(x2)
+    z2 = _inverse_input(subject, x, context=context)
+    x2, _ = _inverse(subject, z2, context)
+    z_back, _ = _forward(subject, x2, context)
     errors["z->x->z"] = _assert_close(z_back, z2, tol, "forward(inverse(z))")
     return errors
 
@@ -109,26 +120,27 @@ def _autodiff_log_det(fn, x) -> np.ndarray:
     return logabs
 
 
-def check_log_det(subject, x, tol: float = 1e-4) -> dict[str, float]:
-    """Log-dets match ``slogdet`` of the autodiff Jacobian both ways, and ``fldj(x) = -ildj(f(x))``."""
-    z, fldj = subject.forward_and_log_det(x)
+def check_log_det(subject, x, tol: float = 1e-4, context=None) -> dict[str, float]:
+    """Log-dets match ``slogdet`` of the autodiff Jacobian both ways, and ``fldj(x) = -ildj(f(x))``
+    (at a fixed ``context`` for a conditional subject)."""
+    z, fldj = _forward(subject, x, context)
     errors = {
         "forward": _assert_close(
             _batch_sum(fldj),
-            _autodiff_log_det(lambda t: subject.forward_and_log_det(t)[0], x),
+            _autodiff_log_det(lambda t: _forward(subject, t, context)[0], x),
             tol,
             "forward log-det vs slogdet(autodiff Jacobian)",
         )
     }
-    z2 = _inverse_input(subject, x)
-    _, ildj = subject.inverse_and_log_det(z2)
+    z2 = _inverse_input(subject, x, context=context)
+    _, ildj = _inverse(subject, z2, context)
     errors["inverse"] = _assert_close(
         _batch_sum(ildj),
-        _autodiff_log_det(lambda t: subject.inverse_and_log_det(t)[0], z2),
+        _autodiff_log_det(lambda t: _inverse(subject, t, context)[0], z2),
         tol,
         "inverse log-det vs slogdet(autodiff Jacobian)",
     )
-    _, ildj_at_z = subject.inverse_and_log_det(z)
+    _, ildj_at_z = _inverse(subject, z, context)
     errors["fldj=-ildj"] = _assert_close(
         -_batch_sum(ildj_at_z), _batch_sum(fldj), tol, "fldj(x) vs -ildj(f(x))"
     )
@@ -210,12 +222,12 @@ def check_fit_step(layer, x, learning_rate: float = 1e-2) -> float:
     return float(loss)
 
 
-def check_jit(subject, x, tol: float = 1e-5) -> float:
+def check_jit(subject, x, tol: float = 1e-5, context=None) -> float:
     """``jit_compile=True`` forward and inverse agree with eager execution."""
-    z, fldj = subject.forward_and_log_det(x)
-    x_back, ildj = subject.inverse_and_log_det(z)
-    jit_forward = tf.function(subject.forward_and_log_det, jit_compile=True)
-    jit_inverse = tf.function(subject.inverse_and_log_det, jit_compile=True)
+    z, fldj = _forward(subject, x, context)
+    x_back, ildj = _inverse(subject, z, context)
+    jit_forward = tf.function(lambda v: _forward(subject, v, context), jit_compile=True)
+    jit_inverse = tf.function(lambda v: _inverse(subject, v, context), jit_compile=True)
     zj, fldj_j = jit_forward(x)
     xj, ildj_j = jit_inverse(z)
     return max(
@@ -224,6 +236,21 @@ def check_jit(subject, x, tol: float = 1e-5) -> float:
         _assert_close(xj, x_back, tol, "jit inverse"),
         _assert_close(ildj_j, ildj, tol, "jit inverse log-det"),
     )
+
+
+def check_context_dependence(subject, x, context, other_context, min_change: float = 1e-3) -> float:
+    """A conditional subject's forward map and log-det change with the context, and a missing
+    context is a ``ValueError``."""
+    z, fldj = subject.forward_and_log_det(x, context)
+    z_other, fldj_other = subject.forward_and_log_det(x, other_context)
+    change = max(relative_error(z_other, z), relative_error(_batch_sum(fldj_other), _batch_sum(fldj)))
+    if not change > min_change:
+        raise AssertionError(f"the output does not depend on the context: relative change {change:.3e}")
+    try:
+        subject.forward_and_log_det(x)
+    except ValueError:
+        return change
+    raise AssertionError("a conditional subject accepted a missing context")
 
 
 def _tfp_distribution(subject, x):
