@@ -82,7 +82,7 @@ def test_glow_and_flow_model_pass_validate_args_to_every_layer():
         glow.log_prob(x)
     z = glow.forward(np.full((1, 8, 8, 1), 4.0, np.float32))[0].numpy()
     z[0, 5] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\(inverse\) got NaN or Inf"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"(\(inverse\) got|z has) NaN or Inf"):
         glow.inverse(z)
 
     model = FlowModel([layers.ActNorm(), blocks.GlowStep(hidden_channels=8, seed=1)], input_shape=(4, 4, 2),
