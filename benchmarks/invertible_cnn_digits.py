@@ -43,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfinv  # noqa: E402
 from tfinv import data  # noqa: E402
-from tfinv.cli import evaluate_bits_per_dim  # noqa: E402
+from tfinv import training  # noqa: E402
 from tfinv.blocks.convolutional_flow_step import ConvolutionalFlowStep  # noqa: E402
 from tfinv.layers.logit_preprocess import LogitPreprocess  # noqa: E402
 from tfinv.layers.periodic_conv import PeriodicConv  # noqa: E402
@@ -153,21 +153,16 @@ def train_density(make, args: argparse.Namespace, rotate: bool = False) -> dict:
     keras.utils.set_random_seed(args.seed)
     train_images, _ = data.digits_arrays("train", with_labels=False)
     test_images, _ = data.digits_arrays("test", with_labels=False)
-    train = data.dequantized_dataset(train_images, batch_size=64, seed=args.seed, drop_remainder=True)
-    test = data.dequantized_dataset(test_images, batch_size=256, seed=args.seed, shuffle=False, fixed_noise=True)
     model = make()
     if rotate:
         rotate_centre_taps(model, args.seed)
-    model.initialize(next(iter(train)))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    started = time.perf_counter()
-    history = model.fit(train, epochs=args.glow_epochs, shuffle=False, verbose=0)
-    fit_seconds = time.perf_counter() - started
+    result = training.fit_flow(model, train_images, epochs=args.glow_epochs, batch_size=64,
+                               learning_rate=1e-3, seed=args.seed, drop_remainder=True)
     return {
-        "test_bits_per_dim": round(evaluate_bits_per_dim(model, test), 4),
-        "final_train_bits_per_dim": round(float(history.history["bits_per_dim"][-1]), 4),
+        "test_bits_per_dim": round(training.dataset_bits_per_dim(model, test_images, seed=args.seed), 4),
+        "final_train_bits_per_dim": round(float(result.history["bits_per_dim"][-1]), 4),
         "num_parameters": int(model.count_params()),
-        "fit_seconds": round(fit_seconds, 2),
+        "fit_seconds": round(result.fit_seconds, 2),
     }
 
 

@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfinv  # noqa: E402
 from tfinv import data  # noqa: E402
-from tfinv.cli import evaluate_bits_per_dim  # noqa: E402
+from tfinv import training  # noqa: E402
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -82,10 +82,6 @@ def run(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(args.seed)
     train_images, _ = data.digits_arrays("train", with_labels=False)
     test_images, _ = data.digits_arrays("test", with_labels=False)
-    # Equal batches: every step has the same shape, so each timing is the same work.
-    train_ds = data.dequantized_dataset(
-        train_images, batch_size=args.batch_size, seed=args.seed, drop_remainder=True
-    )
     model = tfinv.models.Glow(
         data.DIGITS_SHAPE,
         levels=args.levels,
@@ -95,21 +91,18 @@ def run(args: argparse.Namespace) -> dict:
         seed=args.seed,
         learned_prior=args.learned_prior,
     )
-    model.initialize(next(iter(train_ds)))
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=args.jit)
     timer = StepTimer()
-    fit_started = time.perf_counter()
-    history = model.fit(train_ds, epochs=args.epochs, shuffle=False, verbose=0, callbacks=[timer])
-    fit_seconds = time.perf_counter() - fit_started
+    # Equal batches (drop_remainder): every step has the same shape, so each timing is the same work.
+    result = training.fit_flow(
+        model, train_images, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        seed=args.seed, jit_compile=args.jit, drop_remainder=True, callbacks=[timer],
+    )
 
     steps = timer.step_seconds[args.warmup_steps :]
     if not steps:
         raise SystemExit(f"no steps left after --warmup-steps {args.warmup_steps}; raise --epochs")
     rates = np.asarray([args.batch_size / s for s in steps])
-    test_ds = data.dequantized_dataset(
-        test_images, batch_size=256, seed=args.seed, shuffle=False, fixed_noise=True
-    )
-    test_bpd = evaluate_bits_per_dim(model, test_ds)
+    test_bpd = training.dataset_bits_per_dim(model, test_images, batch_size=256, seed=args.seed)
     return {
         "benchmark": "train_digits",
         "train_images_per_second": round(float(statistics.median(rates)), 1),
@@ -117,9 +110,9 @@ def run(args: argparse.Namespace) -> dict:
         "train_images_per_second_p90": round(float(np.percentile(rates, 90)), 1),
         "timed_steps": len(steps),
         "first_step_seconds": round(timer.step_seconds[0], 3),
-        "final_train_bits_per_dim": float(history.history["bits_per_dim"][-1]),
+        "final_train_bits_per_dim": float(result.history["bits_per_dim"][-1]),
         "test_bits_per_dim": test_bpd,
-        "fit_seconds": round(fit_seconds, 3),
+        "fit_seconds": round(result.fit_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "num_parameters": int(model.count_params()),

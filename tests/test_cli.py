@@ -1,15 +1,22 @@
 """The `tfinv` command line, run in-process through `tfinv.cli.main` with tiny settings."""
 
+import hashlib
 import json
 import math
+import os
 import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfinv
-from tfinv import cli, data
+from tfinv import cli
 
 TINY = ["--levels", "1", "--steps-per-level", "1", "--hidden-channels", "8", "--epochs", "1", "--verbose", "0"]
 
@@ -111,10 +118,174 @@ def test_model_registry_is_extensible():
         cli.register_model("glow", "again")(lambda args, shape, levels: None)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_evaluate_bits_per_dim_is_the_mean_over_every_example(jit):
-    model = tfinv.models.Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=8, num_levels=17)
-    images, labels = data.digits_arrays("test")
-    dataset = data.dequantized_dataset(images[:50], labels[:50], batch_size=16, shuffle=False, fixed_noise=True, with_labels=True)
-    expected = np.concatenate([model.bits_per_dim(x).numpy() for x, _ in dataset]).mean()
-    assert cli.evaluate_bits_per_dim(model, dataset, jit_compile=jit) == pytest.approx(expected, rel=1e-5)
+# ---------------------------------------------------------------- files never half-written
+TFINV = os.path.join(os.path.dirname(sys.executable), "tfinv")
+SMALL = [*TINY, "--max-train", "32", "--max-test", "16", "--batch-size", "16", "--num-samples", "4"]
+
+
+def run_python(code, timeout=300):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def folder_digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def assert_one_line_error(err, command):
+    err = err.strip()
+    assert err.startswith(f"tfinv {command}: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_sigkill_during_the_final_save_leaves_the_previous_run_intact(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = folder_digest(out)
+    # The new run dies (SIGKILL) while writing its outputs: model.keras is written, samples.png is not.
+    code = (
+        "import os, signal, sys\n"
+        "from tfinv import cli, data\n"
+        "data.save_image_grid = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"sys.exit(cli.main({['train', *SMALL, '--seed', '1', '--out', str(out)]!r}))\n"
+    )
+    killed = run_python(code)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    staging = [p for p in tmp_path.iterdir() if p.name.startswith(".run.staging-")]
+    assert len(staging) == 1 and (staging[0] / "model.keras").is_file()  # it died mid-save
+    assert folder_digest(out) == before  # the previous run's files, byte for byte
+    assert sorted(p.name for p in out.iterdir()) == ["backup", "metrics.json", "model.keras", "samples.png"]
+
+    # Without --resume the backup of the killed run is not silently discarded.
+    assert cli.main(["train", *SMALL, "--seed", "1", "--out", str(out)]) == 2
+    assert "pass --resume" in assert_one_line_error(capsys.readouterr().err, "train")
+    assert cli.main(["train", *SMALL, "--seed", "2", "--resume", "--out", str(out)]) == 2
+    assert "--seed 1 -> 2" in assert_one_line_error(capsys.readouterr().err, "train")
+    # Resuming finishes the killed run (its one epoch is backed up) and swaps the new folder in.
+    assert cli.main(["train", *SMALL, "--seed", "1", "--resume", "--out", str(out)]) == 0
+    assert "resumed after epoch 1" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.keras", "samples.png"]
+    after = folder_digest(out)
+    assert all(after[name] != before[name] for name in after)
+    assert json.loads((out / "metrics.json").read_text())["config"]["cli"]["seed"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # the abandoned staging folder is gone
+
+
+def test_outputs_get_the_umask_permissions_and_foreign_files_stay(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "samples.png").write_text("stale output of an earlier run")
+    previous = os.umask(0o027)
+    try:
+        assert cli.main(["train", *SMALL, "--out", str(out)]) == 0
+    finally:
+        os.umask(previous)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.keras", "notes.txt", "samples.png"]
+    assert (out / "notes.txt").read_text() == "mine" and read_png(out / "samples.png").ndim == 3
+    for name in ("metrics.json", "model.keras", "samples.png"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o640, name
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("afile/sub", "is a file, not a folder"),
+        ("afile", "is an existing file, not a folder"),
+        ("/proc/tfinv-run", "no write permission in '/proc'"),
+    ],
+)
+def test_train_checks_its_destination_before_training(tmp_path, capsys, out, message):
+    (tmp_path / "afile").write_text("x")
+    out = out if out.startswith("/") else str(tmp_path / out)
+    assert cli.main(["train", *SMALL, "--out", out]) == 2
+    captured = capsys.readouterr()
+    assert message in assert_one_line_error(captured.err, "train") and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [("folder", "is a folder; expected a file path"), ("afile/x.png", "is a file, not a folder"),
+     ("/proc/x.png", "no write permission in '/proc'"), ("grid.jpg", "must end in .png")],
+)
+def test_sample_checks_its_destination(trained, tmp_path, capsys, out, message):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder").mkdir()
+    out = out if out.startswith("/") else str(tmp_path / out)
+    assert cli.main(["sample", "--model", str(trained / "model.keras"), "--out", out]) == 2
+    assert message in assert_one_line_error(capsys.readouterr().err, "sample")
+
+
+def test_train_on_a_corrupt_npz_is_one_line(tmp_path, capsys):
+    path = tmp_path / "corrupt.npz"
+    np.savez(path, images=np.random.default_rng(0).integers(0, 17, (40, 8, 8)))
+    raw = bytearray(path.read_bytes())
+    raw[200] ^= 0xFF  # inside the stored images.npy: the CRC check fails on read
+    path.write_bytes(bytes(raw))
+    assert cli.main(["train", *SMALL, "--dataset", str(path), "--num-levels", "17", "--out", str(tmp_path / "o")]) == 2
+    err = assert_one_line_error(capsys.readouterr().err, "train")
+    assert "corrupt .npz archive" in err and "Bad CRC-32" in err and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- signals and start-up logging (subprocesses)
+def test_sigint_ends_training_with_one_line_and_a_usable_backup(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY[:-4], "--epochs", "200", "--verbose", "0", "--max-train", "32", "--max-test", "16",
+            "--batch-size", "16", "--num-samples", "4"]
+    process = subprocess.Popen([TFINV, "train", *args, "--out", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        metadata = out / "backup" / "state" / "training_metadata.json"
+        deadline = time.monotonic() + 240
+        while not metadata.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-2000:]
+    err = err.strip()
+    assert err.startswith("tfinv train: interrupted; ") and "--resume" in err and "\n" not in err, err
+    done = json.loads(metadata.read_text())["epoch"]
+    assert 1 <= done < 200 and not (out / "model.keras").exists()
+    # The backup is usable: a resumed run with a budget of 1 more epoch continues from it.
+    resumed = [*args[:args.index("--epochs")], "--epochs", str(done + 1), *args[args.index("--epochs") + 2:]]
+    assert cli.main(["train", *resumed, "--resume", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_at_epoch"] == done and metrics["epochs"] == done + 1
+
+
+def test_start_up_logging_is_quiet_unless_verbose():
+    from tfinv._startup import NOISE
+
+    quiet = subprocess.run([TFINV, "--help"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "train" in quiet.stdout
+    assert quiet.stderr == "", quiet.stderr
+    verbose = subprocess.run([TFINV, "--verbose", "--help"], capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0 and any(marker in verbose.stderr for marker in NOISE), verbose.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--seed", "-1"], "expected a seed in [0, 2**32 - 1], got -1"),
+        (["train", "--lr", "inf"], "expected a finite number > 0, got inf"),
+        (["train", "--temperature", "1e39"], "expected a temperature <= 3.403e+38 (float32), got 1e39"),
+        (["train", "--batch-size", "0"], "expected an integer >= 1, got 0"),
+        (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+        (["sample", "--model", "m.keras", "--n", "2.7"], "expected an integer >= 1, got '2.7'"),
+        (["sample", "--model", "m.keras", "--temperature", "nan"], "expected a finite number > 0, got nan"),
+    ],
+)
+def test_bad_options_are_one_line_before_any_work(tmp_path, capsys, argv, message):
+    out = [] if argv[0] == "sample" else ["--out", str(tmp_path / "o")]
+    assert cli.main([*argv, *out]) == 2
+    err = assert_one_line_error(capsys.readouterr().err, argv[0])
+    assert message in err and f"see 'tfinv {argv[0]} --help'" in err and not (tmp_path / "o").exists()
+
+
+def test_strategy_tpu_without_a_tpu_is_one_line(tmp_path, capsys):
+    assert cli.main(["train", *SMALL, "--strategy", "tpu", "--out", str(tmp_path / "o")]) == 2
+    assert "--strategy tpu: no TPU found" in assert_one_line_error(capsys.readouterr().err, "train")
+    assert not (tmp_path / "o").exists()

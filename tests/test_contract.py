@@ -65,6 +65,11 @@ def test_jit(built):
     contract.check_jit(layer, x)
 
 
+def test_empty_batch(built):
+    case, layer, x = built
+    contract.check_empty_batch(layer, x)
+
+
 def test_onnx_forward_and_inverse(built):
     case, layer, x = built
     check_onnx(layer, x)
@@ -101,6 +106,11 @@ def test_model_log_det(model):
 def test_model_jit(model):
     case, flow, x = model
     contract.check_jit(flow, x)
+
+
+def test_model_empty_batch(model):
+    case, flow, x = model
+    contract.check_empty_batch(flow, x)
 
 
 def test_model_onnx_forward_and_inverse(model):
@@ -143,6 +153,11 @@ def test_conditional_jit(conditional):
 def test_conditional_onnx_forward_and_inverse_take_the_context(conditional):
     case, subject, x, context, _ = conditional
     check_onnx(subject, x, context=context)
+
+
+def test_conditional_empty_batch(conditional):
+    case, subject, x, context, _ = conditional
+    contract.check_empty_batch(subject, x, context=context)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))

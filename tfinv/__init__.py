@@ -6,6 +6,10 @@ Direction convention: ``forward`` maps data ``x`` to latents ``z`` (the network 
 
 __version__ = "0.1.0"
 
+from tfinv import _startup  # noqa: E402  (stdlib only: runs before TensorFlow is imported)
+
+_startup.import_tensorflow(quiet=_startup.is_quiet_command())
+
 from tfinv.core import FlowModel, InvertibleLayer  # noqa: E402
 from tfinv import data, layers, models  # noqa: E402
 from tfinv.io import load_model  # noqa: E402

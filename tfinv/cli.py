@@ -12,29 +12,37 @@ Examples::
 ``DIR/metrics.json`` (bits/dim of the train and test splits, time, parameters, config). For a
 classifier (``--model revvit``) it trains on the labels and writes ``DIR/model.keras`` and
 ``DIR/metrics.json`` (train and test accuracy); no samples.
-User errors (bad data, a file that is not a tfinv model, an impossible configuration) print one
-line ``tfinv <command>: error: ...`` and exit with code 2; `main` returns the exit code.
+User errors (bad data, a file that is not a tfinv model, an impossible configuration, an
+unusable destination, a bad option) print one line ``tfinv <command>: error: ...`` and exit with
+code 2; `main` returns the exit code. Destinations are checked before any training.
+
+Run folder: training backs up to ``DIR/backup`` after every epoch; the outputs are written into a
+staging folder beside ``DIR`` that replaces ``DIR`` in one atomic exchange
+(`tfinv.files.staged_directory`), so a killed run leaves the previous run's files untouched and
+a folder never mixes two runs; entries tfinv did not write are carried over. SIGINT/SIGTERM end
+training with one line naming the backup (exit code 130); ``--resume`` continues it
+(`tfinv.training`). ``tfinv --verbose COMMAND`` shows TensorFlow's start-up logging, hidden by
+default (`tfinv._startup`).
+
+The training loop itself lives in `tfinv.training` (shared with the benchmarks); this module
+parses arguments, checks inputs and destinations, and reports.
 
 Models are built by the functions in `MODEL_BUILDERS`; add one with `register_model`.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
 import os
+import sys
+import time
+from typing import Any, Callable, Iterator, Sequence
 
-# Must precede the first TensorFlow import to take effect (TF reads it once, at import).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable, Iterator, Sequence  # noqa: E402
-
-__all__ = ["MODEL_BUILDERS", "ModelBuilder", "UsageError", "evaluate_bits_per_dim", "main", "register_model"]
+__all__ = ["MODEL_BUILDERS", "ModelBuilder", "UsageError", "build_parser", "main", "register_model"]
 
 
 class UsageError(Exception):
@@ -71,6 +79,8 @@ class ModelBuilder:
 
 
 TASKS = ("density", "classification")
+#: ``--strategy`` choices (`tfinv.training.make_strategy`), listed here so --help needs no TensorFlow.
+STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 #: name -> `ModelBuilder`; ``tfinv train --model NAME`` accepts exactly these names.
@@ -149,72 +159,164 @@ def _build_revvit(args: argparse.Namespace, input_shape: tuple[int, ...], num_le
 
 
 # ---------------------------------------------------------------- helpers
-def evaluate_bits_per_dim(model, dataset, jit_compile: bool = False) -> float:
-    """Mean of ``model.bits_per_dim(x)`` over every example of ``dataset`` (batches of ``x`` or ``(x, y)``)."""
-    import tensorflow as tf
-
-    batch_sum = tf.function(
-        lambda x: tf.reduce_sum(tf.cast(model.bits_per_dim(x), tf.float64)),
-        jit_compile=jit_compile,
-        reduce_retracing=True,
-    )
-    total, count = 0.0, 0
-    for batch in dataset:
-        x = batch[0] if isinstance(batch, tuple) else batch
-        total += float(batch_sum(x))
-        count += int(x.shape[0])
-    if count == 0:
-        raise ValueError("cannot evaluate bits/dim on an empty dataset")
-    return total / count
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _write_metrics(path: str, args: argparse.Namespace, model, history, fit_seconds: float, started: float,
+def _write_metrics(path: str, args: argparse.Namespace, model, result, started: float,
                    **task_fields: Any) -> dict:
-    """Writes ``metrics.json``: the task's figures plus what every run records (epochs, time,
-    parameters, history, the CLI options and the model config); returns the dict."""
+    """Writes ``metrics.json`` (whole or not at all): the task's figures plus what every run
+    records (epochs, time, parameters, history, the CLI options and the model config)."""
+    from tfinv.files import atomic_write
+    from tfinv.training import finite_or_none
+
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     metrics = {
         "model": args.model,
         "dataset": os.fspath(args.dataset),
         **task_fields,
-        "epochs": len(history.history.get("loss", [])),
-        "fit_seconds": round(fit_seconds, 3),
+        "epochs": result.epochs,
+        "resumed_at_epoch": result.initial_epoch,
+        "fit_seconds": round(result.fit_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "num_parameters": int(model.count_params()),
-        "history": {k: [_finite_or_none(float(v)) for v in vs] for k, vs in history.history.items()},
+        "history": {k: [finite_or_none(v) for v in vs] for k, vs in result.history.items()},
         "config": {"cli": options, "model": model.get_config()},
     }
-    with open(path, "w") as f:
+    with atomic_write(path) as f:
         json.dump(metrics, f, indent=2)
         f.write("\n")
     return metrics
 
 
+def _number(kind, text: str, expected: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(int, text, "an integer >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    value = _number(float, text, "a finite number > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 
-# ---------------------------------------------------------------- train
-def _train(args: argparse.Namespace) -> int:
-    import keras
+def _temperature(text: str) -> float:
+    value = _positive_float(text)
+    if value > FLOAT32_MAX:  # the noise is float32: a larger factor overflows to inf
+        raise argparse.ArgumentTypeError(f"expected a temperature <= {FLOAT32_MAX:.4g} (float32), got {text}")
+    return value
 
-    from tfinv import data
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _seed(text: str) -> int:
+    value = _number(int, text, "a seed in [0, 2**32 - 1]")
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32 - 1], got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``tfinv train: error: ...``), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------- train
+#: Files ``tfinv train`` writes into its run folder, and the folder of the run's backup.
+RUN_FILES = ("model.keras", "samples.png", "metrics.json")
+BACKUP_DIR = "backup"
+#: Options a resumed run may change (they do not affect the weights of the epochs already run).
+RESUMABLE_CHANGES = ("epochs", "verbose", "resume", "num_samples", "temperature", "max_test", "out")
+
+
+def _run_options(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in ("func", "command", "tf_logging")}
+
+
+def _prepare_backup(args: argparse.Namespace, out: str) -> str:
+    """Checks ``--resume`` against ``OUT/backup`` before any training; returns the backup folder."""
+    from tfinv import training
+
+    backup = os.path.join(out, BACKUP_DIR)
+    options_path = os.path.join(backup, "options.json")
+    done = training.restored_epoch(backup) if os.path.isdir(backup) else 0
+    if not args.resume:
+        if _has_state(backup):
+            raise UsageError(
+                f"{backup} holds the backup of an interrupted run ({done} epoch(s) done): pass --resume "
+                f"to continue it, or remove that folder to start again"
+            )
+        return backup
+    if os.path.isfile(options_path):
+        with open(options_path) as f:
+            before = json.load(f)
+        now = json.loads(json.dumps(_run_options(args)))
+        changed = sorted(k for k in set(before) | set(now)
+                         if k not in RESUMABLE_CHANGES and before.get(k) != now.get(k))
+        if changed:
+            detail = ", ".join(f"--{k.replace('_', '-')} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+            raise UsageError(f"--resume needs the options of the interrupted run; changed: {detail}")
+    return backup
+
+
+def _has_state(backup: str) -> bool:
+    """True if ``backup`` holds a training state (not just the options of a run that never got
+    through an epoch)."""
+    return os.path.isdir(os.path.join(backup, "state"))
+
+
+def _record_options(args: argparse.Namespace, backup: str) -> None:
+    from tfinv.files import atomic_write
+
+    os.makedirs(backup, exist_ok=True)
+    with atomic_write(os.path.join(backup, "options.json")) as f:
+        json.dump(_run_options(args), f, indent=2)
+
+
+@contextlib.contextmanager
+def _interrupts_reported(backup: str) -> Iterator[None]:
+    """SIGINT/SIGTERM during training: one line naming the backup, exit code 130 (no traceback)."""
+    import signal
+
+    from tfinv import training
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        done = training.restored_epoch(backup) if os.path.isdir(backup) else 0
+        if not done:
+            raise _Interrupted("interrupted before the first epoch ended; nothing to resume") from None
+        raise _Interrupted(
+            f"interrupted; {done} epoch(s) backed up in {backup}: run the same command with --resume to continue"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Interrupted(Exception):
+    """Training stopped by a signal: reported in one line, exit code 130."""
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tfinv import data, files
 
     started = time.perf_counter()
+    with _as_usage_error():
+        out = files.check_output_directory(args.out, "--out")
+    backup = _prepare_backup(args, out)
     classify = MODEL_BUILDERS[args.model].task == "classification"
     with _as_usage_error():
         num_levels = data.resolve_num_levels(args.dataset, args.num_levels)
@@ -226,55 +328,96 @@ def _train(args: argparse.Namespace) -> int:
         )
     train_images = train_images[: args.max_train]
     test_images = test_images[: args.max_test]
-    input_shape = tuple(int(s) for s in train_images.shape[1:])
 
+    import keras
+
+    from tfinv import training
+
+    with _as_usage_error():
+        strategy = training.make_strategy(args.strategy)
+    policy = keras.config.dtype_policy()
+    training.set_mixed_precision(args.mixed_precision)
+    created = not os.path.exists(out)
+    try:
+        return _train_reporting_precision(args, out, backup, strategy, classify, train_images, train_labels,
+                                          test_images, test_labels, num_levels, started)
+    except BaseException:
+        _remove_empty_backup(backup, out if created else None)
+        raise
+    finally:
+        keras.config.set_dtype_policy(policy)  # in-process callers keep their policy
+
+
+def _train_reporting_precision(args, *rest) -> int:
+    """`_train_in_scope`; an op that fails under ``--mixed-precision`` becomes one usage line."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        return _train_in_scope(args, *rest)
+    except (TypeError, tf.errors.InvalidArgumentError) as err:
+        if args.mixed_precision is None:
+            raise
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"--mixed-precision {args.mixed_precision}: model {args.model!r} does not run under "
+            f"{keras.config.dtype_policy().name} ({first_line})"
+        ) from err
+
+
+def _train_in_scope(args, out, backup, strategy, classify, train_images, train_labels, test_images, test_labels,
+                    num_levels, started) -> int:
+    import keras
+
+    input_shape = tuple(int(s) for s in train_images.shape[1:])
+    chief = _is_chief()
+    if not chief:  # other workers of a multi-worker job back up privately and write no outputs
+        backup = os.path.join(backup, f"worker-{_task_index()}")
     keras.utils.set_random_seed(args.seed)
     if classify:
         train_split = (train_images, train_labels[: args.max_train])
         test_split = (test_images, test_labels[: args.max_test])
-        return _train_classifier(args, train_split, test_split, num_levels, started)
+        with strategy.scope():
+            return _train_classifier(args, out, backup, train_split, test_split, num_levels, started, chief)
+    with strategy.scope():
+        return _train_flow(args, out, backup, train_images, test_images, input_shape, num_levels, started, chief)
+
+
+def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, test_images, input_shape,
+                num_levels: int, started: float, chief: bool) -> int:
+    """``tfinv train`` for a flow (inside the strategy's scope): fit by maximum likelihood, report bits/dim."""
+    from tfinv import data, files, training
+
     with _as_usage_error():
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels)
-    train_ds = data.dequantized_dataset(train_images, batch_size=args.batch_size, seed=args.seed)
-    test_ds = data.dequantized_dataset(
-        test_images, batch_size=args.batch_size, seed=args.seed, shuffle=False, fixed_noise=True
-    )
-    model.initialize(next(iter(train_ds)))
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=args.jit)
-    fit_started = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        epochs=args.epochs,
-        validation_data=test_ds,
-        shuffle=False,  # the dataset reshuffles itself every epoch
-        verbose=args.verbose,
-        callbacks=[keras.callbacks.TerminateOnNaN()],
-    )
-    fit_seconds = time.perf_counter() - fit_started
-
-    # Bits/dim of the whole splits with fixed noise: reproducible, unlike fit's running averages.
-    evaluation = dict(shuffle=False, fixed_noise=True, batch_size=args.batch_size, seed=args.seed)
-    train_bpd = evaluate_bits_per_dim(model, data.dequantized_dataset(train_images, **evaluation), args.jit)
-    test_bpd = evaluate_bits_per_dim(model, data.dequantized_dataset(test_images, **evaluation), args.jit)
-
-    os.makedirs(args.out, exist_ok=True)
-    model_path = os.path.join(args.out, "model.keras")
-    samples_path = os.path.join(args.out, "samples.png")
-    metrics_path = os.path.join(args.out, "metrics.json")
-    model.save(model_path)
-    samples = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
-    data.save_image_grid(samples.numpy(), samples_path, num_levels)
-
-    metrics = _write_metrics(
-        metrics_path, args, model, history, fit_seconds, started,
-        num_levels=num_levels, input_shape=list(input_shape),
-        num_train=int(len(train_images)), num_test=int(len(test_images)),
-        train_bits_per_dim=_finite_or_none(train_bpd), test_bits_per_dim=_finite_or_none(test_bpd),
-    )
+    _record_options(args, backup)
+    with _interrupts_reported(backup):
+        result = training.fit_flow(
+            model, train_images, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+            seed=args.seed, validation_images=test_images, jit_compile=args.jit, verbose=args.verbose,
+            backup_dir=backup,
+        )
+        # Bits/dim of the whole splits with fixed noise: reproducible, unlike fit's running averages.
+        evaluation = dict(batch_size=args.batch_size, seed=args.seed, jit_compile=args.jit)
+        train_bpd = training.dataset_bits_per_dim(model, train_images, **evaluation)
+        test_bpd = training.dataset_bits_per_dim(model, test_images, **evaluation)
+        samples = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
+        if not chief:
+            return 0
+        # Every output is written into a staging folder that replaces OUT in one step.
+        with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
+            files.save_model_atomic(model, os.path.join(staging, "model.keras"))
+            data.save_image_grid(samples.numpy(), os.path.join(staging, "samples.png"), num_levels)
+            metrics = _write_metrics(
+                os.path.join(staging, "metrics.json"), args, model, result, started,
+                num_levels=num_levels, input_shape=list(input_shape),
+                num_train=int(len(train_images)), num_test=int(len(test_images)),
+                train_bits_per_dim=training.finite_or_none(train_bpd),
+                test_bits_per_dim=training.finite_or_none(test_bpd),
+            )
     print(
-        f"train bits/dim {train_bpd:.4f}, test bits/dim {test_bpd:.4f} after "
-        f"{metrics['epochs']} epoch(s) in {fit_seconds:.1f} s; wrote {model_path}, {samples_path}, "
-        f"{metrics_path}"
+        f"train bits/dim {train_bpd:.4f}, test bits/dim {test_bpd:.4f} after {metrics['epochs']} epoch(s)"
+        f"{_resumed(result)} in {result.fit_seconds:.1f} s; wrote {', '.join(_written(out, RUN_FILES))}"
     )
     if not (math.isfinite(train_bpd) and math.isfinite(test_bpd)):
         print("tfinv train: training diverged (non-finite bits/dim); try a smaller --lr", file=sys.stderr)
@@ -282,58 +425,97 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_classifier(args: argparse.Namespace, train_split, test_split, num_levels: int,
-                      started: float) -> int:
-    """``tfinv train`` for a classification model: fit on (image, label), report accuracy."""
-    import keras
+def _remove_empty_backup(backup: str, created_out: str | None) -> None:
+    """After a failure before the first epoch was backed up: removes the backup folder (and the
+    run folder, if this run created it and it is empty), so nothing is left to trip a rerun."""
+    import shutil
 
-    from tfinv import data
+    if os.path.isdir(backup) and not _has_state(backup):
+        shutil.rmtree(backup, ignore_errors=True)
+    if created_out is not None and os.path.isdir(created_out) and not os.listdir(created_out):
+        os.rmdir(created_out)
+
+
+def _cluster_task() -> tuple[str, int]:
+    """This process's ``(task type, index)`` in ``TF_CONFIG`` (``("chief", 0)`` without one)."""
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    except ValueError:
+        return "chief", 0
+    return str(task.get("type", "chief")), int(task.get("index", 0))
+
+
+def _task_index() -> int:
+    return _cluster_task()[1]
+
+
+def _is_chief() -> bool:
+    """True for the process that writes the outputs: the chief, or worker 0 of a cluster without one."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except ValueError:
+        cluster = {}
+    kind, index = _cluster_task()
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def _foreign_entries(out: str) -> tuple[str, ...]:
+    """Entries of an existing run folder that tfinv did not write: kept in the new folder."""
+    if not os.path.isdir(out):
+        return ()
+    ours = set(RUN_FILES) | {BACKUP_DIR}
+    return tuple(name for name in sorted(os.listdir(out)) if name not in ours)
+
+
+def _written(out: str, names: Sequence[str]) -> list[str]:
+    return [os.path.join(out, name) for name in names]
+
+
+def _resumed(result) -> str:
+    return f" (resumed after epoch {result.initial_epoch})" if result.initial_epoch else ""
+
+
+def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_split, test_split,
+                      num_levels: int, started: float, chief: bool = True) -> int:
+    """``tfinv train`` for a classification model: fit on (image, label), report accuracy."""
+    from tfinv import data, files, training
 
     (train_images, train_labels), (test_images, test_labels) = train_split, test_split
     input_shape = tuple(int(s) for s in train_images.shape[1:])
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     with _as_usage_error():
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels, num_classes=num_classes)
-    batches = dict(batch_size=args.batch_size, seed=args.seed, with_labels=True)
-    train_ds = data.dequantized_dataset(train_images, train_labels, **batches)
-    evaluation = dict(shuffle=False, fixed_noise=True, **batches)
-    test_ds = data.dequantized_dataset(test_images, test_labels, **evaluation)
-    model.compile(
-        optimizer=keras.optimizers.Adam(args.lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=args.jit,
-    )
-    fit_started = time.perf_counter()
-    history = model.fit(
-        train_ds,
-        epochs=args.epochs,
-        validation_data=test_ds,
-        shuffle=False,
-        verbose=args.verbose,
-        callbacks=[keras.callbacks.TerminateOnNaN()],
-    )
-    fit_seconds = time.perf_counter() - fit_started
-    # Whole splits with fixed noise: reproducible, unlike fit's running averages.
-    train_scores = model.evaluate(data.dequantized_dataset(train_images, train_labels, **evaluation),
-                                  return_dict=True, verbose=0)
-    test_scores = model.evaluate(test_ds, return_dict=True, verbose=0)
-
-    os.makedirs(args.out, exist_ok=True)
-    model_path = os.path.join(args.out, "model.keras")
-    metrics_path = os.path.join(args.out, "metrics.json")
-    model.save(model_path)
-    metrics = _write_metrics(
-        metrics_path, args, model, history, fit_seconds, started,
-        task="classification", num_levels=num_levels, input_shape=list(input_shape),
-        num_classes=num_classes, num_train=int(len(train_images)), num_test=int(len(test_images)),
-        train_accuracy=_finite_or_none(train_scores["accuracy"]),
-        test_accuracy=_finite_or_none(test_scores["accuracy"]),
-        train_loss=_finite_or_none(train_scores["loss"]), test_loss=_finite_or_none(test_scores["loss"]),
-    )
+    _record_options(args, backup)
+    with _interrupts_reported(backup):
+        result = training.fit_classifier(
+            model, train_images, train_labels, epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.lr, seed=args.seed, validation=test_split, jit_compile=args.jit,
+            verbose=args.verbose, backup_dir=backup,
+        )
+        # Whole splits with fixed noise: reproducible, unlike fit's running averages.
+        evaluation = dict(batch_size=args.batch_size, seed=args.seed, shuffle=False, fixed_noise=True,
+                          with_labels=True)
+        train_scores = model.evaluate(data.dequantized_dataset(train_images, train_labels, **evaluation),
+                                      return_dict=True, verbose=0)
+        test_scores = model.evaluate(data.dequantized_dataset(test_images, test_labels, **evaluation),
+                                     return_dict=True, verbose=0)
+        if not chief:
+            return 0
+        with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
+            files.save_model_atomic(model, os.path.join(staging, "model.keras"))
+            metrics = _write_metrics(
+                os.path.join(staging, "metrics.json"), args, model, result, started,
+                task="classification", num_levels=num_levels, input_shape=list(input_shape),
+                num_classes=num_classes, num_train=int(len(train_images)), num_test=int(len(test_images)),
+                train_accuracy=training.finite_or_none(train_scores["accuracy"]),
+                test_accuracy=training.finite_or_none(test_scores["accuracy"]),
+                train_loss=training.finite_or_none(train_scores["loss"]),
+                test_loss=training.finite_or_none(test_scores["loss"]),
+            )
     print(
         f"train accuracy {train_scores['accuracy']:.4f}, test accuracy {test_scores['accuracy']:.4f} "
-        f"after {metrics['epochs']} epoch(s) in {fit_seconds:.1f} s; wrote {model_path}, {metrics_path}"
+        f"after {metrics['epochs']} epoch(s){_resumed(result)} in {result.fit_seconds:.1f} s; "
+        f"wrote {', '.join(_written(out, ('model.keras', 'metrics.json')))}"
     )
     if not (math.isfinite(train_scores["loss"]) and math.isfinite(test_scores["loss"])):
         print("tfinv train: training diverged (non-finite loss); try a smaller --lr", file=sys.stderr)
@@ -344,16 +526,17 @@ def _train_classifier(args: argparse.Namespace, train_split, test_split, num_lev
 # ---------------------------------------------------------------- sample
 def _sample(args: argparse.Namespace) -> int:
     import tfinv
-    from tfinv import data
+    from tfinv import data, files
 
     with _as_usage_error():
+        out = files.check_output_file(args.out, "--out", suffix=".png")
         model = tfinv.load_model(args.model)
     num_levels = args.num_levels or getattr(model, "num_levels", None)
     if num_levels is None:
         raise UsageError(f"{args.model!r} does not record its pixel levels; pass --num-levels")
     with _as_usage_error():
         samples = model.sample(args.n, temperature=args.temperature, seed=args.seed)
-    data.save_image_grid(samples.numpy(), args.out, num_levels, scale=args.scale)
+        data.save_image_grid(samples.numpy(), out, num_levels, scale=args.scale)
     print(f"wrote {args.n} samples (temperature {args.temperature}) to {args.out}")
     return 0
 
@@ -363,7 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``tfinv`` argument parser (subcommands ``train`` and ``sample``)."""
     from tfinv.blocks.glow_step import LINEAR_LAYERS
 
-    parser = argparse.ArgumentParser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
+    parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
+    parser.add_argument(
+        "--verbose", action="store_true", dest="tf_logging",
+        help="show TensorFlow's start-up and runtime logging (quiet by default); give it before the command",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser(
@@ -405,18 +592,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="channel-mixing layer of every Glow step (tfinv.blocks.glow_step.LINEAR_LAYERS)",
     )
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling, noise and samples")
+    train.add_argument("--seed", type=_seed, default=0, help="seed of weights, shuffling, noise and samples")
     train.add_argument(
         "--jit", action=argparse.BooleanOptionalAction, default=False,
         help="XLA-compile the train step (off by default: on 2 CPU cores the ~15 s compile "
         "outweighs the faster steps for short runs)",
     )
+    train.add_argument(
+        "--strategy", default="default", choices=list(STRATEGY_NAMES),
+        help="tf.distribute strategy: mirrored (local GPUs or logical CPUs), multi_worker (reads "
+        "TF_CONFIG; only the chief writes outputs), tpu (fails clearly without a TPU)",
+    )
+    train.add_argument(
+        "--mixed-precision", default=None, choices=["bf16", "fp16"],
+        help="Keras mixed-precision policy (mixed_bfloat16 / mixed_float16); default float32",
+    )
     train.add_argument("--max-train", type=_positive_int, default=None, help="use only the first N train images")
     train.add_argument("--max-test", type=_positive_int, default=None, help="use only the first N test images")
     train.add_argument("--num-samples", type=_positive_int, default=64, help="samples in samples.png")
-    train.add_argument("--temperature", type=_positive_float, default=0.7, help="sampling temperature")
+    train.add_argument("--temperature", type=_temperature, default=0.7, help="sampling temperature")
     train.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="Keras fit verbosity")
-    train.add_argument("--out", required=True, help="output directory (created if needed)")
+    train.add_argument(
+        "--out", required=True,
+        help="run folder (created if needed); its outputs are staged beside it and swapped in at the end, "
+        "so an interrupted run leaves the previous run's files untouched",
+    )
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the interrupted run backed up in OUT/backup (same options; --epochs may grow)",
+    )
     train.set_defaults(func=_train)
 
     sample = commands.add_parser(
@@ -425,8 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--model", required=True, help="path of a .keras file written by tfinv")
     sample.add_argument("--n", type=_positive_int, default=64, help="number of samples")
-    sample.add_argument("--temperature", type=_positive_float, default=0.7)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--temperature", type=_temperature, default=0.7)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--num-levels", type=_positive_int, default=None, help="override the model's pixel levels")
     sample.add_argument("--scale", type=_positive_int, default=4, help="pixel upscaling of the PNG")
     sample.add_argument("--out", default="samples.png", help="PNG file to write")
@@ -463,7 +667,8 @@ def _unavailable(name: str, err: Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfinv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    0 on success, 2 on a usage error (one line on stderr, no traceback), 1 if training diverged.
+    0 on success, 2 on a usage error (one line on stderr, no traceback), 1 if training diverged,
+    130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup).
     """
     parser = build_parser()
     try:
@@ -475,6 +680,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"tfinv {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a destination that became unwritable, a full disk: the user's to fix
+        print(f"tfinv {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except _Interrupted as err:
+        print(f"tfinv {args.command}: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training started: nothing to back up
+        print(f"tfinv {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -91,6 +91,20 @@ class _FlowBijector(tfb.Bijector):
         return tf.constant(self._model.data_shape, tf.int32)
 
 
+def _check_sample_arguments(n, temperature, dtype) -> tuple[int, float]:
+    """``(n, temperature)`` validated for `FlowModel.sample` (see its Raises)."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"sample needs n, the number of samples, as a positive int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"sample needs n >= 1, got {n}")
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.number)):
+        raise TypeError(f"sample needs temperature as a real number, got {temperature!r}")
+    limit = float(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).max)
+    if not (math.isfinite(float(temperature)) and 0 < float(temperature) <= limit):
+        raise ValueError(f"sample needs a finite temperature > 0 (at most {limit:.3g} in {dtype}), got {temperature}")
+    return int(n), float(temperature)
+
+
 @keras.saving.register_keras_serializable(package="tfinv")
 class FlowModel(keras.Model):
     """A normalizing flow: an invertible layer (data -> latent) and a base distribution.
@@ -306,11 +320,14 @@ class FlowModel(keras.Model):
         ``seed=[seed, 0]``); ``temperature < 1`` gives the sharper, less diverse samples of Glow
         §5. A conditional model needs ``context``: ``(n,) + context_shape``, or one context of
         shape ``context_shape`` for all ``n`` samples.
+
+        Raises:
+            TypeError: ``n`` is not an integer (``2.7``, ``"3"`` and ``True`` are refused, not
+                rounded) or ``temperature`` is not a real number.
+            ValueError: ``n < 1``, or ``temperature`` is not finite and positive in the model's
+                dtype (``inf``, ``nan``, ``1e39`` in float32).
         """
-        if int(n) < 1:
-            raise ValueError(f"sample needs n >= 1, got {n}")
-        if not float(temperature) > 0:
-            raise ValueError(f"sample needs temperature > 0, got {temperature}")
+        n, temperature = _check_sample_arguments(n, temperature, self.compute_dtype)
         self.build()
         shape = (int(n),) + tuple(self.base.noise_shape)
         if seed is None:

@@ -340,18 +340,26 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape.
 
         ``context`` conditions a conditional layer (``context_shape`` set); others ignore it.
+        An empty batch (a batch axis statically 0) gives empty results of the right shapes
+        without running the layer: some ops do not (TF 2.21's oneDNN ``conv2d`` returns its
+        input's spatial shape for an empty batch).
         """
         x = self._check(x, self._input_event_shape, "forward")
         context = self._check_context(context, x, "forward")
+        if self._is_empty_batch(x, "forward"):
+            return self._empty_result(x, self.compute_output_shape, "forward")
         with tf.name_scope(self.name), self._compute_scope():  # exported nodes name their layer
             z, log_det = self._call_hook(self._forward_and_log_det, self._to_working_dtype(x),
                                          self._to_working_dtype(context))
         return tf.cast(z, x.dtype), tf.cast(log_det, self.log_det_dtype)
 
     def inverse_and_log_det(self, z: tf.Tensor, context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape."""
+        """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape (empty batches as in
+        `forward_and_log_det`)."""
         z = self._check(z, self.output_event_shape, "inverse")
         context = self._check_context(context, z, "inverse")
+        if self._is_empty_batch(z, "inverse"):
+            return self._empty_result(z, self.compute_input_shape, "inverse")
         with tf.name_scope(self.name), self._compute_scope():
             x, log_det = self._call_hook(self._inverse_and_log_det, self._to_working_dtype(z),
                                          self._to_working_dtype(context))
@@ -362,6 +370,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         if x is not None and self.full_precision and x.dtype != self.log_det_dtype:
             return tf.cast(x, self.log_det_dtype)
         return x
+
     def _compute_scope(self):
         """Autocast for the hooks: weights as the compute dtype, or as the variable dtype for a
         ``full_precision`` layer."""
@@ -373,15 +382,34 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         half precision lacks or would spoil. Cast its results to the input's dtype."""
         return keras_backend.AutocastScope(self.variable_dtype)
 
+    def _is_empty_batch(self, x, direction: str) -> bool:
+        batch_shape = tuple(x.shape)[: len(x.shape) - self._event_ndims_of(direction)]
+        return 0 in batch_shape
+
+    def _empty_result(self, x, shape_map, direction: str) -> tuple[tf.Tensor, tf.Tensor]:
+        shape = tuple(x.shape)
+        batch_shape = shape[: len(shape) - self._event_ndims_of(direction)]
+        output_shape = tuple(shape_map(shape))
+        if any(s is None for s in output_shape):
+            output_shape = tuple(0 if s is None else s for s in output_shape)  # 0 elements either way
+        return tf.zeros(output_shape, x.dtype), tf.zeros(batch_shape, self.log_det_dtype)
 
     def initialize(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         """Data-dependent initialisation step; returns ``forward(x)`` so models can chain it.
 
         The default does no initialisation; layers such as ``ActNorm`` override
         ``_initialize``. Call it explicitly (``FlowModel.initialize(batch)``) before training.
+
+        Raises:
+            ValueError: on an empty batch (there are no statistics to initialise from).
         """
         x = self._check(x, self._input_event_shape, "forward")
         context = self._check_context(context, x, "forward")
+        if self._is_empty_batch(x, "forward"):
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' cannot initialise on an empty batch "
+                f"(shape {tuple(x.shape)}); pass at least one example"
+            )
         with self._compute_scope():
             self._call_hook(self._initialize, self._to_working_dtype(x), self._to_working_dtype(context))
         return self.forward_and_log_det(x, context)[0]

@@ -16,9 +16,11 @@ from tfinv.data.images import (
     SPLITS,
     TEST_FRACTION,
     dequantized_dataset,
+    dequantized_epochs,
     load_npz_arrays,
     npz_images,
     split_indices,
+    steps_per_epoch,
     validate_images,
 )
 from tfinv.data.sources import NAMED_DATASETS, load_arrays, resolve_num_levels
@@ -32,6 +34,7 @@ __all__ = [
     "SPLIT_SEED",
     "TEST_FRACTION",
     "dequantized_dataset",
+    "dequantized_epochs",
     "digits",
     "digits_arrays",
     "image_grid",
@@ -41,5 +44,6 @@ __all__ = [
     "resolve_num_levels",
     "save_image_grid",
     "split_indices",
+    "steps_per_epoch",
     "validate_images",
 ]

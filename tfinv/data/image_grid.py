@@ -73,10 +73,13 @@ def save_image_grid(
     scale: int = 4,
     padding: int = 1,
 ) -> np.ndarray:
-    """Writes `image_grid` of ``images`` to ``path`` as a PNG (``tf.io.encode_png``); returns the grid."""
+    """Writes `image_grid` of ``images`` to ``path`` as a PNG (``tf.io.encode_png``), whole or not at
+    all (`tfinv.files.write_bytes_atomic`); creates missing folders; returns the grid."""
+    from tfinv.files import write_bytes_atomic
+
     grid = image_grid(images, num_levels, columns=columns, scale=scale, padding=padding)
     directory = os.path.dirname(os.fspath(path))
     if directory:
         os.makedirs(directory, exist_ok=True)
-    tf.io.write_file(os.fspath(path), tf.io.encode_png(grid))
+    write_bytes_atomic(path, tf.io.encode_png(grid).numpy())
     return grid

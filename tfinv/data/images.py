@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+import zlib
 from typing import Literal
 
 import numpy as np
@@ -37,9 +38,11 @@ __all__ = [
     "SPLIT_SEED",
     "TEST_FRACTION",
     "dequantized_dataset",
+    "dequantized_epochs",
     "load_npz_arrays",
     "npz_images",
     "split_indices",
+    "steps_per_epoch",
     "validate_images",
 ]
 
@@ -190,10 +193,18 @@ def load_npz_arrays(
             raw = archive[key]
         except ValueError as err:  # object arrays need pickle, which is refused on purpose
             raise ValueError(f"{path}, key {key!r}: expected a numeric array ({err})") from err
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # bad CRC, truncated member
+            raise ValueError(f"{path}: corrupt .npz archive, array {key!r} cannot be read ({err})") from err
         images = validate_images(raw, num_levels, source=f"{path}, key {key!r}")
         labels = None
         if label_key is not None and label_key in archive.files:
-            labels = _validate_labels(archive[label_key], len(images), f"{path}, key {label_key!r}")
+            try:
+                raw_labels = archive[label_key]
+            except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+                raise ValueError(
+                    f"{path}: corrupt .npz archive, array {label_key!r} cannot be read ({err})"
+                ) from err
+            labels = _validate_labels(raw_labels, len(images), f"{path}, key {label_key!r}")
         elif with_labels:
             raise ValueError(
                 f"{path}: with_labels=True needs a label array {label_key!r}; "
@@ -276,6 +287,90 @@ def dequantized_dataset(
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_noise_key(seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """The noise key of one training epoch: distinct from the fixed-noise key ``seed`` and from
+    every other epoch's key for seeds below 100003."""
+    return tf.cast(seed, tf.int64) * 100003 + tf.cast(epoch, tf.int64) + 1
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = False) -> int:
+    """Batches in one epoch of `dequantized_epochs`."""
+    if drop_remainder:
+        return int(num_examples) // int(batch_size)
+    return math.ceil(int(num_examples) / int(batch_size))
+
+
+def dequantized_epochs(
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    epochs: int,
+    first_epoch: int = 0,
+    batch_size: int = 64,
+    seed: int = 0,
+    with_labels: bool = False,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Training batches of epochs ``first_epoch .. epochs - 1`` back to back, each epoch a
+    function of ``(seed, epoch)`` alone.
+
+    Epoch ``e`` is a permutation of the examples (stateless RNG seeded by ``(seed, e)``) with noise
+    ``U[0, 1)`` drawn by stateless RNG from ``(seed, e, example index)``; batches never straddle
+    two epochs. Unlike `dequantized_dataset`, whose reshuffling depends on how many times the
+    dataset object was iterated, epoch ``e`` is the same batches however the run was started: a
+    run resumed at epoch ``e`` from a backup (``first_epoch=e``) sees exactly the data an
+    uninterrupted run sees. Use with ``model.fit(ds, epochs=epochs, initial_epoch=first_epoch,
+    steps_per_epoch=steps_per_epoch(len(images), batch_size, drop_remainder))``.
+
+    Args:
+        images: ``(N, H, W, C)`` integer counts.
+        labels: ``(N,)`` integer labels; needed only with ``with_labels=True``.
+        epochs: index one past the last epoch.
+        first_epoch: index of the first epoch yielded.
+        batch_size: examples per batch.
+        seed: drives shuffling and noise.
+        with_labels: yield ``(x, y)`` pairs, ``y`` int64.
+        drop_remainder: drop each epoch's last, smaller batch.
+
+    Returns:
+        Batches of float32 ``(B, H, W, C)`` in ``[0, num_levels)`` (or ``(x, y)`` pairs).
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= int(first_epoch) <= int(epochs):
+        raise ValueError(f"expected 0 <= first_epoch <= epochs, got first_epoch={first_epoch}, epochs={epochs}")
+    images = np.asarray(images)
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"expected non-empty images of shape (N, H, W, C), got {images.shape}")
+    if with_labels:
+        if labels is None:
+            raise ValueError("with_labels=True needs labels, but this data has none")
+        labels = np.asarray(labels, np.int64)
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"expected labels of shape ({len(images)},), got {labels.shape}")
+    event_shape = images.shape[1:]
+    seed, n = int(seed), len(images)
+    # Captured by the dataset's functions (eager tensors, not graph constants: no 2 GB limit).
+    images_t = tf.convert_to_tensor(images)
+    labels_t = tf.convert_to_tensor(labels) if with_labels else None
+
+    def one_epoch(epoch):
+        key = _epoch_noise_key(seed, epoch)
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([key, tf.constant(-1, tf.int64)])))
+
+        def example(index):
+            noise_seed = tf.stack([key, index])
+            x = tf.cast(tf.gather(images_t, index), tf.float32)
+            x += tf.random.stateless_uniform(event_shape, seed=noise_seed, dtype=tf.float32)
+            return (x, tf.gather(labels_t, index)) if with_labels else x
+
+        examples = tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64)).map(example)
+        return examples.batch(int(batch_size), drop_remainder=drop_remainder)
+
+    epochs_ds = tf.data.Dataset.range(int(first_epoch), int(epochs))
+    return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
 def npz_images(

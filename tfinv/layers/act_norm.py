@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
+from tfinv.ops import act_norm
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -20,17 +24,23 @@ class ActNorm(InvertibleLayer):
     ``log_s`` so that the output on the batch ``x`` has zero mean and unit variance per channel.
     Without it the layer starts as the identity.
 
+    A channel that is constant on the initialisation batch (std below ``min_std``, e.g. a
+    border pixel that is always 0 in non-dequantised data) keeps scale 1 instead of ``1/epsilon``,
+    and a `RuntimeWarning` names the layer and the channel.
+
     Args:
         epsilon: floor added to the batch standard deviation at initialisation.
+        min_std: channels with a smaller batch standard deviation count as constant.
 
     References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3.1.
     """
 
     event_ndims = 3
 
-    def __init__(self, epsilon: float = 1e-6, **kwargs):
+    def __init__(self, epsilon: float = 1e-6, min_std: float = 1e-3, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
+        self.min_std = float(min_std)
 
     def build(self, input_shape):
         channels = self.input_event_shape[-1]
@@ -49,10 +59,27 @@ class ActNorm(InvertibleLayer):
         return z * tf.exp(-self.log_scale) - self.bias, -self._log_det(z)
 
     def _initialize(self, x):
-        axes = list(range(len(x.shape) - 1))
-        mean, variance = tf.nn.moments(x, axes=axes)
-        self.bias.assign(-mean)
-        self.log_scale.assign(-tf.math.log(tf.sqrt(variance) + self.epsilon))
+        initialize_from_batch(self, x, "channel")
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {**super().get_config(), "epsilon": self.epsilon, "min_std": self.min_std}
+
+
+def initialize_from_batch(layer, x: tf.Tensor, unit: str) -> None:
+    """Sets ``layer.bias``/``layer.log_scale`` from the batch ``x`` (statistics over every axis but
+    the last); warns, naming the layer and the ``unit``s (channels, features), where ``x`` is
+    constant and the scale is left at 1."""
+    bias, log_scale, constant = act_norm.initial_parameters(
+        x, list(range(len(x.shape) - 1)), layer.epsilon, layer.min_std
+    )
+    layer.bias.assign(bias)
+    layer.log_scale.assign(log_scale)
+    if tf.executing_eagerly():
+        indices = np.flatnonzero(constant.numpy()).tolist()
+        if indices:
+            warnings.warn(
+                f"{type(layer).__name__} '{layer.name}': {unit}(s) {indices} constant on the initialisation "
+                f"batch (std < {layer.min_std:g}); their scale is left at 1 instead of 1/std",
+                RuntimeWarning,
+                stacklevel=3,
+            )

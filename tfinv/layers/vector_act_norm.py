@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
+from tfinv.layers.act_norm import initialize_from_batch
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -21,8 +22,12 @@ class VectorActNorm(InvertibleLayer):
     ``initialize(x)`` sets ``b`` and ``log_s`` so that every feature of the output has zero mean
     and unit variance over all leading axes of ``x``; without it the layer starts as the identity.
 
+    A feature that is constant on the initialisation batch (std below ``min_std``) keeps scale
+    1 and a warning names the layer and the feature (see `tfinv.ops.act_norm.initial_parameters`).
+
     Args:
         epsilon: floor added to the standard deviation at initialisation.
+        min_std: features with a smaller batch standard deviation count as constant.
 
     References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3.1; English et al., "MixerFlow",
     arXiv:2310.16777 (ActNorm initialisation of the mixing flows).
@@ -30,9 +35,10 @@ class VectorActNorm(InvertibleLayer):
 
     event_ndims = 1
 
-    def __init__(self, epsilon: float = 1e-6, **kwargs):
+    def __init__(self, epsilon: float = 1e-6, min_std: float = 1e-3, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
+        self.min_std = float(min_std)
 
     def build(self, input_shape):
         features = self.input_event_shape[-1]
@@ -50,9 +56,7 @@ class VectorActNorm(InvertibleLayer):
         return z * tf.exp(-self.log_scale) - self.bias, -self._log_det(z)
 
     def _initialize(self, x):
-        mean, variance = tf.nn.moments(x, axes=list(range(len(x.shape) - 1)))
-        self.bias.assign(-mean)
-        self.log_scale.assign(-tf.math.log(tf.sqrt(variance) + self.epsilon))
+        initialize_from_batch(self, x, "feature")
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {**super().get_config(), "epsilon": self.epsilon, "min_std": self.min_std}

@@ -32,6 +32,7 @@ __all__ = [
     "check_serialization",
     "check_fit_step",
     "check_jit",
+    "check_empty_batch",
     "check_context_dependence",
     "check_tfp_training",
     "dtype_policy",
@@ -236,6 +237,25 @@ def check_jit(subject, x, tol: float = 1e-5, context=None) -> float:
         _assert_close(xj, x_back, tol, "jit inverse"),
         _assert_close(ildj_j, ildj, tol, "jit inverse log-det"),
     )
+
+
+def check_empty_batch(subject, x, context=None) -> tuple[tuple, tuple]:
+    """A batch of 0 examples gives empty results of the shapes a full batch has, both ways
+    (a conditional subject gets ``context`` and, for the empty batch, ``context[:0]``)."""
+    kwargs = {} if context is None else {"context": context}
+    empty = {} if context is None else {"context": context[:0]}
+    z, fldj = subject.forward_and_log_det(x, **kwargs)
+    x_back, ildj = subject.inverse_and_log_det(z, **kwargs)
+    z0, fldj0 = subject.forward_and_log_det(x[:0], **empty)
+    x0, ildj0 = subject.inverse_and_log_det(z[:0], **empty)
+    for what, got, full in (("forward z", z0, z), ("forward log-det", fldj0, fldj),
+                            ("inverse x", x0, x_back), ("inverse log-det", ildj0, ildj)):
+        expected = (0,) + tuple(full.shape[1:])
+        if tuple(got.shape) != expected:
+            raise AssertionError(f"empty batch: {what} has shape {tuple(got.shape)}, expected {expected}")
+        if got.dtype != full.dtype:
+            raise AssertionError(f"empty batch: {what} has dtype {got.dtype}, expected {full.dtype}")
+    return tuple(z0.shape), tuple(x0.shape)
 
 
 def check_context_dependence(subject, x, context, other_context, min_change: float = 1e-3) -> float:
