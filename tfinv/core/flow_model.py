@@ -99,7 +99,7 @@ def _check_sample_arguments(n, temperature, dtype) -> tuple[int, float]:
         raise ValueError(f"sample needs n >= 1, got {n}")
     if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.number)):
         raise TypeError(f"sample needs temperature as a real number, got {temperature!r}")
-    limit = float(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).max)
+    limit = float(tf.as_dtype(dtype).max)  # np.finfo rejects bfloat16
     if not (math.isfinite(float(temperature)) and 0 < float(temperature) <= limit):
         raise ValueError(f"sample needs a finite temperature > 0 (at most {limit:.3g} in {dtype}), got {temperature}")
     return int(n), float(temperature)
