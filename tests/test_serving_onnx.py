@@ -23,7 +23,8 @@ import tensorflow as tf
 from tfinv.export import export_flow
 from tfinv.models import Glow
 from tfinv.serving import Client, ServingError
-from tfinv.serving.onnx_server import main as server_main
+from tfinv.serving.cli import main as server_main
+from tfinv.serving.demo import start_server
 from tfinv.serving.rng import stateless_normal
 from tfinv.testing.contract import perturb_weights, relative_error
 
@@ -31,6 +32,7 @@ LIMITS = {"max_batch": 32, "max_n": 64, "max_body_bytes": 200_000}
 
 
 def free_port() -> int:
+    """A port nothing listens on (for connection-refused cases only; servers bind port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -38,16 +40,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(export_dir, log_path, **limits):
-    """Starts ``python -m tfinv.serving.onnx_server`` on a free loopback port; yields
+    """Starts ``python -m tfinv.serving`` on a port the OS picks (``--port 0``); yields
     ``(process, url)`` once ``/healthz`` answers; kills the process if it is still alive after."""
-    port = free_port()
-    args = [sys.executable, "-m", "tfinv.serving.onnx_server", "--export-dir", str(export_dir), "--port", str(port)]
+    args = []
     for key, value in limits.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+        try:
+            process, url = start_server(export_dir, *args, log=log)
+        except RuntimeError as err:
+            raise AssertionError(f"{err}:\n{pathlib.Path(log_path).read_text()[-3000:]}") from None
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -226,6 +228,18 @@ BAD_REQUESTS = {
     "seed string": (_sample(seed="1"), {}, 400, "must be an int32 scalar"),
     "seed beyond int32": (_sample(seed=2**31), {}, 400, "must be an int32 scalar"),
     "temperature zero": (_sample(temperature=0), {}, 400, "must be > 0"),
+    "temperature negative": (_sample(temperature=-0.5), {}, 400, "must be > 0"),
+    "temperature beyond float32": (_sample(temperature=1e39), {}, 400, "finite float32 scalar"),
+    "temperature overflowing the noise": (_sample(temperature=1e38), {}, 400, "not finite"),
+    "temperature string": (_sample(temperature="0.7"), {}, 400, "finite float32 scalar"),
+    "n bool": (_sample(n=True), {}, 400, "must be an int32 scalar"),
+    "n string": (_sample(n="3"), {}, 400, "must be an int32 scalar"),
+    "n negative": (_sample(n=-2), {}, 400, "must be in [1, 64]"),
+    "x outside the domain": (_bad(np.full((1, 8, 8, 1), -5.0).tolist()), {}, 400, "outside the model's domain"),
+    "signature_name not a string": ({"signature_name": 3, "inputs": GOOD_X}, {}, 400, "must be a string"),
+    "method not allowed": (None, {"method": "PUT"}, 405, "Malformed request"),
+    "version beyond int64": (_bad(GOOD_X), {"model": "digits/versions/9999999999999999999"}, 404,
+                             "Malformed request"),
     "temperature NaN": ('{"signature_name": "sample", "inputs": {"n": 2, "seed": 0, "temperature": NaN}}',
                         {}, 400, "finite float32 scalar"),
     "sample missing seed": ({"signature_name": "sample", "inputs": {"n": 2, "temperature": 1.0}}, {}, 400,
@@ -249,6 +263,8 @@ def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server,
                 yield b"1.0," * 2_000
             yield b"1.0]}"
         response = httpx.post(f"{server}/v1/models/digits:predict", content=chunks(), timeout=30)
+    elif options.get("method"):
+        response = httpx.request(options["method"], f"{server}/v1/models/digits:predict", timeout=30)
     elif options.get("_raw_path"):
         response = httpx.post(f"{server}/v1/models/{model}", content=json.dumps(body), timeout=30)
     else:
@@ -352,5 +368,5 @@ def test_sigterm_shuts_down_gracefully(export_dir, tmp_path):
 
 
 def test_bad_export_dir_fails_with_a_clear_message(tmp_path, capsys):
-    assert server_main(["--export-dir", str(tmp_path), "--port", str(free_port())]) == 2
+    assert server_main(["--export-dir", str(tmp_path), "--port", "0"]) == 2
     assert "manifest.json not found" in capsys.readouterr().err

@@ -320,6 +320,42 @@ def test_serve_config_cli_after_export(exported, tmp_path, capsys):
     assert cli.main(["serve-config", "--export-dir", str(export_dir), "--version-policy", "x,y"]) == 2
 
 
+def test_serve_config_writes_the_lean_onnx_server_beside_tf_serving(exported, tmp_path):
+    """Dockerfile.onnx installs exactly requirements-onnx.txt (the file the lean-install test uses)
+    plus tfinv without dependencies, and its compose file mounts the ONNX export at /export."""
+    import importlib.resources
+    import shlex
+
+    out = tmp_path / "cfg"
+    assert cli.main(["serve-config", "--export-dir", str(exported["dir"]), "--out", str(out), "--onnx-port",
+                     "18502"]) == 0
+    requirements = importlib.resources.files("tfinv.serving").joinpath("requirements-onnx.txt").read_text()
+    assert (out / "requirements-onnx.txt").read_text() == requirements
+    pins = [line for line in requirements.splitlines() if line and not line.startswith("#")]
+    assert sorted(p.split("==")[0] for p in pins) == ["httpx", "numpy", "onnxruntime-gpu", "starlette", "uvicorn"]
+    dockerfile = (out / "Dockerfile.onnx").read_text()
+    instructions = [line for line in dockerfile.replace("\\\n", " ").splitlines() if line and not line.startswith("#")]
+    assert instructions[0] == "FROM python:3.11-slim"
+    run = next(line for line in instructions if line.startswith("RUN "))
+    commands = [shlex.split(c) for c in run[4:].split("&&")]
+    assert commands[0] == ["pip", "install", "--no-cache-dir", "-r", "requirements-onnx.txt"]
+    assert commands[1] == ["pip", "install", "--no-cache-dir", "--no-deps", "$TFINV"]
+    assert f"ARG TFINV=tfinv=={tfinv.__version__}" in instructions
+    entry = json.loads(next(line for line in instructions if line.startswith("ENTRYPOINT "))[len("ENTRYPOINT "):])
+    assert entry == ["tfinv-serve", "--export-dir", "/export", "--host", "0.0.0.0", "--port", "8501"]
+    text = (out / "docker-compose.onnx.yml").read_text()
+    # The fixed layout of the generated file (every scalar a JSON string).
+    assert re.search(r'\n    build:\n      context: "\."\n      dockerfile: "Dockerfile.onnx"\n', text), text
+    assert re.search(r'\n    ports:\n      - "127.0.0.1:18502:8501"\n', text), text
+    volume = re.search(r'\n      - type: bind\n        source: ("[^\n]*")\n        target: "/export"\n'
+                       r'        read_only: true\n', text)
+    assert volume, text
+    mounted = (out / json.loads(volume.group(1))).resolve()
+    assert mounted == exported["dir"].resolve()
+    assert {"manifest.json", "forward.onnx", "inverse.onnx"} <= {p.name for p in mounted.iterdir()}
+    assert "Dockerfile.onnx" in (out / "SERVING.md").read_text()
+
+
 # ----------------------------------------------------------------------------- REST
 class _RestThroughSavedModel:
     """An httpx transport that hands each request the Client sends to `fake_tf_serving` in a
@@ -434,7 +470,7 @@ def test_grpc_client_matches_the_model(exported, grpc_url):
 
 
 def test_grpc_input_dtypes_of_unknown_signatures_come_from_the_metadata(exported, grpc_url, monkeypatch):
-    import tfinv.serving.client as client_module
+    import tfinv.serving.grpc_transport as client_module
 
     monkeypatch.setattr(client_module, "_INPUT_DTYPES", {})  # as if `sample` were a signature it does not know
     with Client(grpc_url, model=NAME, transport="grpc") as client:

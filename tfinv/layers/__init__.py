@@ -1,5 +1,6 @@
 """Invertible layers: each is a Keras layer (``call`` = forward) and a TFP bijector."""
 
+import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> layers import cycle)
 from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
@@ -18,10 +19,13 @@ from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.inverted import Inverted
+from tfinv.layers.invertible_dense_block import InvertibleDenseBlock
+from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.learned_prior import LearnedPrior
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.me_woodbury import MEWoodbury
+from tfinv.layers.monotone_block import MonotoneBlock
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
 from tfinv.layers.patchify import Patchify
 from tfinv.layers.periodic_conv import PeriodicConv
@@ -58,10 +62,13 @@ __all__ = [
     "InvConv1x1",
     "InverseConv",
     "Inverted",
+    "InvertibleDenseBlock",
+    "InvertibleResidualBlock",
     "LearnableLeakyReLU",
     "LearnedPrior",
     "LogitPreprocess",
     "MEWoodbury",
+    "MonotoneBlock",
     "OrthogonalDownsampling",
     "Patchify",
     "PeriodicConv",

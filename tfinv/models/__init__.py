@@ -1,8 +1,11 @@
 """Assembled models."""
 
+import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> layers import cycle)
 from tfinv.models.glow import Glow
+from tfinv.models.i_dense_net import IDenseNet
 from tfinv.models.invertible_cnn import InvertibleCNN
 from tfinv.models.mixer_flow import MixerFlow
+from tfinv.models.residual_flow import ResidualFlow
 from tfinv.models.rev_vit import RevViT
 
-__all__ = ["Glow", "InvertibleCNN", "MixerFlow", "RevViT"]
+__all__ = ["Glow", "IDenseNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevViT"]

@@ -242,6 +242,7 @@ def cases() -> Iterator[Case]:
         ),
         (2, 4, 4, 2),
     )
+    yield from residual_cases()
 
 
 def conditional_cases() -> Iterator[Case]:
@@ -292,3 +293,41 @@ def model_cases() -> Iterator[Case]:
         draw=_counts(17),
         perturb=0.05,
     )
+
+
+class RefreshedCase(Case):
+    """A case of a spectrally normalised layer: after the weights are perturbed, the power
+    iterations are re-converged (``refresh_spectral_norm``), as a user must after assigning
+    weights by hand; otherwise the stored norm estimates are stale and Lip(g) may exceed c."""
+
+    def build(self, seed: int = 0):
+        layer, x = super().build(seed)
+        layer.refresh_spectral_norm()
+        return layer, x
+
+
+def residual_cases() -> Iterator[Case]:
+    """Invertible residual layers (estimated log-dets), in their deterministic evaluation form
+    with the exact trace (``inference_probes=None``), so the standard log-det check applies; the
+    estimator checks are in ``tests/test_residual_flows.py``."""
+    from tfinv import layers
+
+    yield RefreshedCase(
+        "InvertibleResidualBlock",
+        lambda: layers.InvertibleResidualBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
+                                               preactivation=False, inference_terms=30, seed=1),
+        (2, 4, 4, 2), perturb=0.3)
+    yield RefreshedCase(
+        "InvertibleResidualBlock-vector-clipswish",
+        lambda: layers.InvertibleResidualBlock(hidden_features=6, activation="clipswish", vector=True,
+                                               coefficient=0.8, inference_terms=30, seed=2),
+        (2, 5), perturb=0.3)
+    yield RefreshedCase(
+        "InvertibleDenseBlock",
+        lambda: layers.InvertibleDenseBlock(growth=3, depth=2, coefficient=0.9, inference_terms=30, seed=3),
+        (2, 4, 4, 2), perturb=0.3)
+    yield RefreshedCase(
+        "MonotoneBlock",
+        lambda: layers.MonotoneBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
+                                     preactivation=False, inference_terms=30, seed=4),
+        (2, 4, 4, 2), perturb=0.3)

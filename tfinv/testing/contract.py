@@ -424,3 +424,106 @@ def perturb_weights(layer, scale: float = 0.1, seed: int = 0) -> None:
 
 def describe(subject: Any) -> str:
     return f"{type(subject).__name__}({getattr(subject, 'name', '')})"
+
+
+# --------------------------------------------------------------------------- estimated log-dets
+# Layers whose log-det is an estimate (invertible residual blocks) declare
+# ``log_det_is_exact = False`` and provide ``dense_log_det(x)`` (exact, dense Jacobian, small
+# inputs), ``estimate_log_det(x, estimator, num_probes, seed)`` (one stochastic draw),
+# ``deterministic_log_det(x)``, ``g(x)``, ``coefficient`` and ``inverse_with_info(z)``.
+
+__all__ += [
+    "log_det_is_exact",
+    "check_exact_log_det",
+    "check_log_det_estimator",
+    "check_lipschitz",
+    "check_fixed_point",
+]
+
+
+def log_det_is_exact(subject) -> bool:
+    """Whether ``subject``'s log-det is exact (the default) or an estimate."""
+    return bool(getattr(subject, "log_det_is_exact", True))
+
+
+def check_exact_log_det(layer, x, tol: float = 1e-4) -> dict[str, float]:
+    """The layer's exact log-det (``dense_log_det``) matches ``slogdet`` of the autodiff Jacobian
+    of its forward map within ``tol``; also returns (does not assert) the error of the
+    deterministic evaluation/export form against it."""
+    exact = np.asarray(layer.dense_log_det(x), np.float64)
+    reference = _autodiff_log_det(lambda t: layer.forward_and_log_det(t)[0], x)
+    errors = {"dense": _assert_close(exact, reference, tol, "dense_log_det vs slogdet(autodiff Jacobian)")}
+    errors["deterministic"] = relative_error(np.asarray(layer.deterministic_log_det(x), np.float64), exact)
+    return errors
+
+
+def check_log_det_estimator(layer, x, estimator: str, samples: int = 400, num_probes: int = 1,
+                            seed: int = 0, max_standard_errors: float = 3.0) -> dict[str, Any]:
+    """Monte-Carlo check of a stochastic log-det estimator against the exact value.
+
+    Draws ``samples`` independent estimates (stateless seeds). For an unbiased estimator
+    (``"roulette"``) the mean of every example must lie within ``max_standard_errors`` standard
+    errors of ``dense_log_det``. A biased one (``"series"``, truncated) is only measured: its bias
+    is reported with the standard error. Returns ``exact``, ``mean``, ``standard_error``,
+    ``bias``, ``z`` (bias / standard error) per example and the per-draw ``variance``.
+    """
+    exact = np.asarray(layer.dense_log_det(x), np.float64)
+    draw = tf.function(lambda s: layer.estimate_log_det(x, estimator, num_probes, s))  # one trace
+    draws = np.stack([np.asarray(draw(tf.constant([seed, i])), np.float64) for i in range(samples)])
+    mean = draws.mean(axis=0)
+    standard_error = draws.std(axis=0, ddof=1) / np.sqrt(samples)
+    bias = mean - exact
+    z = np.abs(bias) / np.maximum(standard_error, 1e-12)
+    report = {"estimator": estimator, "exact": exact.tolist(), "mean": mean.tolist(),
+              "standard_error": standard_error.tolist(), "bias": bias.tolist(), "z": z.tolist(),
+              "variance": draws.var(axis=0, ddof=1).tolist()}
+    if estimator != "series" and not np.all(z <= max_standard_errors):
+        raise AssertionError(
+            f"{estimator} log-det estimator: mean {mean} is {z.max():.2f} standard errors from the "
+            f"exact {exact} (allowed {max_standard_errors})"
+        )
+    return report
+
+
+def _top_singular_value(jac: np.ndarray, iterations: int, seed: int) -> float:
+    """Power iteration on ``J^T J`` (float64)."""
+    v = np.random.default_rng(seed).standard_normal(jac.shape[1])
+    for _ in range(iterations):
+        v = jac.T @ (jac @ v)
+        v /= np.linalg.norm(v)
+    return float(np.linalg.norm(jac @ v))
+
+
+def check_lipschitz(layer, x, points: int = 4, iterations: int = 200, seed: int = 0) -> float:
+    """``||J_g||_2`` measured by power iteration on the autodiff Jacobian of ``g`` at ``x`` and at
+    ``points - 1`` random points around it stays below the layer's ``coefficient``; returns the
+    largest value measured."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, np.float32)
+    largest = 0.0
+    for p in range(points):
+        at = x if p == 0 else x + rng.standard_normal(x.shape).astype(np.float32)
+        t = tf.constant(at)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            g = tf.reshape(layer.g(t), [t.shape[0], -1])
+        jac = np.asarray(tape.batch_jacobian(g, t), np.float64).reshape(t.shape[0], g.shape[1], -1)
+        for i, j in enumerate(jac):
+            largest = max(largest, _top_singular_value(j, iterations, seed + i))
+    if not largest < layer.coefficient:
+        raise AssertionError(f"Lip(g) measured {largest:.5f} is not below the coefficient {layer.coefficient}")
+    return largest
+
+
+def check_fixed_point(layer, x, tol: float = 1e-5) -> dict[str, float]:
+    """The fixed-point inverse converges (its flag) at ``forward(x)`` and at a perturbed point,
+    and reaches ``x`` within ``tol``; returns the iteration counts."""
+    z, _ = layer.forward_and_log_det(x)
+    report = {}
+    for label, point in (("f(x)", z), ("f(x)+noise", _inverse_input(layer, x))):
+        x_back, iterations, step, converged = layer.inverse_with_info(point)
+        if not bool(converged):
+            raise AssertionError(f"fixed-point inverse at {label} did not converge (step {float(step):.2e})")
+        report[label] = int(iterations)
+    _assert_close(layer.inverse_with_info(z)[0], x, tol, "fixed-point inverse(forward(x))")
+    return report
