@@ -316,18 +316,18 @@ def residual_cases() -> Iterator[Case]:
         "InvertibleResidualBlock",
         lambda: layers.InvertibleResidualBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
                                                preactivation=False, inference_terms=30, seed=1),
-        (2, 4, 4, 2), perturb=0.3)
+        (2, 4, 4, 2), perturb=0.3, float64_round_trip_tol=1e-6)
     yield RefreshedCase(
         "InvertibleResidualBlock-vector-clipswish",
         lambda: layers.InvertibleResidualBlock(hidden_features=6, activation="clipswish", vector=True,
                                                coefficient=0.8, inference_terms=30, seed=2),
-        (2, 5), perturb=0.3)
+        (2, 5), perturb=0.3, float64_round_trip_tol=1e-6)
     yield RefreshedCase(
         "InvertibleDenseBlock",
         lambda: layers.InvertibleDenseBlock(growth=3, depth=2, coefficient=0.9, inference_terms=30, seed=3),
-        (2, 4, 4, 2), perturb=0.3)
+        (2, 4, 4, 2), perturb=0.3, float64_round_trip_tol=1e-6)
     yield RefreshedCase(
         "MonotoneBlock",
         lambda: layers.MonotoneBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
                                      preactivation=False, inference_terms=30, seed=4),
-        (2, 4, 4, 2), perturb=0.3)
+        (2, 4, 4, 2), perturb=0.3, float64_round_trip_tol=1e-6)
