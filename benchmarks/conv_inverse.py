@@ -2,7 +2,7 @@
 
 For ``H = W`` in {16, 32, 64}, ``C`` in {4, 16}, batch 32 and 3x3 kernels:
 
-* every triangular layer (``EmergingConv``, ``CInCConv``, ``FInCConv`` with 2 corners,
+* every triangular layer (``EmergingConv``, ``CInCConv``, ``FInCConv`` (FInC's four-group unit),
   ``InverseConv``; weights perturbed): time *per sample* of ``forward_and_log_det`` and
   ``inverse_and_log_det`` in TF graph mode (``tf.function``) and under XLA
   (``jit_compile=True``), against a plain ``keras.layers.Conv2D(C, 3, padding="same",
@@ -11,7 +11,12 @@ For ``H = W`` in {16, 32, 64}, ``C`` in {4, 16}, batch 32 and 3x3 kernels:
 * the solve schedules: ``CInCConv`` inverse with ``order="sequential"`` (``H * W`` steps),
   ``"wavefront"`` (``H + W - 1`` loop steps) and ``"rows"`` (``H`` unrolled steps, the default),
   graph and XLA; the calls are interleaved round by round so load from other processes hits all
-  schedules alike; medians and a min-based ratio. Goal: sequential / default >= 20 at 32 x 32.
+  schedules alike; medians and a min-based ratio. Goal: sequential / default >= 20 at 32 x 32;
+* ``finc_vs_emerging`` (``--finc-sizes``, default 32 and 64; ``C = 16``, batch 16): sampling
+  (inverse) time of FInC's unit (`FInCConv`: one block-diagonal solve) against the paper's
+  `EmergingConv` (two solves), `RasterEmergingConv` and `EmergingConv` with
+  ``order="sequential"`` (pixel by pixel, the reference's schedule), TF graph mode, medians and
+  ``emerging / finc`` ratios.
 
 Timing: numpy in, numpy out, ``time.perf_counter`` after warm-up; medians in ms.
 Run: ``python benchmarks/conv_inverse.py [--quick] [--no-onnx] [--skip-training] [--out results.json]``;
@@ -87,6 +92,38 @@ def onnx_runner(layer, direction, x):
     return (lambda v: session.run(None, {name: v})), info.op_types
 
 
+def finc_vs_emerging(sizes, repeats: int, channels: int = 16, batch: int = 16) -> list[dict]:
+    """Sampling (inverse) medians of FInCConv, EmergingConv and RasterEmergingConv, TF graph mode."""
+    from tfinv.layers.emerging_conv import EmergingConv
+    from tfinv.layers.f_in_c_conv import FInCConv
+    from tfinv.layers.raster_emerging_conv import RasterEmergingConv
+    from tfinv.testing.contract import perturb_weights
+
+    rows = []
+    for size in sizes:
+        shape = (batch, size, size, channels)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        row = {"H": size, "W": size, "C": channels, "batch": batch}
+        # EmergingConv-sequential: pixel-by-pixel substitution, the schedule of the reference's
+        # Cython inverse (what FInC's paper compares against)
+        for name, make in (("FInCConv", FInCConv), ("EmergingConv", EmergingConv),
+                           ("RasterEmergingConv", RasterEmergingConv),
+                           ("EmergingConv-sequential", lambda seed: EmergingConv(seed=seed, order="sequential"))):
+            layer = make(seed=1)
+            layer.build(shape)
+            perturb_weights(layer, 0.05, seed=1)
+            z = np.asarray(layer.forward_and_log_det(x)[0])
+            row[f"{name}_sampling_ms"] = median_ms(tf_runner(layer.inverse_and_log_det, shape), z, repeats)
+        row["emerging_over_finc"] = row["EmergingConv_sampling_ms"] / row["FInCConv_sampling_ms"]
+        row["raster_emerging_over_finc"] = row["RasterEmergingConv_sampling_ms"] / row["FInCConv_sampling_ms"]
+        row["sequential_emerging_over_finc"] = (row["EmergingConv-sequential_sampling_ms"]
+                                                / row["FInCConv_sampling_ms"])
+        log(f"sampling {size}x{size}x{channels}: FInC {row['FInCConv_sampling_ms']:.1f} ms, Emerging "
+            f"{row['EmergingConv_sampling_ms']:.1f} ms ({row['emerging_over_finc']:.2f}x)")
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16x16 and C=4 only, fewer repeats")
@@ -100,6 +137,9 @@ def main(argv=None) -> None:
     parser.add_argument("--linears", nargs="+", default=["inv_conv1x1", "emerging", "cinc", "finc", "inverse_conv", "conv_exp"],
                         help="Glow variants (linear= names) trained on digits; the first is the reference")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--finc-sizes", nargs="*", type=int, default=[32, 64],
+                        help="H = W of the FInC vs Emerging sampling comparison (none: skip)")
+    parser.add_argument("--skip-layers", action="store_true", help="skip the per-layer/schedule timings")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs = 1
@@ -119,7 +159,7 @@ def main(argv=None) -> None:
               "InverseConv": InverseConv}
     results = []
     with stdout_to_stderr() as real_stdout:
-        for size in sizes:
+        for size in [] if args.skip_layers else sizes:
             for c in channels:
                 shape = (BATCH, size, size, c)
                 x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -182,8 +222,10 @@ def main(argv=None) -> None:
             from linear_layers import summarize_training, train_variants
 
             training = summarize_training(train_variants(args))
+        finc_rows = finc_vs_emerging(args.finc_sizes, repeats) if args.finc_sizes else None
         report = {
             "benchmark": "conv_inverse",
+            "finc_vs_emerging_sampling": finc_rows,
             "glow_variants_test_bits_per_dim": training,
             "platform": platform.platform(),
             "tensorflow": tf.__version__,

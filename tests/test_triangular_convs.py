@@ -1,6 +1,6 @@
 """Masked (triangular) convolutions: the ops against dense numpy matrices, the two solve
 schedules, the custom (adjoint-solve) gradient against autodiff, and EmergingConv, CInCConv,
-FInCConv and InverseConv beyond the contract harness (their cases run in tests/test_contract.py),
+CInCChainConv and InverseConv beyond the contract harness (their cases run in tests/test_contract.py),
 including Glow with each as its linear layer."""
 
 import keras
@@ -13,7 +13,8 @@ from tfinv.export.testing import check_onnx
 from tfinv.blocks.glow_step import LINEAR_LAYERS
 from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.emerging_conv import EmergingConv
-from tfinv.layers.f_in_c_conv import FInCConv
+from tfinv.layers.raster_emerging_conv import RasterEmergingConv
+from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.models import Glow
 from tfinv.ops import triangular_conv as tc
@@ -145,11 +146,11 @@ def test_custom_gradient_matches_autodiff_of_the_sequential_reference(k, anchor)
 
 # ----------------------------------------------------------------------------- layers
 #: This module's layers' cases in the contract registry (tests/test_contract.py runs the harness).
-LAYER_CASES = {c.name: c for c in cases() if c.name.startswith(("EmergingConv", "CInCConv", "FInCConv", "InverseConv"))}
+LAYER_CASES = {c.name: c for c in cases() if c.name.startswith(("EmergingConv", "RasterEmergingConv", "CInCConv", "CInCChainConv", "InverseConv"))}
 
 
 def test_finc_four_corners_round_trip_and_log_det():
-    layer, x = Case("FInCConv-4", lambda: FInCConv(corners=4, seed=3), (2, 4, 4, 2)).build()
+    layer, x = Case("CInCChainConv-4", lambda: CInCChainConv(corners=4, seed=3), (2, 4, 4, 2)).build()
     contract.check_round_trip(layer, x, 1e-5)
     contract.check_log_det(layer, x, 1e-4)
 
@@ -194,11 +195,11 @@ def test_cinc_kernel_cannot_become_singular():
     contract.check_round_trip(layer, x, 1e-3)
 
 
-@pytest.mark.parametrize("make", [EmergingConv, CInCConv, FInCConv, InverseConv])
+@pytest.mark.parametrize("make", [EmergingConv, RasterEmergingConv, CInCConv, CInCChainConv, InverseConv])
 def test_bad_shapes_raise(make):
     layer = make()
     with pytest.raises(ValueError, match="kernel_size"):
-        layer.build((1, 2, 4, 2))
+        layer.build((1, 1, 4, 2))  # EmergingConv's 2 x 2 squares fit H = 2
     layer = make()
     layer.build((1, 4, 4, 2))
     with pytest.raises(ValueError, match="event shape"):
@@ -215,7 +216,7 @@ def test_ops_raise_on_small_images_and_channel_mismatch():
         tc.solve(tf.zeros((1, 4, 4, 3)), kernel, "corner")
 
 
-@pytest.mark.parametrize("name", ["emerging", "cinc", "finc", "inverse_conv"])
+@pytest.mark.parametrize("name", ["emerging", "raster_emerging", "cinc", "finc", "cinc_chain", "inverse_conv", "inverse_flow"])
 def test_glow_with_triangular_linear(name):
     assert name in LINEAR_LAYERS
     case = Case(f"Glow-{name}",

@@ -544,7 +544,7 @@ def _sample(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``tfinv`` argument parser (subcommands ``train`` and ``sample``)."""
-    from tfinv.blocks.glow_step import LINEAR_LAYERS
+    from tfinv.blocks.glow_step import COUPLINGS, LINEAR_LAYERS
 
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument(
@@ -578,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--levels", type=_positive_int, default=2, help="Glow scales L")
     train.add_argument("--steps-per-level", type=_positive_int, default=4, help="Glow steps K per scale")
     train.add_argument("--hidden-channels", type=_positive_int, default=64, help="coupling network width (Glow), hidden units (MixerFlow)")
-    train.add_argument("--coupling", default="affine", choices=["affine", "additive"])
+    train.add_argument("--coupling", default="affine", choices=sorted(COUPLINGS))
     train.add_argument("--patch-size", type=_positive_int, default=2, help="RevViT / MixerFlow patch side (divides H and W)")
     train.add_argument("--dim", type=_positive_int, default=32, help="RevViT width (features per stream)")
     train.add_argument("--depth", type=_positive_int, default=4, help="RevViT reversible blocks / MixerFlow blocks")
