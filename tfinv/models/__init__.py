@@ -1,6 +1,7 @@
 """Assembled models."""
 
 import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> layers import cycle)
+from tfinv.models.flow_gmm import FlowGMM
 from tfinv.models.glow import Glow
 from tfinv.models.i_dense_net import IDenseNet
 from tfinv.models.invertible_cnn import InvertibleCNN
@@ -8,4 +9,4 @@ from tfinv.models.mixer_flow import MixerFlow
 from tfinv.models.residual_flow import ResidualFlow
 from tfinv.models.rev_vit import RevViT
 
-__all__ = ["Glow", "IDenseNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevViT"]
+__all__ = ["FlowGMM", "Glow", "IDenseNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevViT"]
