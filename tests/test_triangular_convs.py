@@ -117,7 +117,7 @@ def test_row_inverse_is_the_inverse_of_the_in_row_map(k, anchor, c, w):
                 t[(j + b - aw) * c:(j + b - aw + 1) * c, j * c:(j + 1) * c] = kernel[ah, b]
     inv = tc.row_inverse(tf.constant(kernel, tf.float64), (ah, aw), w).numpy()
     assert contract.relative_error(inv, np.linalg.inv(t)) < 1e-10
-    y = RNG.standard_normal((2, k + 1, w, c)).astype(np.float32)
+    y = np.random.default_rng(6).standard_normal((2, k + 1, w, c)).astype(np.float32)
     expected = tc.solve(y, kernel, anchor, "sequential")
     assert contract.relative_error(tc.solve(y, kernel, anchor, "rows"), expected) < 1e-5
 

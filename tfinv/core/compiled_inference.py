@@ -187,7 +187,7 @@ def train_step_compiles(model) -> tuple[bool, str]:
     def loss_and_grads(x, context):
         with tf.GradientTape() as tape:
             z, log_det = model.forward(x) if context is None else model.forward(x, context)
-            loss = -tf.reduce_mean(model.base_distribution.log_prob(z) + log_det)
+            loss = -tf.reduce_mean(model._base_log_prob(z, log_det))  # log-det dtype (float32 under mixed precision)
         return loss, tape.gradient(loss, model.trainable_variables)
 
     try:
