@@ -26,7 +26,7 @@ def default_conditioning_network(observation_shape: Sequence[int], features: int
     * any other ``y`` (flattened): ``Dense(hidden) -> ReLU -> Dense(hidden) -> ReLU -> Dense(features)``.
     """
     shape = tuple(int(s) for s in observation_shape)
-    inputs = keras.Input(shape)
+    inputs = keras.Input(shape, name="observation")
     if len(shape) == 3:
         h = inputs
         if image_size is not None and tuple(image_size) != shape[:2]:
@@ -89,15 +89,16 @@ class ConditioningNetworkMixin:
         return self
 
     def posterior_samples(self, y, k: int, temperature: float = 1.0, seed: int | None = None) -> np.ndarray:
-        """``k`` posterior samples for each observation of ``y``: shape ``(k, N) + data_shape``
-        (sample ``j`` of every observation uses seed ``seed + j``; one batched call per draw)."""
-        y = tf.convert_to_tensor(np.asarray(y), dtype=self.compute_dtype)
-        n = int(y.shape[0])
-        draws = []
-        for j in range(int(k)):
-            draws.append(np.asarray(self.sample(n, temperature=temperature,
-                                                seed=None if seed is None else int(seed) + j, context=y)))
-        return np.stack(draws)
+        """``k`` posterior samples for each observation of ``y`` (shape ``(N,) + observation_shape``):
+        an array ``(k, N) + data_shape``, drawn in one call,
+        ``sample(k * N, temperature, seed, context=y tiled k times)``."""
+        y = np.asarray(y, dtype=np.float32)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"posterior_samples needs k >= 1 as an int, got {k!r}")
+        n = len(y)
+        context = np.tile(y, (int(k),) + (1,) * (y.ndim - 1))
+        draws = self.sample(int(k) * n, temperature=temperature, seed=seed, context=context)
+        return np.asarray(draws).reshape((int(k), n) + tuple(self.data_shape))
 
 
 def pop_observation_shape(kwargs: dict, observation_shape) -> tuple[int, ...]:
