@@ -71,7 +71,10 @@ class ConditioningNetworkMixin:
         super().build(input_shape)
 
     def _features(self, context, value):
-        return self.conditioning_network(self._check_context(context, value))
+        context = self._check_context(context, value)
+        if context.shape[0] == 0:  # an empty batch: the flow's layers return empty results
+            return tf.zeros((0,) + tuple(self.feature_shape), context.dtype)
+        return self.conditioning_network(context)
 
     def forward(self, x, context=None):
         x = self._check(x, self.data_shape, "x")
