@@ -1,4 +1,4 @@
-"""Benchmark: load on the ONNX server (``python -m tfinv.serving.onnx_server``) over loopback.
+"""Benchmark: load on the ONNX server (``python -m tfinv.serving``) over loopback.
 
 Subject: the Glow digits model, ``Glow((8, 8, 1), levels=2, steps_per_level=4,
 hidden_channels=64)``, ActNorm initialised on a uniform batch in the data range and weights
@@ -74,7 +74,7 @@ def server_process(export_dir: str, log_path: str, timeout: float = 120.0):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tfinv.serving.onnx_server", "--export-dir", export_dir, "--port", str(port)],
+            [sys.executable, "-m", "tfinv.serving", "--export-dir", export_dir, "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         server_log = open(log_path).read()
     result = {
         "benchmark": "serve_load",
-        "server": "tfinv.serving.onnx_server (Starlette + uvicorn, onnxruntime)",
+        "server": "tfinv.serving (Starlette + uvicorn, onnxruntime)",
         "provider": health.get("provider"),
         "model": {"class": manifest.get("model_class"), "data_shape": manifest["data_shape"],
                   "latent_shape": manifest["latent_shape"],

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,9 +27,12 @@ import tensorflow as tf
 
 from tfinv.core import FlowModel, InvertibleLayer, exporting
 from tfinv.export.errors import ExportError
+from tfinv.export.files import atomic_write, check_destination
+from tfinv.export.runtime import inference_session
+from tfinv.export.signatures import BASE_GRAPHS, GRAPHS, graph_signatures, signatures
 
 SUPPORTED_OPSETS = (17, 18)  # tf2onnx 1.17 supports opsets <= 18; DFT needs >= 17
-DIRECTIONS = ("forward", "inverse")
+DIRECTIONS = GRAPHS
 _STANDARD_DOMAINS = ("", "ai.onnx")
 
 
@@ -42,6 +44,7 @@ class OnnxExport:
     direction: str
     opset: int
     input_name: str
+    inputs: list[str]
     input_shape: list[int | None]
     outputs: dict[str, list[int | None]]
     max_relative_error: float
@@ -52,6 +55,8 @@ class OnnxExport:
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["path"] = self.path.name
+        if d["context_shape"] is None:  # an unconditional export's manifest is as before
+            del d["context_shape"]
         return d
 
 
@@ -61,7 +66,9 @@ def _subject_name(subject) -> str:
 
 
 def _io_names(direction: str) -> tuple[str, tuple[str, str]]:
-    return ("x", ("z", "log_det")) if direction == "forward" else ("z", ("x", "log_det"))
+    """The graph's input name and its output names, data output first (the deployment contract)."""
+    sig = signatures((1,), (1,))[direction]
+    return sig.input_names[0], sig.output_names  # type: ignore[return-value]
 
 
 def _event_shape(subject, direction: str, input_shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -141,15 +148,25 @@ def _nonstandard_nodes(model_proto, opset: int) -> list[tuple[str, str, str]]:
     return bad
 
 
+def _order_outputs(model_proto, names: Sequence[str]) -> None:
+    """Puts the graph outputs in the contract's order (tf2onnx sorts them by name: ``log_det``
+    first); renaming nothing, so readers that select outputs by name are unaffected."""
+    outputs = {o.name: o for o in model_proto.graph.output}
+    if set(outputs) != set(names):
+        raise ExportError(f"the converted graph has outputs {sorted(outputs)}, expected {list(names)}")
+    ordered = [type(outputs[n])() for n in names]
+    for copy, name in zip(ordered, names):
+        copy.CopyFrom(outputs[name])
+    del model_proto.graph.output[:]
+    model_proto.graph.output.extend(ordered)
+
+
 def convert(subject, direction: str = "forward", input_shape: Sequence[int] | None = None,
             opset: int = 17):
     """Converts one direction to an in-memory, validated-standard ONNX ``ModelProto``.
 
     Raises `ExportError` naming the layer and op if the graph holds anything but standard ONNX.
     """
-    import onnx
-    import tf2onnx
-
     _check_subject(subject, direction, opset)
     shape = _event_shape(subject, direction, input_shape)
     in_name, out_names = _io_names(direction)
@@ -164,44 +181,83 @@ def convert(subject, direction: str = "forward", input_shape: Sequence[int] | No
         out, log_det = fn(value) if context is None else fn(value, context)
         return {out_names[0]: tf.identity(out), out_names[1]: tf.identity(log_det)}
 
+    return _to_onnx(graph, spec, out_names, opset, f"{_subject_name(subject)} ({direction})")
+
+
+def _to_onnx(graph, spec, out_names: Sequence[str], opset: int, what: str):
+    """tf2onnx on a ``tf.function`` (inside `exporting()`), outputs in the contract's order, then the
+    standard-ops check and ``onnx.checker``; `ExportError` naming ``what`` otherwise."""
+    import onnx
+    import tf2onnx
+
     with exporting():
         concrete = graph.get_concrete_function()
         try:
             model_proto, _ = tf2onnx.convert.from_function(graph, input_signature=spec, opset=opset)
         except Exception as err:  # tf2onnx raises bare exceptions for unconvertible graphs
-            raise ExportError(f"{_subject_name(subject)} ({direction}): tf2onnx failed: {err}") from err
+            raise ExportError(f"{what}: tf2onnx failed: {err}") from err
     del concrete
+    _order_outputs(model_proto, out_names)
     bad = _nonstandard_nodes(model_proto, opset)
     if bad:
         details = "; ".join(f"layer '{_layer_of(n)}' op {d}:{t}" for n, d, t in bad[:8])
-        raise ExportError(
-            f"{_subject_name(subject)} ({direction}) does not convert to standard ONNX at opset "
-            f"{opset}: {details}"
-        )
+        raise ExportError(f"{what} does not convert to standard ONNX at opset {opset}: {details}")
     try:
         onnx.checker.check_model(model_proto, full_check=True)
     except Exception as err:
-        raise ExportError(f"{_subject_name(subject)} ({direction}): ONNX checker failed: {err}") from err
+        raise ExportError(f"{what}: ONNX checker failed: {err}") from err
     return model_proto
 
 
-def inference_session(model: Any):
-    """An onnxruntime session on the CUDA provider when it loads, else the CPU provider.
+def _specs(sig) -> list:
+    return [tf.TensorSpec([None if d == -1 else d for d in s.shape], s.dtype, name=s.name) for s in sig.inputs]
 
-    ``model`` is a path or serialized bytes. Returns ``(session, provider_in_use)``.
-    """
-    import onnxruntime as ort
 
-    wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    # On a machine without CUDA the CUDA provider fails to load and onnxruntime falls back to
-    # the CPU provider, logging an error; the provider in use is reported instead.
-    ort.set_default_logger_severity(4)
-    try:
-        session = ort.InferenceSession(model if isinstance(model, (bytes, str)) else str(model),
-                                       providers=wanted or None)
-    finally:
-        ort.set_default_logger_severity(2)
-    return session, session.get_providers()[0]
+def prepare_base_graph(model: FlowModel, kind: str, opset: int = 17, tolerance: float = 1e-4):
+    """The ``sample`` or ``log_prob`` graph of a flow whose base is not the standard normal (see
+    `tfinv.export.signatures.BASE_GRAPHS`), converted and checked against TF in memory:
+    ``(model_proto, info dict)``."""
+    context_shape = _context_shape(model)
+    sig = graph_signatures(model.data_shape, model.latent_shape, context_shape, model.base.noise_shape)[kind]
+    spec = _specs(sig)
+    what = f"{_subject_name(model)} ({kind} graph, base {type(model.base).__name__})"
+
+    def with_context(call, *args, context=None):
+        return call(*args) if context is None else call(*args, context)
+
+    if kind == "sample":
+        def fn(eps, temperature, context=None):
+            z = model.base.sample_latent(eps, temperature)
+            return {"x": tf.identity(with_context(model.inverse, z, context=context)), "z": tf.identity(z)}
+    elif kind == "log_prob":
+        def fn(x, context=None):
+            return {"log_prob": tf.identity(with_context(model.log_prob, x, context=context))}
+    else:
+        raise ExportError(f"unknown base graph {kind!r}; expected one of {BASE_GRAPHS}")
+    model_proto = _to_onnx(tf.function(fn, input_signature=spec), spec, sig.output_names, opset, what)
+
+    context = default_test_context(model)
+    rng = np.random.default_rng(2)
+    if kind == "sample":
+        feeds = {"eps": rng.standard_normal((3, *model.base.noise_shape)).astype(np.float32),
+                 "temperature": np.asarray(0.7, np.float32)}
+    else:
+        feeds = {"x": default_test_input(model, "forward", tuple(model.data_shape), context=context)}
+    if context is not None:
+        feeds["context"] = context
+    expected = {k: np.asarray(v) for k, v in fn(**{k: tf.constant(v) for k, v in feeds.items()}).items()}
+    session, provider = inference_session(model_proto.SerializeToString())
+    got = dict(zip(sig.output_names, session.run(list(sig.output_names), feeds)))
+    errors = {k: _relative_error(got[k], v) for k, v in expected.items()}
+    worst = max(errors.values())
+    if not worst <= tolerance:
+        raise ExportError(f"{what}: onnxruntime ({provider}) differs from TensorFlow by {errors} (relative), "
+                          f"above the tolerance {tolerance:g}")
+    info = {"path": f"{kind}.onnx", "direction": kind, "opset": opset, "input_name": sig.input_names[0],
+            "inputs": list(sig.input_names), "input_shapes": {s.name: list(s.shape) for s in sig.inputs},
+            "outputs": {o.name: _dims(o) for o in model_proto.graph.output}, "max_relative_error": worst,
+            "provider": provider, "op_types": sorted({n.op_type for n in model_proto.graph.node})}
+    return model_proto, info
 
 
 def _relative_error(actual, expected) -> float:
@@ -210,19 +266,6 @@ def _relative_error(actual, expected) -> float:
         return float("inf")
     return float(np.max(np.abs(actual - expected), initial=0.0)) / max(
         float(np.max(np.abs(expected), initial=0.0)), 1.0)
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _dims(value_info) -> list[int | None]:
@@ -275,6 +318,7 @@ def prepare(
         direction=direction,
         opset=opset,
         input_name=in_name,
+        inputs=[in_name] + ([] if context_shape is None else ["context"]),
         input_shape=[None, *shape],
         outputs={o.name: _dims(o) for o in model_proto.graph.output},
         max_relative_error=worst,
@@ -315,53 +359,8 @@ def to_onnx(
     path = pathlib.Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    check_destination(path.parent, [path.name], overwrite)
     model_proto, info = prepare(subject, direction, input_shape, opset, test_input, tolerance)
-    _atomic_write(path, model_proto.SerializeToString())
+    atomic_write(path, model_proto.SerializeToString())
     info.path = path
     return info
-
-
-def export_flow(
-    model: FlowModel,
-    out_dir: str | os.PathLike,
-    name: str | None = None,
-    opset: int = 17,
-    tolerance: float = 1e-4,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Writes ``forward.onnx``, ``inverse.onnx`` and ``manifest.json`` for a flow model.
-
-    Both graphs are converted and checked before either is written. The manifest records
-    shapes, dtypes, opset, the tfinv version, the parity measured at export and the provider.
-    Returns the manifest.
-    """
-    import json
-
-    import tfinv
-
-    if not isinstance(model, FlowModel):
-        raise ExportError(f"export_flow exports a tfinv FlowModel, got {type(model).__name__}")
-    out = pathlib.Path(out_dir)
-    targets = [out / "forward.onnx", out / "inverse.onnx", out / "manifest.json"]
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist(s); pass overwrite=True to replace")
-    prepared = {d: prepare(model, d, opset=opset, tolerance=tolerance) for d in DIRECTIONS}
-    manifest = {
-        "name": name or model.name,
-        "tfinv_version": tfinv.__version__,
-        "model_class": type(model).__name__,
-        "model_config": model.get_config(),
-        "data_shape": list(model.data_shape),
-        "latent_shape": list(model.latent_shape),
-        "context_shape": None if model.context_shape is None else list(model.context_shape),
-        "dtype": "float32",
-        "opset": opset,
-        "graphs": {},
-    }
-    for direction, (proto, info) in prepared.items():
-        info.path = out / f"{direction}.onnx"
-        _atomic_write(info.path, proto.SerializeToString())
-        manifest["graphs"][direction] = info.as_dict()
-    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2).encode())
-    return manifest

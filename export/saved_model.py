@@ -1,23 +1,16 @@
 """Export a `tfinv.FlowModel` as a TF Serving SavedModel.
 
 `to_saved_model` writes TF Serving's layout ``<base_dir>/<name>/<version>/`` holding one SavedModel
-with five signatures (every batch dimension dynamic, ``-1``):
+whose signatures are the deployment contract of `tfinv.export.signatures` (``forward``,
+``inverse``, ``sample``, ``log_prob``, ``serving_default``; names, dtypes and shapes from there,
+every batch dimension dynamic, ``-1``).
 
-==================== ====================================================== ======================
-signature            inputs                                                 outputs
-==================== ====================================================== ======================
-``forward``          ``x`` float32 ``[-1, *data_shape]``                    ``z``, ``log_det``
-``inverse``          ``z`` float32 ``[-1, *latent_shape]``                  ``x``, ``log_det``
-``sample``           ``n`` int32 ``[]``, ``seed`` int32 ``[]``,              ``x``, ``z``
-                     ``temperature`` float32 ``[]``
-``log_prob``         ``x`` float32 ``[-1, *data_shape]``                    ``log_prob``
-``serving_default``  same as ``log_prob``                                   ``log_prob``
-==================== ====================================================== ======================
-
-``log_det`` is ``log|det dz/dx|`` for ``forward`` and ``log|det dx/dz|`` for ``inverse`` (one value
-per example). ``sample`` draws ``z = temperature * stateless_normal([n, *latent_shape],
-seed=[seed, 0])`` and returns ``x = inverse(z)``: for a given seed it is reproducible and equal to
-``model.sample(n, temperature, seed)``.
+``sample`` draws ``eps = stateless_normal([n, *noise_shape], seed=[seed, 0])``, maps it through the
+base distribution (``z = temperature * eps`` for the standard normal) and returns
+``x = inverse(z)``: for a given seed it is reproducible and equal to
+``model.sample(n, temperature, seed)``. A conditional model's signatures take ``context`` as
+well (``sample``: one row per sample). It refuses (``InvalidArgumentError``) ``n < 1`` and a
+temperature that is not finite and positive (1e39 sent as JSON becomes float32 ``inf``).
 
 The graph holds only TensorFlow ops and the weights: loading it needs neither tfinv nor
 TensorFlow Probability (nor Keras); ``tf.saved_model.load``, ``saved_model_cli run`` and
@@ -33,30 +26,29 @@ Implementation notes (observed with TF 2.21 / Keras 3.15):
   ``[TensorSpec([], tf.int32, name="n"), ...]`` gives SignatureDef inputs of shape ``()``, named
   after the specs. Returning a dict from an endpoint names the SignatureDef outputs (a tuple
   would give ``output_0``, ``output_1``).
-* The version directory is written under a hidden temporary sibling (``.<version>.tmp-<hex>``,
-  which TF Serving ignores, as it only loads all-digit directory names) and renamed into place,
-  so a server polling ``<base_dir>/<name>`` never sees a half-written version. The temporary
-  directory is made with ``os.mkdir`` (umask permissions), not ``tempfile.mkdtemp``, whose mode
-  0700 would survive the rename and hide the model from a server running as another user.
+* The version directory is written in a hidden staging folder (`tfinv.export.files.Staging`,
+  ``.export.tmp-<hex>``, which TF Serving ignores, as it only loads all-digit directory names)
+  and renamed into place, so a server polling ``<base_dir>/<name>`` never sees a half-written
+  version; folders get umask permissions (not ``mkdtemp``'s 0700).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import uuid
 from typing import Callable
 
 import keras
 import tensorflow as tf
 
-from tfinv.core.flow_model import FlowModel
+from tfinv.core import FlowModel
+from tfinv.export.files import Staging, check_destination
+from tfinv.export.signatures import SIGNATURE_NAMES, check_model_name, check_version, signatures
 
 __all__ = ["to_saved_model", "SIGNATURES"]
 
-#: The signature keys every exported SavedModel has.
-SIGNATURES: tuple[str, ...] = ("forward", "inverse", "sample", "log_prob", "serving_default")
+#: The signature keys every exported SavedModel has (`tfinv.export.signatures.SIGNATURE_NAMES`).
+SIGNATURES: tuple[str, ...] = SIGNATURE_NAMES
 
 
 def _check_arguments(model, name, version, max_batch) -> None:
@@ -65,19 +57,14 @@ def _check_arguments(model, name, version, max_batch) -> None:
         raise TypeError(
             f"to_saved_model needs a tfinv FlowModel (e.g. tfinv.models.Glow), got {type(model).__name__}"
         )
-    if not model.built:
+    parts = [model, getattr(model, "base", None), getattr(model, "flow", None)]
+    if not all(part is None or part.built for part in parts):
         raise ValueError(
             f"{type(model).__name__} '{model.name}' is not built; build it (model.build()) or run it "
             "on a batch before exporting"
         )
-    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith("."):
-        raise ValueError(f"model name must be a non-empty directory name not starting with '.', got {name!r}")
-    if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
-        raise ValueError(f"model name must be a single directory name, without path separators, got {name!r}")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise TypeError(f"version must be a positive int, got {version!r} ({type(version).__name__})")
-    if version < 1:
-        raise ValueError(f"version must be a positive int, got {version}")
+    check_model_name(name)
+    check_version(version)
     if max_batch is not None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int):
             raise TypeError(f"max_batch must be None or a positive int, got {max_batch!r}")
@@ -102,50 +89,63 @@ def _endpoints(model: FlowModel, max_batch: int | None) -> dict[str, tuple[Calla
     def f32(t, shape):
         return tf.ensure_shape(tf.cast(t, tf.float32), shape)
 
-    def forward(x):
+    context_shape = getattr(model, "context_shape", None)
+    base = getattr(model, "base", None)
+    noise_shape = tuple(base.noise_shape) if base is not None else latent_shape
+
+    def ctx(context):
+        return None if context is None else tf.cast(context, dtype)
+
+    def forward(x, context=None):
         with tf.control_dependencies(batch_guard(tf.shape(x)[0], "batch size")):
-            z, log_det = model.forward(tf.cast(x, dtype))
+            z, log_det = model.forward(tf.cast(x, dtype), ctx(context)) if context is not None \
+                else model.forward(tf.cast(x, dtype))
         return {"z": f32(z, (None,) + latent_shape), "log_det": f32(log_det, (None,))}
 
-    def inverse(z):
+    def inverse(z, context=None):
         with tf.control_dependencies(batch_guard(tf.shape(z)[0], "batch size")):
-            x, log_det = model.inverse_and_log_det(tf.cast(z, dtype))
+            x, log_det = model.inverse_and_log_det(tf.cast(z, dtype), ctx(context)) if context is not None \
+                else model.inverse_and_log_det(tf.cast(z, dtype))
         return {"x": f32(x, (None,) + data_shape), "log_det": f32(log_det, (None,))}
 
-    def log_prob(x):
+    def log_prob(x, context=None):
         with tf.control_dependencies(batch_guard(tf.shape(x)[0], "batch size")):
-            lp = model.log_prob(tf.cast(x, dtype))
+            lp = model.log_prob(tf.cast(x, dtype), ctx(context)) if context is not None \
+                else model.log_prob(tf.cast(x, dtype))
         return {"log_prob": f32(lp, (None,))}
 
-    def sample(n, seed, temperature):
+    def sample(n, seed, temperature, context=None):
         checks = [
             tf.debugging.assert_positive(n, message="sample needs n >= 1"),
+            tf.debugging.assert_all_finite(temperature, message="sample needs a finite temperature "
+                                           "(a value beyond float32 range, e.g. 1e39, is inf)"),
             tf.debugging.assert_positive(temperature, message="sample needs temperature > 0"),
         ] + batch_guard(n, "sample size n")
+        if context is not None:
+            checks.append(tf.debugging.assert_equal(tf.shape(context)[0], n,
+                                                    message="sample needs one context row per sample (n rows)"))
         with tf.control_dependencies(checks):
-            shape = tf.concat([tf.reshape(n, [1]), tf.constant(latent_shape, tf.int32)], axis=0)
-            # Same draw as FlowModel.sample(n, temperature, seed): stateless, seed=[seed, 0].
+            shape = tf.concat([tf.reshape(n, [1]), tf.constant(noise_shape, tf.int32)], axis=0)
+            # Same draw as FlowModel.sample(n, temperature, seed): stateless, seed=[seed, 0], then
+            # the base's map from standard noise to latents (T * eps for the standard normal).
             eps = tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.zeros_like(seed)]), dtype=dtype)
-            z = eps * tf.cast(temperature, dtype)
-            x = model.inverse(z)
+            latent = eps * tf.cast(temperature, dtype) if base is None \
+                else base.sample_latent(eps, tf.cast(temperature, dtype))
+            z = tf.debugging.assert_all_finite(
+                latent, "sample: temperature * noise overflows float32 (temperature too large)")
+            x = model.inverse(z, ctx(context)) if context is not None else model.inverse(z)
         return {"x": f32(x, (None,) + data_shape), "z": f32(z, (None,) + latent_shape)}
 
-    x_spec = [tf.TensorSpec((None,) + data_shape, tf.float32, name="x")]
-    return {
-        "forward": (forward, x_spec),
-        "inverse": (inverse, [tf.TensorSpec((None,) + latent_shape, tf.float32, name="z")]),
-        "sample": (sample, [
-            tf.TensorSpec([], tf.int32, name="n"),
-            tf.TensorSpec([], tf.int32, name="seed"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-        ]),
-        "log_prob": (log_prob, x_spec),
-        "serving_default": (log_prob, x_spec),
-    }
+    functions = {"forward": forward, "inverse": inverse, "sample": sample, "log_prob": log_prob,
+                 "serving_default": log_prob}
+    return {key: (functions[key], [tf.TensorSpec([None if d == -1 else d for d in spec.shape], spec.dtype,
+                                                 name=spec.name) for spec in sig.inputs])
+            for key, sig in signatures(data_shape, latent_shape, context_shape).items()}
 
 
-def _write_archive(model: FlowModel, directory: pathlib.Path, max_batch: int | None) -> None:
-    """Writes the SavedModel with all `SIGNATURES` into the existing, empty ``directory``."""
+def write_archive(model: FlowModel, directory: pathlib.Path, max_batch: int | None = None) -> None:
+    """Writes the SavedModel with all `SIGNATURES` into ``directory`` (created; must not hold files)."""
+    os.makedirs(directory, exist_ok=True)
     archive = keras.export.ExportArchive()
     # Tracking the model makes its variables part of the saved object graph, so that
     # session-style loaders (saved_model_cli run, TF Serving) find them.
@@ -198,43 +198,10 @@ def to_saved_model(
     """
     _check_arguments(model, name, version, max_batch)
     parent = pathlib.Path(base_dir) / name
-    target = parent / str(version)
-    if os.path.lexists(target) and not overwrite:
-        raise FileExistsError(
-            f"{target} already exists; pass overwrite=True to replace it, or export a new version"
-        )
-
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".{version}.tmp-{uuid.uuid4().hex}"
-    os.mkdir(tmp)
-    try:
-        _write_archive(model, tmp, max_batch)
-        _move_into_place(tmp, target, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _move_into_place(tmp: pathlib.Path, target: pathlib.Path, overwrite: bool) -> None:
-    """Renames ``tmp`` to ``target``; with ``overwrite`` the old target is moved aside first and
-    restored if the rename fails."""
-    old = None
-    if os.path.lexists(target):
-        if not overwrite:  # appeared while we were exporting
-            raise FileExistsError(f"{target} appeared during the export; not replacing it (overwrite=False)")
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
-        os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except OSError as err:
-        if old is not None:
-            os.rename(old, target)
-        if os.path.lexists(target):
-            raise FileExistsError(f"{target} appeared during the export; not replacing it") from err
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
+    check_destination(parent, [f"{version}/"], overwrite)
+    with Staging(parent) as staging:
+        directory = staging.path(str(version))
+        os.mkdir(directory)
+        write_archive(model, directory, max_batch)
+        staging.commit(overwrite)
+    return parent / str(version)

@@ -1,7 +1,8 @@
 """The last step of ``make demo``: serve an export and fetch a sample through the client.
 
-``python -m tfinv.serving.demo --export-dir DIR --out served.png`` starts ``tfinv serve`` on a free
-loopback port, waits for the model, draws samples through `tfinv.serving.Client` (the same client
+``python -m tfinv.serving.demo --export-dir DIR --out served.png`` starts ``tfinv serve`` on a
+loopback port the OS picks (``--port 0``; the server writes the port it obtained to a file),
+waits for the model, draws samples through `tfinv.serving.Client` (the same client
 that talks to TF Serving), checks that ``forward`` inverts them, writes a PNG grid, and shuts the
 server down gracefully (SIGTERM).
 """
@@ -12,18 +13,35 @@ import argparse
 import json
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
+import time
 from typing import Sequence
 
 import numpy as np
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_server(export_dir: str, *args: str, timeout: float = 60.0, log=None) -> tuple[subprocess.Popen, str]:
+    """Starts ``python -m tfinv.serving --export-dir DIR --port 0`` (plus ``args``); returns the
+    process and its URL once it listens (the port is read from ``--port-file``). Raises
+    RuntimeError if the server exits or does not listen within ``timeout`` seconds."""
+    port_file = pathlib.Path(tempfile.mkdtemp(prefix="tfinv-serve-")) / "port"
+    process = subprocess.Popen([sys.executable, "-m", "tfinv.serving", "--export-dir", str(export_dir),
+                                "--port", "0", "--port-file", str(port_file), *args],
+                               stdout=log, stderr=subprocess.STDOUT if log is not None else None)
+    deadline = time.monotonic() + timeout
+    while not port_file.is_file():
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode} before listening")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the server did not listen within {timeout} s")
+        time.sleep(0.05)
+    port = int(port_file.read_text())
+    port_file.unlink()
+    port_file.parent.rmdir()
+    return process, f"http://127.0.0.1:{port}"
 
 
 def serve_and_sample(export_dir: str, out: str, n: int = 64, seed: int = 0, temperature: float = 0.7,
@@ -35,11 +53,9 @@ def serve_and_sample(export_dir: str, out: str, n: int = 64, seed: int = 0, temp
     manifest = json.loads((pathlib.Path(export_dir) / "manifest.json").read_text())
     name = manifest["name"]
     num_levels = manifest.get("model_config", {}).get("num_levels") or 17
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tfinv.serving.onnx_server", "--export-dir", str(export_dir),
-                               "--port", str(port), "--log-level", "warning"])
+    server, url = start_server(export_dir, "--log-level", "warning", timeout=timeout)
     try:
-        with Client(f"http://127.0.0.1:{port}", model=name) as client:
+        with Client(url, model=name) as client:
             client.wait_until_available(timeout=timeout)
             x, z = client.sample(n, seed=seed, temperature=temperature, return_z=True)
             z_back, _ = client.forward(x)

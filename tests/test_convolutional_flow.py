@@ -145,8 +145,10 @@ def test_invertible_cnn_reconstructs_its_input_from_its_features(kwargs):
     assert tuple(z.shape) == (4, 2, 2, 16)
     unperturbed = InvertibleCNN((8, 8, 1), downsamplings=2, depth=1, input_scale=1 / 16, **kwargs)
     assert contract.relative_error(z, unperturbed.features(x)) > 1e-2  # weights far from init
+    # The standard round-trip tolerance (1e-5 relative per example, i.e. <= 1.6e-4 absolute on
+    # pixel values up to 16); measured 1.4e-6 to 3.6e-6.
     error = contract.relative_error(model.reconstruct(z), x)
-    assert error <= 1e-4, error
+    assert error <= 1e-5, error
     assert tuple(model(x).shape) == (4, 10)
 
 

@@ -111,8 +111,23 @@ def test_unconvertible_custom_layer_names_layer_and_op_and_writes_nothing(tmp_pa
     assert not list(tmp_path.iterdir())
 
 
-def test_parity_failure_is_an_error(glow, tmp_path):
-    bad = np.full((2, 8, 8, 1), 8.0, np.float32)
-    with pytest.raises(ExportError, match="above the tolerance"):
-        to_onnx(glow, tmp_path / "f.onnx", test_input=bad, tolerance=-1.0)
+def test_parity_failure_is_an_error(glow, tmp_path, monkeypatch):
+    """A real mismatch: the graph is frozen from weights 1e-3 away from the model's (converted with
+    perturbed weights, which are then put back), so onnxruntime and TF differ; nothing is written."""
+    import tfinv.export.onnx as onnx_export
+
+    real_convert = onnx_export.convert
+
+    def convert_other_weights(subject, *args, **kwargs):
+        weights = subject.get_weights()
+        perturb_weights(subject, 1e-3, seed=99)
+        try:
+            return real_convert(subject, *args, **kwargs)
+        finally:
+            subject.set_weights(weights)
+
+    monkeypatch.setattr(onnx_export, "convert", convert_other_weights)
+    x = np.asarray(glow.sample(2, seed=1), np.float32)
+    with pytest.raises(ExportError, match="above the tolerance 0.0001"):
+        to_onnx(glow, tmp_path / "f.onnx", test_input=x)
     assert not list(tmp_path.iterdir())

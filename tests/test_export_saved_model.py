@@ -264,6 +264,14 @@ def test_max_batch_and_sample_arguments_are_checked_at_run_time(tmp_path):
         sample(0)
     with pytest.raises(tf.errors.InvalidArgumentError, match="temperature > 0"):
         sample(1, temperature=0.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="temperature > 0"):
+        sample(1, temperature=-1.0)
+    # 1e39 sent as JSON reaches the signature as float32 inf; NaN fails every comparison.
+    for bad in (float("inf"), float("nan"), float("-inf")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="finite temperature"):
+            sample(1, temperature=bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="overflows float32"):
+        sample(2, temperature=3e38)
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -296,14 +304,17 @@ def test_failed_export_leaves_nothing_behind(tmp_path, monkeypatch, existing):
         (directory / "saved_model.pb").write_bytes(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(saved_model_module, "_write_archive", broken)
+    monkeypatch.setattr(saved_model_module, "write_archive", broken)
     if existing:
         (tmp_path / "glow" / "1").mkdir(parents=True)
         (tmp_path / "glow" / "1" / "marker").write_text("old")
     with pytest.raises(RuntimeError, match="disk full"):
         to_saved_model(_glow(), tmp_path, "glow", version=1, overwrite=existing)
+    if not existing:  # nothing at all is written, not even the model folder
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
+        return
     left = sorted(p.name for p in (tmp_path / "glow").iterdir())
-    assert left == (["1"] if existing else []), left
+    assert left == ["1"], left
     if existing:
         assert sorted(p.name for p in (tmp_path / "glow" / "1").iterdir()) == ["marker"]
 

@@ -23,40 +23,63 @@ import tensorflow as tf
 from tfinv.export import export_flow
 from tfinv.models import Glow
 from tfinv.serving import Client, ServingError
-from tfinv.serving.onnx_server import main as server_main
+from tfinv.serving.cli import main as server_main
 from tfinv.serving.rng import stateless_normal
 from tfinv.testing.contract import perturb_weights, relative_error
 
 LIMITS = {"max_batch": 32, "max_n": 64, "max_body_bytes": 200_000}
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port that refuses connections for the whole block: bound, never listening (a
+    released port could be taken by another process between the check and its use)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Polls ``predicate()`` until it returns a true value (returned) or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(interval)
+
+
+_LISTENING = re.compile(r"tfinv serve: listening on (http://127\.0\.0\.1:\d+)")
 
 
 @contextlib.contextmanager
 def running_server(export_dir, log_path, **limits):
-    """Starts ``python -m tfinv.serving.onnx_server`` on a free loopback port; yields
-    ``(process, url)`` once ``/healthz`` answers; kills the process if it is still alive after."""
-    port = free_port()
-    args = [sys.executable, "-m", "tfinv.serving.onnx_server", "--export-dir", str(export_dir), "--port", str(port)]
+    """Starts ``python -m tfinv.serving --port 0`` (the OS picks a free port, the server
+    prints it); yields ``(process, url)`` once ``/healthz`` answers; kills the process if it is
+    still alive after."""
+    args = [sys.executable, "-m", "tfinv.serving", "--export-dir", str(export_dir), "--port", "0"]
     for key, value in limits.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    log_path = pathlib.Path(log_path)
     with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+
+    def listening():
+        assert process.poll() is None, f"server exited early:\n{log_path.read_text()[-3000:]}"
+        match = _LISTENING.search(log_path.read_text(errors="replace"))
+        return match and match.group(1)
+
+    def healthy():
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        assert process.poll() is None, f"server exited early:\n{log_path.read_text()[-3000:]}"
+        return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"server exited early:\n{pathlib.Path(log_path).read_text()[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not become healthy within 60 s"
-            time.sleep(0.1)
+        url = wait_for(listening, 90, "the server to report its port")
+        wait_for(healthy, 30, "/healthz")
         yield process, url
     finally:
         if process.poll() is None:
@@ -226,6 +249,18 @@ BAD_REQUESTS = {
     "seed string": (_sample(seed="1"), {}, 400, "must be an int32 scalar"),
     "seed beyond int32": (_sample(seed=2**31), {}, 400, "must be an int32 scalar"),
     "temperature zero": (_sample(temperature=0), {}, 400, "must be > 0"),
+    "temperature negative": (_sample(temperature=-0.5), {}, 400, "must be > 0"),
+    "temperature beyond float32": (_sample(temperature=1e39), {}, 400, "finite float32 scalar"),
+    "temperature overflowing the noise": (_sample(temperature=1e38), {}, 400, "not finite"),
+    "temperature string": (_sample(temperature="0.7"), {}, 400, "finite float32 scalar"),
+    "n bool": (_sample(n=True), {}, 400, "must be an int32 scalar"),
+    "n string": (_sample(n="3"), {}, 400, "must be an int32 scalar"),
+    "n negative": (_sample(n=-2), {}, 400, "must be in [1, 64]"),
+    "x outside the domain": (_bad(np.full((1, 8, 8, 1), -5.0).tolist()), {}, 400, "outside the model's domain"),
+    "signature_name not a string": ({"signature_name": 3, "inputs": GOOD_X}, {}, 400, "must be a string"),
+    "method not allowed": (None, {"method": "PUT"}, 405, "Malformed request"),
+    "version beyond int64": (_bad(GOOD_X), {"model": "digits/versions/9999999999999999999"}, 404,
+                             "Malformed request"),
     "temperature NaN": ('{"signature_name": "sample", "inputs": {"n": 2, "seed": 0, "temperature": NaN}}',
                         {}, 400, "finite float32 scalar"),
     "sample missing seed": ({"signature_name": "sample", "inputs": {"n": 2, "temperature": 1.0}}, {}, 400,
@@ -238,8 +273,14 @@ BAD_REQUESTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def samples_after_errors(glow):
+    return np.asarray(glow.sample(2, temperature=1.0, seed=5))
+
+
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server, client, case):
+def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server, client, case,
+                                                                          samples_after_errors):
     body, options, status, message = BAD_REQUESTS[case]
     model = options.get("model", "digits")
     if case == "oversized streamed body":  # chunked: no Content-Length, the received size counts
@@ -249,6 +290,8 @@ def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server,
                 yield b"1.0," * 2_000
             yield b"1.0]}"
         response = httpx.post(f"{server}/v1/models/digits:predict", content=chunks(), timeout=30)
+    elif options.get("method"):
+        response = httpx.request(options["method"], f"{server}/v1/models/digits:predict", timeout=30)
     elif options.get("_raw_path"):
         response = httpx.post(f"{server}/v1/models/{model}", content=json.dumps(body), timeout=30)
     else:
@@ -259,8 +302,8 @@ def test_bad_requests_get_tf_serving_errors_and_the_server_keeps_serving(server,
     assert set(error) == {"error"} and isinstance(error["error"], str)
     if message:
         assert message in error["error"]
-    # Still serving, and correctly.
-    assert client.sample(2, seed=5).shape == (2, 8, 8, 1)
+    # Still serving, and correctly: the TF model's samples for that seed.
+    assert relative_error(client.sample(2, seed=5), samples_after_errors) <= 1e-4
 
 
 def test_client_raises_serving_error_with_message_and_status(server, client):
@@ -277,9 +320,10 @@ def test_client_raises_serving_error_with_message_and_status(server, client):
         response = httpx.get(server + path)
         assert response.status_code == status and "Malformed request" in response.json()["error"]
     assert httpx.put(f"{server}/healthz").status_code == 405
-    closed = Client(f"http://127.0.0.1:{free_port()}", model="digits", timeout=2)
-    with pytest.raises(ServingError) as info:
-        closed.status()
+    with closed_port() as port:
+        closed = Client(f"http://127.0.0.1:{port}", model="digits", timeout=2)
+        with pytest.raises(ServingError) as info:
+            closed.status()
     assert info.value.status is None
     with pytest.raises(ValueError, match="transport 'soap' is not available"):
         Client(server, model="digits", transport="soap")
@@ -324,20 +368,23 @@ def test_sigterm_shuts_down_gracefully(export_dir, tmp_path):
     with running_server(export_dir, tmp_path / "server.log") as (process, url):
         assert Client(url, model="digits").sample(2).shape == (2, 8, 8, 1)
         # A request in flight when SIGTERM arrives (its body still streaming) is finished.
-        release, responses = threading.Event(), []
+        first_part_sent, release, responses = threading.Event(), threading.Event(), []
 
         def slow_body():
             yield b'{"signature_name": "log_prob", '
-            release.wait(10)
+            first_part_sent.set()  # httpx asks for the next part only after writing this one
+            release.wait(30)
             yield b'"inputs": ' + json.dumps(GOOD_X).encode() + b"}"
 
         in_flight = threading.Thread(target=lambda: responses.append(
             httpx.post(f"{url}/v1/models/digits:predict", content=slow_body(), timeout=30)))
         in_flight.start()
-        time.sleep(0.5)
+        assert first_part_sent.wait(15), "the request's first part was not sent within 15 s"
+        log_path = tmp_path / "server.log"
         start = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        # The server has begun its shutdown (it logs it) and is still alive, waiting for the request.
+        wait_for(lambda: "Shutting down" in log_path.read_text(errors="replace"), 15, "the shutdown to begin")
         assert process.poll() is None, "the server exited with a request in flight"
         release.set()
         in_flight.join(15)
@@ -352,5 +399,5 @@ def test_sigterm_shuts_down_gracefully(export_dir, tmp_path):
 
 
 def test_bad_export_dir_fails_with_a_clear_message(tmp_path, capsys):
-    assert server_main(["--export-dir", str(tmp_path), "--port", str(free_port())]) == 2
+    assert server_main(["--export-dir", str(tmp_path), "--port", "0"]) == 2
     assert "manifest.json not found" in capsys.readouterr().err

@@ -21,10 +21,12 @@ import json
 import os
 import pathlib
 import pickle
+import queue
 import re
 import socket
 import subprocess
 import sys
+import threading
 
 import httpx
 import numpy as np
@@ -320,6 +322,42 @@ def test_serve_config_cli_after_export(exported, tmp_path, capsys):
     assert cli.main(["serve-config", "--export-dir", str(export_dir), "--version-policy", "x,y"]) == 2
 
 
+def test_serve_config_writes_the_lean_onnx_server_beside_tf_serving(exported, tmp_path):
+    """Dockerfile.onnx installs exactly requirements-onnx.txt (the file the lean-install test uses)
+    plus tfinv without dependencies, and its compose file mounts the ONNX export at /export."""
+    import importlib.resources
+    import shlex
+
+    out = tmp_path / "cfg"
+    assert cli.main(["serve-config", "--export-dir", str(exported["dir"]), "--out", str(out), "--onnx-port",
+                     "18502"]) == 0
+    requirements = importlib.resources.files("tfinv.serving").joinpath("requirements-onnx.txt").read_text()
+    assert (out / "requirements-onnx.txt").read_text() == requirements
+    pins = [line for line in requirements.splitlines() if line and not line.startswith("#")]
+    assert sorted(p.split("==")[0] for p in pins) == ["httpx", "numpy", "onnxruntime-gpu", "starlette", "uvicorn"]
+    dockerfile = (out / "Dockerfile.onnx").read_text()
+    instructions = [line for line in dockerfile.replace("\\\n", " ").splitlines() if line and not line.startswith("#")]
+    assert instructions[0] == "FROM python:3.11-slim"
+    run = next(line for line in instructions if line.startswith("RUN "))
+    commands = [shlex.split(c) for c in run[4:].split("&&")]
+    assert commands[0] == ["pip", "install", "--no-cache-dir", "-r", "requirements-onnx.txt"]
+    assert commands[1] == ["pip", "install", "--no-cache-dir", "--no-deps", "$TFINV"]
+    assert f"ARG TFINV=tfinv=={tfinv.__version__}" in instructions
+    entry = json.loads(next(line for line in instructions if line.startswith("ENTRYPOINT "))[len("ENTRYPOINT "):])
+    assert entry == ["tfinv-serve", "--export-dir", "/export", "--host", "0.0.0.0", "--port", "8501"]
+    text = (out / "docker-compose.onnx.yml").read_text()
+    # The fixed layout of the generated file (every scalar a JSON string).
+    assert re.search(r'\n    build:\n      context: "\."\n      dockerfile: "Dockerfile.onnx"\n', text), text
+    assert re.search(r'\n    ports:\n      - "127.0.0.1:18502:8501"\n', text), text
+    volume = re.search(r'\n      - type: bind\n        source: ("[^\n]*")\n        target: "/export"\n'
+                       r'        read_only: true\n', text)
+    assert volume, text
+    mounted = (out / json.loads(volume.group(1))).resolve()
+    assert mounted == exported["dir"].resolve()
+    assert {"manifest.json", "forward.onnx", "inverse.onnx"} <= {p.name for p in mounted.iterdir()}
+    assert "Dockerfile.onnx" in (out / "SERVING.md").read_text()
+
+
 # ----------------------------------------------------------------------------- REST
 class _RestThroughSavedModel:
     """An httpx transport that hands each request the Client sends to `fake_tf_serving` in a
@@ -332,10 +370,24 @@ class _RestThroughSavedModel:
             [sys.executable, str(FAKE), "--rest-stdio", str(version_dir), "--name", NAME],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, env=_env())
         self.log, self.bodies = log, []
-        self.ready = self._read()
+        # Lines are read on a thread into a queue, so a silent or stuck fake fails the test after
+        # a bounded wait instead of blocking readline() forever.
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.ready = self._read(timeout=120)  # start-up loads TensorFlow and the SavedModel
 
-    def _read(self) -> dict:
-        line = self.process.stdout.readline()
+    def _pump(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # end of output: the process exited
+
+    def _read(self, timeout: float = 60) -> dict:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.process.kill()
+            raise AssertionError(f"fake TF Serving sent no reply within {timeout} s:\n"
+                                 f"{self.log.read_text()[-3000:]}") from None
         assert line, f"fake TF Serving exited:\n{self.log.read_text()[-3000:]}"
         return json.loads(line)
 
@@ -434,7 +486,7 @@ def test_grpc_client_matches_the_model(exported, grpc_url):
 
 
 def test_grpc_input_dtypes_of_unknown_signatures_come_from_the_metadata(exported, grpc_url, monkeypatch):
-    import tfinv.serving.client as client_module
+    import tfinv.serving.grpc_transport as client_module
 
     monkeypatch.setattr(client_module, "_INPUT_DTYPES", {})  # as if `sample` were a signature it does not know
     with Client(grpc_url, model=NAME, transport="grpc") as client:
@@ -473,12 +525,12 @@ def test_grpc_errors_map_to_serving_error(exported, grpc_url):
             assert _grpc_error(client.metadata).code == "NOT_FOUND"
     assert pickle.loads(pickle.dumps(err)).code == "NOT_FOUND"
     assert str(err).startswith("gRPC NOT_FOUND: ")
-    with socket.socket() as s:  # a port nobody listens on
+    with socket.socket() as s:  # bound and never listening for the whole block: refuses connections
         s.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{s.getsockname()[1]}"
-    with Client(closed, model=NAME, transport="grpc", timeout=5) as client:
-        err = _grpc_error(client.status)
-        assert (err.code, err.status) == ("UNAVAILABLE", 503)
+        with Client(closed, model=NAME, transport="grpc", timeout=5) as client:
+            err = _grpc_error(client.status)
+            assert (err.code, err.status) == ("UNAVAILABLE", 503)
     with pytest.raises(ValueError, match="host:port"):
         Client("http://127.0.0.1:8500", model=NAME, transport="grpc")
 

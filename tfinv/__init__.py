@@ -6,12 +6,30 @@ Direction convention: ``forward`` maps data ``x`` to latents ``z`` (the network 
 
 __version__ = "0.1.0"
 
-from tfinv import _startup  # noqa: E402  (stdlib only: runs before TensorFlow is imported)
+from tfinv import _startup  # noqa: E402  (stdlib only)
 
-_startup.import_tensorflow(quiet=_startup.is_quiet_command())
+# TensorFlow, TFP and Keras load on first use of an attribute (`from tfinv import layers`,
+# `tfinv.FlowModel`), not at `import tfinv`: the ONNX server (tfinv.serving) imports this package
+# and must run without them. The `tfinv` console command imports TensorFlow now, with its
+# start-up logging held back (`tfinv --verbose` shows it).
+if _startup.is_quiet_command():
+    _startup.import_tensorflow(quiet=True)
 
-from tfinv.core import FlowModel, InvertibleLayer  # noqa: E402
-from tfinv import data, layers, models  # noqa: E402
-from tfinv.io import load_model  # noqa: E402
+_LAZY = {"FlowModel": "tfinv.core", "InvertibleLayer": "tfinv.core", "load_model": "tfinv.io"}
 
 __all__ = ["FlowModel", "InvertibleLayer", "data", "layers", "load_model", "models", "__version__"]
+
+
+def __getattr__(name: str):
+    import importlib
+    import importlib.util
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif not name.startswith("_") and name not in ("export", "serving") \
+            and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

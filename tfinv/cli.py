@@ -394,11 +394,11 @@ def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, t
     with _interrupts_reported(backup):
         result = training.fit_flow(
             model, train_images, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-            seed=args.seed, validation_images=test_images, jit_compile=args.jit, verbose=args.verbose,
+            seed=args.seed, validation_images=test_images, jit_compile="auto" if args.jit is None else args.jit, verbose=args.verbose,
             backup_dir=backup,
         )
         # Bits/dim of the whole splits with fixed noise: reproducible, unlike fit's running averages.
-        evaluation = dict(batch_size=args.batch_size, seed=args.seed, jit_compile=args.jit)
+        evaluation = dict(batch_size=args.batch_size, seed=args.seed, jit_compile=bool(args.jit))
         train_bpd = training.dataset_bits_per_dim(model, train_images, **evaluation)
         test_bpd = training.dataset_bits_per_dim(model, test_images, **evaluation)
         samples = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
@@ -489,7 +489,7 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
     with _interrupts_reported(backup):
         result = training.fit_classifier(
             model, train_images, train_labels, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.lr, seed=args.seed, validation=test_split, jit_compile=args.jit,
+            learning_rate=args.lr, seed=args.seed, validation=test_split, jit_compile=bool(args.jit),
             verbose=args.verbose, backup_dir=backup,
         )
         # Whole splits with fixed noise: reproducible, unlike fit's running averages.
@@ -544,7 +544,7 @@ def _sample(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``tfinv`` argument parser (subcommands ``train`` and ``sample``)."""
-    from tfinv.blocks.glow_step import LINEAR_LAYERS
+    from tfinv.blocks.glow_step import COUPLINGS, LINEAR_LAYERS
 
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument(
@@ -578,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--levels", type=_positive_int, default=2, help="Glow scales L")
     train.add_argument("--steps-per-level", type=_positive_int, default=4, help="Glow steps K per scale")
     train.add_argument("--hidden-channels", type=_positive_int, default=64, help="coupling network width (Glow), hidden units (MixerFlow)")
-    train.add_argument("--coupling", default="affine", choices=["affine", "additive"])
+    train.add_argument("--coupling", default="affine", choices=sorted(COUPLINGS))
     train.add_argument("--patch-size", type=_positive_int, default=2, help="RevViT / MixerFlow patch side (divides H and W)")
     train.add_argument("--dim", type=_positive_int, default=32, help="RevViT width (features per stream)")
     train.add_argument("--depth", type=_positive_int, default=4, help="RevViT reversible blocks / MixerFlow blocks")
@@ -594,9 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     train.add_argument("--seed", type=_seed, default=0, help="seed of weights, shuffling, noise and samples")
     train.add_argument(
-        "--jit", action=argparse.BooleanOptionalAction, default=False,
-        help="XLA-compile the train step (off by default: on 2 CPU cores the ~15 s compile "
-        "outweighs the faster steps for short runs)",
+        "--jit", action=argparse.BooleanOptionalAction, default=None,
+        help="XLA-compile the train step (default: FlowModel.compile's choice, XLA when the model "
+        "compiles; --no-jit for short runs, where the compile outweighs the faster steps)",
     )
     train.add_argument(
         "--strategy", default="default", choices=list(STRATEGY_NAMES),

@@ -1,5 +1,6 @@
 """Compositions of invertible layers."""
 
+import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> layers import cycle)
 from tfinv.blocks.convolutional_flow_step import ConvolutionalFlowStep
 from tfinv.blocks.glow_step import GlowStep
 from tfinv.core.invertible_sequential import InvertibleSequential

@@ -12,18 +12,25 @@ from tfinv.layers.act_norm import ActNorm
 from tfinv.layers.additive_coupling import AdditiveCoupling
 from tfinv.layers.affine_coupling import AffineCoupling
 from tfinv.layers.butterfly_layer import ButterflyLayer
+from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.f_in_c_conv import FInCConv
+from tfinv.layers.full_butterfly_layer import FullButterflyLayer
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
+from tfinv.layers.inverse_flow_unit import InverseFlowUnit
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.periodic_conv import PeriodicConv
+from tfinv.layers.quad_coupling import QuadCoupling
+from tfinv.layers.raster_emerging_conv import RasterEmergingConv
 from tfinv.layers.symmetric_conv import SymmetricConv
 from tfinv.layers.woodbury import Woodbury
 
-COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling}
+#: ``"quad"`` is CInC Flow's Quad-coupling (arXiv:2107.01358): four-way autoregressive over channel
+#: quarters, so every step's channel count must be divisible by 4.
+COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling}
 
 #: name -> ``factory(seed, name) -> InvertibleLayer``: the channel-mixing layer of a step.
 #: tfinv layers are listed here; add your own with `register_linear` (then ``Glow(..., linear=name)``).
@@ -43,13 +50,36 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
         [InvConv1x1(seed=seed, name="inv_conv1x1"), ButterflyLayer(seed=seed, name="butterfly")],
         event_ndims=3, name=name,
     ),
+    # ButterflyFlow's butterfly over all H * W * C dimensions, free 2x2 blocks, after the 1x1 conv.
+    "full_butterfly": lambda seed, name: InvertibleSequential(
+        [InvConv1x1(seed=seed, name="inv_conv1x1"), FullButterflyLayer(seed=seed, name="butterfly")],
+        event_ndims=3, name=name,
+    ),
     # Masked (triangular) k x k convolutions inverted by wavefront solves (tfinv.ops.triangular_conv):
     # Hoogeboom et al. arXiv:1901.11137, CInC arXiv:2107.01358, FInC arXiv:2301.09266, and
     # Inverse-Flow (AISTATS 2025: the solve is the forward map, sampling is one convolution).
-    "emerging": lambda seed, name: EmergingConv(seed=seed, fit_kernel_to_image=True, name=name),
+    # The paper's emerging step (reference: ehoogeboom/emerging, flow_permutation 3): LU 1x1
+    # convolution, then the two square-masked convolutions and a bias.
+    "emerging": lambda seed, name: InvertibleSequential(
+        [InvConv1x1(seed=seed, name="inv_conv1x1"),
+         EmergingConv(seed=seed, fit_kernel_to_image=True, name="emerging")],
+        event_ndims=3, name=name,
+    ),
+    # tfinv's earlier variant: two raster (PixelCNN) masks, no 1x1 convolution, no bias.
+    "raster_emerging": lambda seed, name: RasterEmergingConv(seed=seed, fit_kernel_to_image=True, name=name),
     "cinc": lambda seed, name: CInCConv(seed=seed, fit_kernel_to_image=True, name=name),
-    "finc": lambda seed, name: FInCConv(seed=seed, fit_kernel_to_image=True, name=name),
+    # FInC Flow's step (reference FastFlowUnit): the four-group unit, then a 1x1 convolution that
+    # mixes the groups (and carries the log-det with ActNorm: the unit's diagonal is 1). C % 4 == 0.
+    "finc": lambda seed, name: InvertibleSequential(
+        [FInCConv(seed=seed, fit_kernel_to_image=True, name="finc"),
+         InvConv1x1(seed=seed, name="inv_conv1x1")],
+        event_ndims=3, name=name,
+    ),
+    # tfinv's earlier "finc": two full-channel corner convolutions (top-left, bottom-right).
+    "cinc_chain": lambda seed, name: CInCChainConv(seed=seed, fit_kernel_to_image=True, name=name),
     "inverse_conv": lambda seed, name: InverseConv(seed=seed, fit_kernel_to_image=True, name=name),
+    # Inverse-Flow's unit: the inverses of the four corner convolutions, chained.
+    "inverse_flow": lambda seed, name: InverseFlowUnit(seed=seed, fit_kernel_to_image=True, name=name),
 }
 
 
@@ -69,7 +99,7 @@ class GlowStep(InvertibleSequential):
 
     Args:
         hidden_channels: width of the coupling's conditioner.
-        coupling: ``"affine"`` or ``"additive"``.
+        coupling: ``"affine"``, ``"additive"`` or ``"quad"`` (`QuadCoupling`, needs ``C % 4 == 0``).
         seed: seed of the linear layer's initialisation.
         linear: name of the channel-mixing layer in `LINEAR_LAYERS` (default ``"inv_conv1x1"``).
         context_shape: shape of one context for a conditional step (the coupling's conditioner
@@ -88,11 +118,15 @@ class GlowStep(InvertibleSequential):
             raise ValueError(f"GlowStep linear must be one of {sorted(LINEAR_LAYERS)}, got {linear!r}")
         kwargs.pop("layers", None)
         kwargs.pop("event_ndims", None)
+        if coupling == "quad" and context_shape is not None:
+            raise ValueError("GlowStep coupling='quad' (QuadCoupling) takes no context; use 'affine' or "
+                             f"'additive' with context_shape={context_shape}")
+        conditioning = ({} if coupling == "quad" else
+                        {"context_shape": context_shape, "context_features": context_features})
         steps = [
             ActNorm(name="act_norm"),
             LINEAR_LAYERS[linear](seed=seed, name="linear"),
-            COUPLINGS[coupling](hidden_channels=hidden_channels, context_shape=context_shape,
-                                context_features=context_features, name="coupling"),
+            COUPLINGS[coupling](hidden_channels=hidden_channels, name="coupling", **conditioning),
         ]
         super().__init__(steps, event_ndims=3, **kwargs)
         self.hidden_channels = int(hidden_channels)

@@ -54,11 +54,12 @@ def digits(
 
     Example::
 
-        model = tfinv.models.Glow((8, 8, 1), num_levels=tfinv.data.DIGITS_NUM_LEVELS)
+        model = tfinv.models.Glow((8, 8, 1), steps_per_level=1, hidden_channels=16,
+                                  num_levels=tfinv.data.DIGITS_NUM_LEVELS)
         train = tfinv.data.digits(batch_size=64)
         model.initialize(next(iter(train)))
         model.compile(optimizer="adam")
-        model.fit(train, epochs=10, validation_data=tfinv.data.digits(split="test", shuffle=False))
+        model.fit(train, epochs=1, validation_data=tfinv.data.digits(split="test", shuffle=False))
 
     Args:
         batch_size: images per batch.

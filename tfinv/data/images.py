@@ -397,8 +397,11 @@ def npz_images(
 
     Example::
 
-        train = tfinv.data.npz_images("faces.npz", num_levels=256, batch_size=32)
-        model.fit(train, epochs=10)
+        train = tfinv.data.npz_images("faces.npz", num_levels=256, batch_size=32)  # images (N, H, W, C)
+        model = tfinv.models.Glow((8, 8, 3), steps_per_level=1, hidden_channels=16, num_levels=256)
+        model.initialize(next(iter(train)))
+        model.compile(optimizer="adam")
+        model.fit(train, epochs=1)
 
     Args:
         path: the ``.npz`` file.

@@ -19,18 +19,22 @@ class CInCConv(TriangularConvLayer):
     training: the mask zeroes the forbidden entries and the diagonal is ``sign * exp(log_scale)``
     (never 0 for any finite weight).
 
-    Inverse: forward substitution (`tfinv.ops.triangular_conv.solve`), by anti-diagonal
-    wavefronts ``i + j = t`` (``H + W - 1`` steps) or pixel by pixel (``order="sequential"``,
+    Inverse: forward substitution (`tfinv.ops.triangular_conv.solve`), row by row (``H``
+    matmul steps, default), by anti-diagonal wavefronts ``i + j = t`` (``H + W - 1`` steps) or pixel by pixel (``order="sequential"``,
     the paper's algorithm, ``H * W`` steps).
     Log-det: ``H * W * sum(log_scale)``.
     Shapes: ``(B, H, W, C) -> (B, H, W, C)`` with ``H, W >= k``; log-det ``(B,)``.
 
     Args:
         kernel_size: ``k`` (3 in the paper; any ``k >= 1`` works).
-        init_scale, seed, order, fit_kernel_to_image: as in `EmergingConv`.
+        init_scale: standard deviation of the initial (seeded) kernel entries.
+        seed: seed of that initialisation.
+        order: ``"wavefront"`` or ``"sequential"`` schedule of the inverse.
+        fit_kernel_to_image: shrink the kernel on images smaller than ``k`` instead of raising.
 
     References: Nagar, Dufraisse & Varma, "CInC Flow: Characterizable Invertible 3x3
-    Convolution", arXiv:2107.01358 (the Quad-coupling of that paper is not implemented here).
+    Convolution", arXiv:2107.01358. The paper's Quad-coupling is `QuadCoupling`; a CInC Flow
+    step is ``GlowStep(linear="cinc", coupling="quad")`` (``Glow(..., coupling="quad")``).
     """
 
     anchor = "corner"

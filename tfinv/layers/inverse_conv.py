@@ -10,8 +10,8 @@ from tfinv.core.triangular_conv_layer import TriangularConvLayer
 @keras.saving.register_keras_serializable(package="tfinv")
 class InverseConv(TriangularConvLayer):
     """``z = A^-1 x`` with ``A x = K * pad_tl(x)`` the CInC/FInC top-left padded ``k x k``
-    convolution: the *forward* (training) direction is a triangular solve, run as an
-    anti-diagonal wavefront, and its gradient is another wavefront solve with the adjoint
+    convolution: the *forward* (training) direction is a triangular solve, run row by row
+    (or as an anti-diagonal wavefront), and its gradient is another solve with the adjoint
     (flipped) kernel, not autodiff through the loop (Nagar & Varma's parallel backpropagation).
 
     Inverse: ``x = A z``, a single ordinary convolution: sampling costs one conv, and the

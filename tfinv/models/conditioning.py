@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfinv.core.compiled_inference import compiled
+
 
 def default_conditioning_network(observation_shape: Sequence[int], features: int,
                                  image_size: Sequence[int] | None = None, hidden: int = 64) -> keras.Model:
@@ -76,10 +78,12 @@ class ConditioningNetworkMixin:
             return tf.zeros((0,) + tuple(self.feature_shape), context.dtype)
         return self.conditioning_network(context)
 
+    @compiled
     def forward(self, x, context=None):
         x = self._check(x, self.data_shape, "x")
         return self.flow.forward_and_log_det(x, self._features(context, x))
 
+    @compiled
     def inverse_and_log_det(self, z, context=None):
         z = self._check(z, self.latent_shape, "z")
         return self.flow.inverse_and_log_det(z, self._features(context, z))

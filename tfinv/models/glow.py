@@ -77,7 +77,9 @@ class Glow(FlowModel):
         levels: number of scales ``L``.
         steps_per_level: Glow steps ``K`` per scale.
         hidden_channels: width of the coupling conditioners.
-        coupling: ``"affine"`` or ``"additive"``.
+        coupling: ``"affine"``, ``"additive"`` or ``"quad"`` (CInC Flow's `QuadCoupling`; every
+            level's channel count after the squeeze must then be divisible by 4, e.g. ``C = 1``
+            or ``C = 2`` input channels give 4 and 8).
         num_levels: pixel levels of the data for the `LogitPreprocess` front layer (17 for digits,
             256 for 8-bit images); ``None`` models the data as given, with no preprocessing.
         seed: seed of the linear layers' initialisation.

@@ -9,7 +9,8 @@ diagonal of the anchor tap ``K[ah, aw]`` repeated at every pixel. Hence:
 
 * ``log|det| = H * W * sum_c log|K[ah, aw, c, c]|`` (a sum of logs; no ``slogdet``);
 * the inverse is a forward substitution, which this module runs in pure TF (XLA and ONNX
-  friendly: a fixed-count ``tf.while_loop`` of gathers, a small matmul and a ``ScatterND``).
+  friendly: ``H`` unrolled row steps of one matmul each, or a fixed-count ``tf.while_loop`` of
+  gathers, a small matmul and a ``ScatterND``).
 
 Two anchors are used by the layers:
 
@@ -20,6 +21,15 @@ Two anchors are used by the layers:
 
 Schedules (the order of the substitution):
 
+* ``"rows"`` (default): one image row per step, ``H`` steps, unrolled (no loop). A row reads
+  the ``ah`` rows above (already solved) and, within the row, only pixels to its left: with
+  ``r = y_row - (rows above) * K[:ah]`` the row solves ``x_row T = r``, where ``T`` is the
+  ``(W C) x (W C)`` block-Toeplitz map of the anchor row's taps. ``T^-1`` is again block
+  Toeplitz, ``[T^-1]_{j', j} = G_{j - j'}``, with ``G(z) = A(z)^-1`` the inverse power series of
+  ``A(z) = sum_d K[ah, aw - d] z^d``: ``G_n = G_0 [Psi^n]_00`` for the companion matrix ``Psi``
+  of that recurrence, all powers by ``log2 W`` doublings (matmuls of parameters only: folded to
+  a constant at export). Each step is then one matmul (the rows-above taps folded into the same
+  step matrix when ``W C`` is small, a ``conv2d`` on the ``ah``-row strip otherwise);
 * ``"sequential"``: one pixel per step, raster order, ``H * W`` steps (the reference);
 * ``"wavefront"``: every pixel with ``s * i + j = t`` at once, ``s * (H - 1) + W`` steps. A tap at
   offset ``(da, db)`` (``da <= 0``) is read before pixel ``(i, j)`` is solved iff
@@ -29,7 +39,8 @@ Schedules (the order of the substitution):
   for the ``"center"`` anchor (a 3 x 3 raster mask needs ``2i + j = t``). Within a pixel the
   ``C`` channels are solved by multiplying with ``M^-1``, the inverse of the anchor tap (upper
   triangular in ``(c, o)``), computed from the parameters only as a product of
-  ``ceil(log2 C)`` Neumann factors (matmuls: folded to a constant at export).
+  ``ceil(log2 C)`` Neumann factors (matmuls: folded to a constant at export). The loop is a
+  fixed-count ``tf.while_loop`` (ONNX ``Loop``).
 
 Gradients of `solve` do not differentiate through the loop: ``x = A^-1 y`` gives
 ``dL/dy = A^-T g`` and ``dL/dK = -(filter gradient of conv(x, K) at output gradient dL/dy)``.
@@ -65,6 +76,7 @@ __all__ = [
     "masked_conv",
     "masked_kernel",
     "reverse_all",
+    "row_inverse",
     "solve",
     "wavefront_slope",
 ]
@@ -204,7 +216,7 @@ def _schedule(h: int, w: int, kh: int, kw: int, anchor: tuple[int, int], order: 
         slope = wavefront_slope(kh, kw, anchor)
         key = lambda i, j: slope * i + j
     else:
-        raise ValueError(f"order must be 'sequential' or 'wavefront', got {order!r}")
+        raise ValueError(f"order must be 'rows', 'wavefront' or 'sequential', got {order!r}")
     fronts: dict[int, list[tuple[int, int]]] = {}
     for i in range(h):
         for j in range(w):
@@ -231,7 +243,88 @@ def _schedule(h: int, w: int, kh: int, kw: int, anchor: tuple[int, int], order: 
     return front, neighbours, y_index, tuple(taps), zero_slot + 1, width
 
 
+#: Largest ``W * C`` for which a row step is a single matmul (rows-above taps folded into the
+#: step matrix: ~``1 + ah`` times the in-row FLOPs, but half the ops per step); above it the
+#: rows above go through a ``conv2d`` of the strip (FLOPs of a plain conv).
+FUSED_ROW_STEP_MAX = 256
+
+
+def row_inverse(kernel, anchor, width: int) -> tf.Tensor:
+    """``T^-1``, ``(W C, W C)``: the inverse of the in-row map ``x_row -> y_row`` (row vectors,
+    ``y_row = x_row T``) of a masked kernel whose anchor row reaches only to the left.
+
+    ``T^-1 = [G_{j - j'}]`` (zero below the block diagonal) with ``G(z) A(z) = I``,
+    ``A_d = K[ah, aw - d]``: ``G_0 = A_0^-1`` and ``G_n = -(sum_{d >= 1} G_{n-d} A_d) A_0^-1``,
+    evaluated as ``G_n = G_0 [Psi^n]_00`` with ``Psi`` the ``(aw C) x (aw C)`` companion matrix,
+    the ``W`` powers by doubling (``ceil(log2 W)`` batched matmuls, parameters only)."""
+    kernel = tf.convert_to_tensor(kernel)
+    ah, aw = anchor
+    c = int(kernel.shape[-1])
+    g0 = centre_inverse(kernel[ah, aw])
+    reach = min(aw, width - 1)
+    if reach == 0:
+        g = g0[None]
+    else:
+        # S_n = [G_n, ..., G_{n-reach+1}] = S_{n-1} Psi; Psi's first block column holds the
+        # recurrence, the others shift the state by one block.
+        first = tf.concat([-(kernel[ah, aw - d] @ g0) for d in range(1, reach + 1)], axis=0)
+        shift = np.zeros((reach * c, (reach - 1) * c), np.float32)
+        shift[: (reach - 1) * c] = np.eye((reach - 1) * c, dtype=np.float32)
+        psi = tf.concat([first, tf.constant(shift, kernel.dtype)], axis=1)
+        powers = tf.eye(reach * c, dtype=kernel.dtype)[None]
+        square = psi
+        while int(powers.shape[0]) < width:
+            powers = tf.concat([powers, powers @ square], axis=0)
+            if int(powers.shape[0]) < width:
+                square = square @ square
+        g = g0[None] @ powers[:width, :c, :c]
+    # blocks past the last computed one (all of them when the row has no left taps) and block
+    # W, which the gather reads below the block diagonal, are zero
+    g = tf.concat([g, tf.zeros([width + 1 - int(g.shape[0]), c, c], kernel.dtype)], axis=0)
+    lag = np.arange(width)[None, :] - np.arange(width)[:, None]  # j - j'
+    blocks = tf.gather(g, np.where(lag >= 0, lag, width).astype(np.int32))  # (W, W, C, C)
+    return tf.reshape(tf.transpose(blocks, [0, 2, 1, 3]), [width * c, width * c])
+
+
+def _solve_rows(y, kernel, anchor):
+    kh, kw, c, _ = (int(v) for v in kernel.shape)
+    h, w = int(y.shape[-3]), int(y.shape[-2])
+    ah, aw = anchor
+    wp = w + kw - 1
+    tinv = row_inverse(kernel, anchor, w)
+    pad = [[0, 0], [aw, kw - 1 - aw], [0, 0]]
+    fused = ah > 0 and w * c <= FUSED_ROW_STEP_MAX
+    if fused:
+        # strip (ah, W + kw - 1, C) -> row (W, C) through the taps above, as one dense matrix
+        place = np.zeros((kw, wp, w), np.float32)
+        for b in range(kw):
+            place[b, np.arange(w) + b, np.arange(w)] = 1.0
+        upper = tf.einsum("bpj,abco->apcjo", tf.constant(place, kernel.dtype), kernel[:ah])
+        upper = tf.reshape(upper, [ah * wp * c, w * c])
+        step = tf.concat([-(upper @ tinv), tinv], axis=0)
+    zero_row = tf.zeros_like(y[:, 0])
+    above = [tf.pad(zero_row, pad)] * ah  # padded rows above, (B, W + kw - 1, C)
+    rows = []
+    for i in range(h):
+        if fused:
+            rhs = tf.concat([tf.reshape(r, [-1, wp * c]) for r in above[len(above) - ah:]]
+                            + [tf.reshape(y[:, i], [-1, w * c])], axis=1)
+            x_row = tf.reshape(rhs @ step, [-1, w, c])
+        else:
+            r = y[:, i]
+            if ah:
+                strip = tf.stack(above[len(above) - ah:], axis=1)
+                r = r - tf.nn.conv2d(strip, kernel[:ah], 1, "VALID")[:, 0]
+            x_row = tf.reshape(tf.reshape(r, [-1, w * c]) @ tinv, [-1, w, c])
+        rows.append(x_row)
+        if ah:
+            above.append(tf.pad(x_row, pad))
+    return tf.stack(rows, axis=1)
+
+
 def _solve_loop(y, kernel, anchor, order):
+    if order == "rows":
+        return _solve_rows(y, kernel, anchor)
     kh, kw, c, _ = (int(v) for v in kernel.shape)
     h, w = int(y.shape[-3]), int(y.shape[-2])
     front, neighbours, y_index, taps, slots, width = _schedule(h, w, kh, kw, anchor, order)
@@ -266,15 +359,20 @@ def _solve_loop(y, kernel, anchor, order):
     return tf.transpose(image, [3, 0, 1, 2])
 
 
-def solve(y, kernel, anchor="center", order="wavefront", custom_gradient=True) -> tf.Tensor:
+ORDERS = ("rows", "wavefront", "sequential")
+
+
+def solve(y, kernel, anchor="center", order="rows", custom_gradient=True) -> tf.Tensor:
     """``x`` with ``masked_conv(x, kernel, anchor) == y`` by forward substitution.
 
     ``kernel`` must be masked (`masked_kernel`) with a nonzero anchor diagonal. ``order``:
-    ``"wavefront"`` (parallel fronts, default) or ``"sequential"`` (pixel by pixel, the
-    reference). With ``custom_gradient`` the backward pass is one more solve with the adjoint
+    ``"rows"`` (a row per step, default), ``"wavefront"`` (parallel fronts in a loop) or
+    ``"sequential"`` (pixel by pixel in a loop, the reference). With ``custom_gradient`` the backward pass is one more solve with the adjoint
     kernel (no autodiff through the loop); without, autodiff differentiates the loop.
     Shapes ``(B, H, W, C) -> (B, H, W, C)``; ``H`` and ``W`` static.
     """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     y = tf.convert_to_tensor(y)
     kernel = tf.convert_to_tensor(kernel, y.dtype)
     _check_spatial(y.shape, kernel.shape, "solve")

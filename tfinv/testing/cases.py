@@ -6,6 +6,7 @@ Adding a layer to tfinv means adding one file and one `Case` here; the contract 
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfinv.testing.contract import perturb_weights
+from tfinv.testing.rng import seeded
 
 
 def _normal(shape, seed):
@@ -53,6 +55,17 @@ class Case:
         round_trip_tol: relative tolerance of both round trips (float32).
         log_det_tol: relative tolerance of the log-det checks.
         initialize: run the layer's data-dependent initialisation before perturbing.
+        rearrangement: the layer is a fixed rearrangement of its input's entries by design: the
+            harness checks that instead of "not the identity" — ``"reorder"`` (Squeeze, Patchify:
+            not the plain reshape) or ``"reshape"`` (Flatten: exactly the row-major reshape).
+        weight_seed: offset of the weight perturbation's seed (picked so that a log-det which is
+            not identically 0 is not near 0 either, where a relative tolerance means little).
+        frozen: weights (substrings of their paths) that receive no gradient in one fit step,
+            each with the reason; every other trainable weight must move.
+
+    `build` is deterministic: the layer is constructed, built, initialised and perturbed under
+    a seed derived from the case name and ``seed`` (unseeded Keras initialisers included), and
+    the caller's global random state is left as it was.
     """
 
     name: str
@@ -64,6 +77,9 @@ class Case:
     log_det_tol: float = 1e-4
     initialize: bool = True
     tags: tuple[str, ...] = field(default_factory=tuple)
+    rearrangement: str | None = None
+    weight_seed: int = 0
+    frozen: dict[str, str] = field(default_factory=dict)
     context_shape: tuple[int, ...] | None = None
 
     def example(self, seed: int = 0) -> tf.Tensor:
@@ -75,14 +91,19 @@ class Case:
             return None
         return tf.constant(_normal((self.input_shape[0],) + tuple(self.context_shape), seed + 100))
 
+    def global_seed(self, seed: int = 0) -> int:
+        """The seed `build` runs under: stable across processes, different for every case."""
+        return (zlib.crc32(self.name.encode()) + 7919 * int(seed)) % (2**31 - 1)
+
     def build(self, seed: int = 0):
         """Returns ``(layer, x)``: the layer built on ``x``, initialised, with perturbed weights."""
-        layer = self.make()
-        x = self.example(seed)
-        layer.build(tuple(x.shape))
-        if self.initialize:
-            layer.initialize(x, self.example_context(seed))
-        perturb_weights(layer, self.perturb, seed)
+        with seeded(self.global_seed(seed)):
+            layer = self.make()
+            x = self.example(seed)
+            layer.build(tuple(x.shape))
+            if self.initialize:
+                layer.initialize(x, self.example_context(seed))
+            perturb_weights(layer, self.perturb, seed + self.weight_seed)
         return layer, x
 
 
@@ -106,7 +127,7 @@ def cases() -> Iterator[Case]:
     yield Case("AdditiveCoupling-checkerboard",
                lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small),
                (2, 4, 4, 1))
-    yield Case("Squeeze", lambda: layers.Squeeze(), (2, 4, 4, 2))
+    yield Case("Squeeze", lambda: layers.Squeeze(), (2, 4, 4, 2), rearrangement="reorder")
     yield Case("Permute", lambda: layers.Permute(seed=5), (2, 3, 3, 5))
     yield Case("Reverse", lambda: layers.Reverse(), (2, 3, 3, 4))
     yield Case("LogitPreprocess", lambda: layers.LogitPreprocess(num_levels=17), (2, 4, 4, 1),
@@ -130,6 +151,10 @@ def cases() -> Iterator[Case]:
                lambda: layers.MEWoodbury(channel_rank=3, height_rank=2, width_rank=4, seed=2), (2, 3, 5, 6))
     yield Case("ButterflyLayer", lambda: layers.ButterflyLayer(seed=3), (2, 4, 4, 4))
     yield Case("ButterflyLayer-C6", lambda: layers.ButterflyLayer(seed=3), (2, 3, 5, 6))
+    yield Case("FullButterflyLayer", lambda: layers.FullButterflyLayer(seed=3), (2, 4, 4, 2))
+    yield Case("FullButterflyLayer-D15-padded", lambda: layers.FullButterflyLayer(seed=3), (2, 3, 5, 1))
+    yield Case("FullButterflyLayer-positive-levels3",
+               lambda: layers.FullButterflyLayer(levels=3, blocks="positive", seed=3), (2, 2, 2, 2))
     yield Case("ButterflyLayer-factors",
                lambda: layers.ButterflyLayer(seed=3, implementation="factors"), (2, 4, 4, 4))
     yield Case("ButterflyLayer-C6-factors",
@@ -163,7 +188,7 @@ def cases() -> Iterator[Case]:
     # The gate starts at 0 (identity): a larger perturbation makes the nonlinear part visible.
     yield Case("ConvSylvester", lambda: layers.ConvSylvester(seed=1), (2, 4, 4, 2), perturb=0.5)
     yield Case("ConvSylvester-C3-odd", lambda: layers.ConvSylvester(seed=2), (2, 5, 4, 3), perturb=0.5)
-    yield Case("Patchify", lambda: layers.Patchify(patch_size=2), (2, 4, 6, 3))
+    yield Case("Patchify", lambda: layers.Patchify(patch_size=2), (2, 4, 6, 3), rearrangement="reorder")
     yield Case("CyclicShift", lambda: layers.CyclicShift(shift=1), (2, 4, 3, 2))
     yield Case("VectorActNorm", lambda: layers.VectorActNorm(), (2, 3, 5))
     yield Case("VectorInvLinear", lambda: layers.VectorInvLinear(seed=1), (2, 3, 5))
@@ -173,12 +198,23 @@ def cases() -> Iterator[Case]:
                (2, 3, 5))
     yield Case("MixerFlowBlock", lambda: blocks.MixerFlowBlock(hidden_units=small, seed=1), (2, 6, 4))
     yield Case("EmergingConv", lambda: layers.EmergingConv(seed=1), (2, 4, 4, 2))
-    yield Case("EmergingConv-5x4x3-sequential", lambda: layers.EmergingConv(seed=1, order="sequential"),
-               (2, 5, 4, 3))
+    yield Case("EmergingConv-k5-6x5x3-sequential",
+               lambda: layers.EmergingConv(kernel_size=5, seed=1, order="sequential"), (2, 6, 5, 3))
+    yield Case("RasterEmergingConv", lambda: layers.RasterEmergingConv(seed=1), (2, 4, 4, 2))
+    yield Case("RasterEmergingConv-5x4x3-sequential",
+               lambda: layers.RasterEmergingConv(seed=1, order="sequential"), (2, 5, 4, 3))
     yield Case("CInCConv", lambda: layers.CInCConv(seed=2), (2, 4, 4, 2))
-    yield Case("CInCConv-k2-5x4x3", lambda: layers.CInCConv(kernel_size=2, seed=2), (2, 5, 4, 3))
+    # weight_seed 2: with the default perturbation the log-det is ~1e-3 (checked near-absolutely).
+    yield Case("CInCConv-k2-5x4x3", lambda: layers.CInCConv(kernel_size=2, seed=2), (2, 5, 4, 3),
+               weight_seed=2)
     yield Case("QuadCoupling", lambda: layers.QuadCoupling(hidden_channels=small), (2, 4, 4, 8))
-    yield Case("FInCConv", lambda: layers.FInCConv(seed=3), (2, 5, 4, 3))
+    yield Case("FInCConv", lambda: layers.FInCConv(seed=3), (2, 5, 4, 8))
+    yield Case("FInCConv-k2-4x5x4-sequential",
+               lambda: layers.FInCConv(kernel_size=2, seed=3, order="sequential"), (2, 4, 5, 4))
+    yield Case("CInCChainConv", lambda: layers.CInCChainConv(seed=3), (2, 5, 4, 3))
+    yield Case("CInCChainConv-4corners", lambda: layers.CInCChainConv(corners=4, seed=3), (2, 4, 4, 2))
+    yield Case("InverseFlowUnit", lambda: layers.InverseFlowUnit(seed=4), (2, 5, 4, 3))
+    yield Case("InverseFlowUnit-k2", lambda: layers.InverseFlowUnit(kernel_size=2, seed=4), (2, 4, 4, 2))
     yield Case("InverseConv", lambda: layers.InverseConv(seed=4), (2, 4, 4, 2))
     yield Case("InverseConv-5x4x3", lambda: layers.InverseConv(seed=4), (2, 5, 4, 3))
     yield Case("DataAdaptiveConv", lambda: layers.DataAdaptiveConv(hidden_channels=small), (2, 4, 4, 4))
@@ -197,15 +233,26 @@ def cases() -> Iterator[Case]:
     yield Case("GlowStep", lambda: blocks.GlowStep(hidden_channels=small, seed=2), (2, 4, 4, 4))
     yield Case("GlowStep-conv_exp",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="conv_exp"), (2, 4, 4, 4))
+    yield Case("GlowStep-cinc-quad",
+               lambda: blocks.GlowStep(hidden_channels=small, coupling="quad", seed=2, linear="cinc"),
+               (2, 4, 4, 4))
+    yield Case("GlowStep-raster_emerging",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="raster_emerging"), (2, 4, 4, 4))
+    yield Case("GlowStep-finc",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="finc"), (2, 4, 4, 4))
+    yield Case("GlowStep-inverse_flow",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_flow"), (2, 4, 4, 4))
+    yield Case("GlowStep-full_butterfly",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="full_butterfly"), (2, 4, 4, 4))
     yield Case("GlowStep-emerging",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="emerging"), (2, 4, 4, 4))
     yield Case("GlowStep-inverse_conv",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_conv"), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
-    yield Case("Flatten", lambda: layers.Flatten(), (2, 3, 4, 2))
+    yield Case("Flatten", lambda: layers.Flatten(), (2, 3, 4, 2), rearrangement="reshape")
     yield Case("Inverted-Patchify", lambda: layers.Inverted(layers.Patchify(2), layer_input_shape=(4, 6, 3)),
-               (2, 6, 12))
+               (2, 6, 12), rearrangement="reorder")
     yield Case("Inverted-InvConv1x1", lambda: layers.Inverted(layers.InvConv1x1(seed=2)), (2, 3, 3, 4))
     yield Case("LearnedPrior", lambda: layers.LearnedPrior(), (2, 4, 4, 3))
     yield Case("LearnedPrior-vector", lambda: layers.LearnedPrior(event_ndims=1), (2, 5))
@@ -233,6 +280,7 @@ def cases() -> Iterator[Case]:
         ),
         (2, 4, 4, 2),
     )
+    yield from residual_cases()
 
 
 def conditional_cases() -> Iterator[Case]:
@@ -295,3 +343,41 @@ def model_cases() -> Iterator[Case]:
         draw=_counts(17),
         perturb=0.05,
     )
+
+
+class RefreshedCase(Case):
+    """A case of a spectrally normalised layer: after the weights are perturbed, the power
+    iterations are re-converged (``refresh_spectral_norm``), as a user must after assigning
+    weights by hand; otherwise the stored norm estimates are stale and Lip(g) may exceed c."""
+
+    def build(self, seed: int = 0):
+        layer, x = super().build(seed)
+        layer.refresh_spectral_norm()
+        return layer, x
+
+
+def residual_cases() -> Iterator[Case]:
+    """Invertible residual layers (estimated log-dets), in their deterministic evaluation form
+    with the exact trace (``inference_probes=None``), so the standard log-det check applies; the
+    estimator checks are in ``tests/test_residual_flows.py``."""
+    from tfinv import layers
+
+    yield RefreshedCase(
+        "InvertibleResidualBlock",
+        lambda: layers.InvertibleResidualBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
+                                               preactivation=False, inference_terms=30, seed=1),
+        (2, 4, 4, 2), perturb=0.3)
+    yield RefreshedCase(
+        "InvertibleResidualBlock-vector-clipswish",
+        lambda: layers.InvertibleResidualBlock(hidden_features=6, activation="clipswish", vector=True,
+                                               coefficient=0.8, inference_terms=30, seed=2),
+        (2, 5), perturb=0.3)
+    yield RefreshedCase(
+        "InvertibleDenseBlock",
+        lambda: layers.InvertibleDenseBlock(growth=3, depth=2, coefficient=0.9, inference_terms=30, seed=3),
+        (2, 4, 4, 2), perturb=0.3)
+    yield RefreshedCase(
+        "MonotoneBlock",
+        lambda: layers.MonotoneBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
+                                     preactivation=False, inference_terms=30, seed=4),
+        (2, 4, 4, 2), perturb=0.3)

@@ -2,9 +2,12 @@
 
 Each ``check_*`` function takes a built, non-identity subject and an example input and raises
 ``AssertionError`` with the measured error if the subject breaks the contract. Errors are
-measured *relative*: ``max|actual - expected| / max(max|expected|, 1)`` (the floor of 1 keeps
-volume-preserving log-dets, which are exactly 0, from dividing by zero). The functions return
-the measured error so callers can report it.
+measured *relative, per example*: example ``i`` contributes ``max|actual_i - expected_i| /
+max(max|expected_i|, floor)`` and the error is the largest of these. The floor (default
+``1e-2``, far below 1) only keeps exactly-zero quantities (volume-preserving log-dets) from
+dividing by zero: a quantity of size ``s >= floor`` is held to ``tol * s``, so a stated
+relative error cannot hide behind a large neighbour in the batch or behind a floor of 1.
+The functions return the measured error so callers can report it.
 
 A subject is an `InvertibleLayer` or a `FlowModel`: anything with ``forward_and_log_det(x)``
 and ``inverse_and_log_det(z)``. For a conditional subject the checks take a fixed ``context``
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 import keras
 import numpy as np
@@ -25,6 +28,8 @@ import tensorflow as tf
 __all__ = [
     "relative_error",
     "check_not_identity",
+    "check_rearrangement",
+    "distance_from_rearrangement",
     "check_round_trip",
     "check_log_det",
     "check_tfp_api",
@@ -36,16 +41,28 @@ __all__ = [
 ]
 
 
-def relative_error(actual, expected) -> float:
-    """``max|actual - expected| / max(max|expected|, 1)`` in float64."""
+SCALE_FLOOR = 1e-2
+
+
+def relative_error(actual, expected, floor: float = SCALE_FLOOR) -> float:
+    """Largest per-example ``max|actual_i - expected_i| / max(max|expected_i|, floor)``, float64.
+
+    The leading axis is the batch (a vector counts as one example per element). For a tensor
+    without a batch axis (a weight, a gradient) compare ``actual[None]`` with ``expected[None]``:
+    one scale for the whole tensor.
+    """
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)
     if actual.shape != expected.shape:
         raise AssertionError(f"shape mismatch: {actual.shape} vs {expected.shape}")
     if not (np.all(np.isfinite(actual)) and np.all(np.isfinite(expected))):
         raise AssertionError("non-finite values")
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1.0)
-    return float(np.max(np.abs(actual - expected), initial=0.0)) / scale
+    if actual.size == 0:
+        return 0.0
+    rows = max(actual.shape[0], 1) if actual.ndim else 1
+    diff = np.abs(actual - expected).reshape(rows, -1).max(axis=1)
+    scale = np.maximum(np.abs(expected).reshape(rows, -1).max(axis=1), floor)
+    return float(np.max(diff / scale))
 
 
 def _assert_close(actual, expected, tol: float, what: str) -> float:
@@ -76,15 +93,51 @@ def _inverse_input(subject, x, seed: int = 1, context=None):
     return z + 0.1 * noise
 
 
+def distance_from_rearrangement(z, x) -> float:
+    """Relative distance of ``z`` from the nearest rearrangement of ``x``'s entries, per example.
+
+    A shape-changing layer at identity is a rearrangement of its input (a reshape,
+    space-to-depth, patchify, flatten, in whatever order); sorting both examples' entries and
+    comparing them is the best matching in the max norm, so this is 0 exactly for such maps.
+    """
+    z = np.asarray(z, np.float64)
+    x = np.asarray(x, np.float64)
+    if z.shape[0] != x.shape[0] or z.size != x.size:
+        raise AssertionError(f"forward changed the number of entries per example: {x.shape} -> {z.shape}")
+    z_sorted = np.sort(z.reshape(z.shape[0], -1), axis=1)
+    x_sorted = np.sort(x.reshape(x.shape[0], -1), axis=1)
+    return relative_error(z_sorted, x_sorted)
+
+
 def check_not_identity(subject, x, min_change: float = 1e-3, context=None) -> float:
-    """The forward map changes the input (its shape, or its values by more than ``min_change``)."""
+    """The forward map is not the identity, nor (for a shape-changing subject) the trivial map it
+    would be at identity: its output differs from ``x`` — or, when the shapes differ, from every
+    rearrangement of ``x``'s entries (reshape, space-to-depth, ...) — by more than ``min_change``."""
     z, _ = _forward(subject, x, context)
-    if tuple(z.shape) != tuple(x.shape):
-        return float("inf")
-    change = relative_error(z, x)
+    if tuple(z.shape) == tuple(x.shape):
+        change = relative_error(z, x)
+        what = "the identity"
+    else:
+        change = distance_from_rearrangement(z, x)
+        what = "a rearrangement of its input (its trivial map: reshape / space-to-depth)"
     if not change > min_change:
-        raise AssertionError(f"forward is (nearly) the identity: relative change {change:.3e}")
+        raise AssertionError(f"forward is (nearly) {what}: relative change {change:.3e}")
     return change
+
+
+def check_rearrangement(subject, x, tol: float = 1e-6, plain_reshape: bool = False) -> float:
+    """For layers that are rearrangements by design: the output holds exactly the input's entries,
+    and — unless ``plain_reshape`` (Flatten) — not in the input's own order (Squeeze, Patchify)."""
+    z, _ = subject.forward_and_log_det(x)
+    err = distance_from_rearrangement(z, x)
+    if not err <= tol:
+        raise AssertionError(f"output is not a rearrangement of the input: relative error {err:.3e}")
+    flat_z = np.asarray(z).reshape(z.shape[0], -1)
+    flat_x = np.asarray(x).reshape(x.shape[0], -1)
+    if np.array_equal(flat_z, flat_x) != plain_reshape:
+        raise AssertionError("forward is a plain reshape of its input" if not plain_reshape
+                             else "forward is not the plain (row-major) reshape of its input")
+    return err
 
 
 def check_round_trip(subject, x, tol: float = 1e-5, context=None) -> dict[str, float]:
@@ -200,21 +253,43 @@ def check_serialization(layer, x, tol: float = 1e-6) -> float:
     return err
 
 
-def check_fit_step(layer, x, learning_rate: float = 1e-2) -> float:
-    """One ``model.fit`` step of a one-layer flow: finite loss, and trainable weights move."""
+def check_fit_step(layer, x, learning_rate: float = 1e-2, frozen: Mapping[str, str] | None = None) -> float:
+    """One ``model.fit`` step of a one-layer flow: finite loss, and *every* trainable weight moves.
+
+    ``frozen`` maps substrings of weight paths that legitimately receive no gradient at this
+    step to the reason why; every other trainable weight must change, and every entry of
+    ``frozen`` must match at least one weight (a stale excuse is an error too).
+    """
     from tfinv.core.flow_model import FlowModel
 
+    frozen = dict(frozen or {})
     model = FlowModel([layer], input_shape=tuple(x.shape[1:]))
-    before = [v.numpy() for v in layer.trainable_variables]
+    variables = list(layer.trainable_variables)
+    before = [v.numpy() for v in variables]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    history = model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0)
+    try:
+        history = model.fit(tf.data.Dataset.from_tensors(x), epochs=1, verbose=0)
+    except ValueError as err:
+        if "No gradients provided" not in str(err):
+            raise
+        paths = [getattr(v, "path", v.name) for v in variables]
+        raise AssertionError(
+            f"fit step did not change these trainable weights: {paths} (no gradient reaches any)") from err
     loss = history.history["loss"][0]
     if not np.isfinite(loss):
         raise AssertionError(f"fit step loss is not finite: {loss}")
-    if before:
-        moved = max(float(np.max(np.abs(v.numpy() - b))) for v, b in zip(layer.trainable_variables, before))
-        if not moved > 0:
-            raise AssertionError("fit step did not change any trainable weight")
+    unused = set(frozen)
+    stuck = []
+    for variable, value in zip(variables, before):
+        path = getattr(variable, "path", variable.name)
+        excused = [key for key in frozen if key in path]
+        unused -= set(excused)
+        if not excused and not np.any(variable.numpy() != value):
+            stuck.append(path)
+    if stuck:
+        raise AssertionError(f"fit step did not change these trainable weights: {stuck}")
+    if unused:
+        raise AssertionError(f"frozen-weight entries match no weight: {sorted(unused)}")
     return float(loss)
 
 
@@ -278,3 +353,106 @@ def perturb_weights(layer, scale: float = 0.1, seed: int = 0) -> None:
 
 def describe(subject: Any) -> str:
     return f"{type(subject).__name__}({getattr(subject, 'name', '')})"
+
+
+# --------------------------------------------------------------------------- estimated log-dets
+# Layers whose log-det is an estimate (invertible residual blocks) declare
+# ``log_det_is_exact = False`` and provide ``dense_log_det(x)`` (exact, dense Jacobian, small
+# inputs), ``estimate_log_det(x, estimator, num_probes, seed)`` (one stochastic draw),
+# ``deterministic_log_det(x)``, ``g(x)``, ``coefficient`` and ``inverse_with_info(z)``.
+
+__all__ += [
+    "log_det_is_exact",
+    "check_exact_log_det",
+    "check_log_det_estimator",
+    "check_lipschitz",
+    "check_fixed_point",
+]
+
+
+def log_det_is_exact(subject) -> bool:
+    """Whether ``subject``'s log-det is exact (the default) or an estimate."""
+    return bool(getattr(subject, "log_det_is_exact", True))
+
+
+def check_exact_log_det(layer, x, tol: float = 1e-4) -> dict[str, float]:
+    """The layer's exact log-det (``dense_log_det``) matches ``slogdet`` of the autodiff Jacobian
+    of its forward map within ``tol``; also returns (does not assert) the error of the
+    deterministic evaluation/export form against it."""
+    exact = np.asarray(layer.dense_log_det(x), np.float64)
+    reference = _autodiff_log_det(lambda t: layer.forward_and_log_det(t)[0], x)
+    errors = {"dense": _assert_close(exact, reference, tol, "dense_log_det vs slogdet(autodiff Jacobian)")}
+    errors["deterministic"] = relative_error(np.asarray(layer.deterministic_log_det(x), np.float64), exact)
+    return errors
+
+
+def check_log_det_estimator(layer, x, estimator: str, samples: int = 400, num_probes: int = 1,
+                            seed: int = 0, max_standard_errors: float = 3.0) -> dict[str, Any]:
+    """Monte-Carlo check of a stochastic log-det estimator against the exact value.
+
+    Draws ``samples`` independent estimates (stateless seeds). For an unbiased estimator
+    (``"roulette"``) the mean of every example must lie within ``max_standard_errors`` standard
+    errors of ``dense_log_det``. A biased one (``"series"``, truncated) is only measured: its bias
+    is reported with the standard error. Returns ``exact``, ``mean``, ``standard_error``,
+    ``bias``, ``z`` (bias / standard error) per example and the per-draw ``variance``.
+    """
+    exact = np.asarray(layer.dense_log_det(x), np.float64)
+    draw = tf.function(lambda s: layer.estimate_log_det(x, estimator, num_probes, s))  # one trace
+    draws = np.stack([np.asarray(draw(tf.constant([seed, i])), np.float64) for i in range(samples)])
+    mean = draws.mean(axis=0)
+    standard_error = draws.std(axis=0, ddof=1) / np.sqrt(samples)
+    bias = mean - exact
+    z = np.abs(bias) / np.maximum(standard_error, 1e-12)
+    report = {"estimator": estimator, "exact": exact.tolist(), "mean": mean.tolist(),
+              "standard_error": standard_error.tolist(), "bias": bias.tolist(), "z": z.tolist(),
+              "variance": draws.var(axis=0, ddof=1).tolist()}
+    if estimator != "series" and not np.all(z <= max_standard_errors):
+        raise AssertionError(
+            f"{estimator} log-det estimator: mean {mean} is {z.max():.2f} standard errors from the "
+            f"exact {exact} (allowed {max_standard_errors})"
+        )
+    return report
+
+
+def _top_singular_value(jac: np.ndarray, iterations: int, seed: int) -> float:
+    """Power iteration on ``J^T J`` (float64)."""
+    v = np.random.default_rng(seed).standard_normal(jac.shape[1])
+    for _ in range(iterations):
+        v = jac.T @ (jac @ v)
+        v /= np.linalg.norm(v)
+    return float(np.linalg.norm(jac @ v))
+
+
+def check_lipschitz(layer, x, points: int = 4, iterations: int = 200, seed: int = 0) -> float:
+    """``||J_g||_2`` measured by power iteration on the autodiff Jacobian of ``g`` at ``x`` and at
+    ``points - 1`` random points around it stays below the layer's ``coefficient``; returns the
+    largest value measured."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(x, np.float32)
+    largest = 0.0
+    for p in range(points):
+        at = x if p == 0 else x + rng.standard_normal(x.shape).astype(np.float32)
+        t = tf.constant(at)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            g = tf.reshape(layer.g(t), [t.shape[0], -1])
+        jac = np.asarray(tape.batch_jacobian(g, t), np.float64).reshape(t.shape[0], g.shape[1], -1)
+        for i, j in enumerate(jac):
+            largest = max(largest, _top_singular_value(j, iterations, seed + i))
+    if not largest < layer.coefficient:
+        raise AssertionError(f"Lip(g) measured {largest:.5f} is not below the coefficient {layer.coefficient}")
+    return largest
+
+
+def check_fixed_point(layer, x, tol: float = 1e-5) -> dict[str, float]:
+    """The fixed-point inverse converges (its flag) at ``forward(x)`` and at a perturbed point,
+    and reaches ``x`` within ``tol``; returns the iteration counts."""
+    z, _ = layer.forward_and_log_det(x)
+    report = {}
+    for label, point in (("f(x)", z), ("f(x)+noise", _inverse_input(layer, x))):
+        x_back, iterations, step, converged = layer.inverse_with_info(point)
+        if not bool(converged):
+            raise AssertionError(f"fixed-point inverse at {label} did not converge (step {float(step):.2e})")
+        report[label] = int(iterations)
+    _assert_close(layer.inverse_with_info(z)[0], x, tol, "fixed-point inverse(forward(x))")
+    return report

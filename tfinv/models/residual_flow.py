@@ -1,0 +1,122 @@
+"""Residual Flow (Chen et al., arXiv:1906.02735): a multi-scale flow of invertible residual blocks."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+
+from tfinv.blocks.invertible_sequential import InvertibleSequential
+from tfinv.core.flow_model import FlowModel
+from tfinv.layers.act_norm import ActNorm
+from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
+from tfinv.layers.logit_preprocess import LogitPreprocess
+from tfinv.layers.squeeze import Squeeze
+
+
+@keras.saving.register_keras_serializable(package="tfinv")
+class ResidualFlow(FlowModel):
+    """A small multi-scale Residual Flow: ``LogitPreprocess``, then per scale (a `Squeeze` before
+    every scale but the first) ``blocks_per_level`` pairs of ``ActNorm`` and an invertible residual
+    block, and a final ``ActNorm``.
+
+    Forward: data -> latents of shape ``(H / 2^(L-1), W / 2^(L-1), C 4^(L-1))``.
+    Inverse: every block by fixed-point iteration (an ONNX ``Loop`` in exported graphs).
+    Log-det: exact for preprocessing and ActNorm; the blocks' is estimated in training (unbiased
+    Russian roulette by default) and deterministic otherwise (``inference_terms`` series terms with
+    the exact trace, or ``inference_probes`` fixed probes); see `tfinv.core.residual_layer`.
+    Shapes: ``(B, H, W, C) -> (B, H', W', C')``; H and W divisible by ``2^(levels-1)``.
+
+    Our variant: no factor-out between scales (Residual Flows' CIFAR model keeps every dimension
+    too); no final classification head; the latent keeps its image shape.
+
+    Args:
+        input_shape: ``(H, W, C)``.
+        levels: scales ``L``.
+        blocks_per_level: residual blocks per scale.
+        hidden_features: width of every block's ``g``.
+        coefficient: Lipschitz coefficient ``c`` of every spectrally normalised map.
+        activation: ``"lipswish"`` or ``"clipswish"``.
+        num_levels: pixel levels for `LogitPreprocess` (17 for digits); ``None``: no preprocessing.
+        estimator, exact_terms, series_terms, neumann_gradient, memory_efficient, inference_terms,
+        inference_probes, inverse_tolerance, max_inverse_iterations: the blocks' options
+        (`ResidualLayer`).
+        seed: seed of the blocks' kernels and probes.
+
+    References: Chen, Behrmann, Duvenaud & Jacobsen, "Residual Flows for Invertible Generative
+    Modeling", arXiv:1906.02735; Behrmann et al., "Invertible Residual Networks", arXiv:1811.00995.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (8, 8, 1), levels: int = 2, blocks_per_level: int = 4,
+                 hidden_features: int = 32, coefficient: float = 0.97, activation: str = "lipswish",
+                 num_levels: int | None = 17, estimator: str = "roulette", exact_terms: int = 2,
+                 series_terms: int = 5, neumann_gradient: bool = True, memory_efficient: bool = False,
+                 inference_terms: int = 20, inference_probes: int | None = None,
+                 inverse_tolerance: float = 1e-6, max_inverse_iterations: int = 100, seed: int = 0,
+                 **kwargs):
+        name = type(self).__name__
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"{name} needs input_shape (H, W, C), got {tuple(input_shape)}")
+        if int(levels) < 1 or int(blocks_per_level) < 1:
+            raise ValueError(f"{name} needs levels >= 1 and blocks_per_level >= 1, got {levels}, {blocks_per_level}")
+        factor = 2 ** (int(levels) - 1)
+        if shape[0] % factor or shape[1] % factor:
+            raise ValueError(f"{name} with {levels} levels needs H and W divisible by {factor}, "
+                             f"got (H, W) = ({shape[0]}, {shape[1]})")
+        block_options = dict(
+            coefficient=coefficient, estimator=estimator, exact_terms=int(exact_terms),
+            series_terms=int(series_terms), neumann_gradient=bool(neumann_gradient),
+            memory_efficient=bool(memory_efficient), inference_terms=int(inference_terms),
+            inference_probes=None if inference_probes is None else int(inference_probes),
+            inverse_tolerance=float(inverse_tolerance), max_inverse_iterations=int(max_inverse_iterations))
+        extras = self._block_extras(kwargs)
+        steps = [] if num_levels is None else [LogitPreprocess(int(num_levels), name="preprocess")]
+        for level in range(int(levels)):
+            if level:
+                steps.append(Squeeze(name=f"squeeze_{level}"))
+            for block in range(int(blocks_per_level)):
+                index = level * int(blocks_per_level) + block
+                steps.append(ActNorm(name=f"act_norm_{index}"))
+                steps.append(self._make_block(index, int(seed) + 100 * index, block_options,
+                                              hidden_features=int(hidden_features), activation=activation,
+                                              **extras))
+        steps.append(ActNorm(name="act_norm_out"))
+        kwargs.pop("layers", None)
+        super().__init__(steps, input_shape=shape, **kwargs)
+        self.levels = int(levels)
+        self.blocks_per_level = int(blocks_per_level)
+        self.hidden_features = int(hidden_features)
+        self.activation = activation
+        self.num_levels = None if num_levels is None else int(num_levels)
+        self.block_options = block_options
+        self.seed = int(seed)
+
+    @staticmethod
+    def _block_extras(kwargs: dict) -> dict:
+        """Pops subclass-specific block arguments from ``kwargs`` (none here)."""
+        return {}
+
+    @staticmethod
+    def _make_block(index: int, seed: int, options: dict, hidden_features: int, activation: str):
+        return InvertibleResidualBlock(hidden_features, activation=activation, seed=seed,
+                                       name=f"block_{index}", **options)
+
+    @property
+    def residual_blocks(self):
+        return [s for s in self.flow.steps if hasattr(s, "refresh_spectral_norm")]
+
+    def refresh_spectral_norm(self, iterations: int = 100) -> None:
+        """Re-converges every block's power iterations (after assigning weights by hand)."""
+        for block in self.residual_blocks:
+            block.refresh_spectral_norm(iterations)
+
+    def check_lipschitz(self) -> list[float]:
+        """Every block's `check_lipschitz` (raises ``ValueError`` if one exceeds ``c``)."""
+        return [block.check_lipschitz() for block in self.residual_blocks]
+
+    def get_config(self):
+        options = dict(self.block_options)
+        return {**self._model_config(), "levels": self.levels, "blocks_per_level": self.blocks_per_level,
+                "hidden_features": self.hidden_features, "activation": self.activation,
+                "num_levels": self.num_levels, "seed": self.seed, **options}
