@@ -27,7 +27,8 @@ def test_super_resolution_averages_blocks_and_adds_noise_of_the_given_level():
     assert clean.shape == (64, 4, 4, 1)
     np.testing.assert_allclose(clean[3, 1, 2, 0], x[3, 2:4, 4:6, 0].mean(), rtol=1e-6)
     pairs_x, y = op.pairs(x, seed=1)
-    assert pairs_x is not None and y.shape == clean.shape
+    np.testing.assert_array_equal(pairs_x, x)
+    assert y.shape == clean.shape
     # 1024 residuals: the sample std is within 4 standard errors (0.2 / sqrt(2 * 1024)) of 0.2.
     assert abs(np.std(y - clean) - 0.2) < 4 * 0.2 / np.sqrt(2 * 1024)
     np.testing.assert_array_equal(op(x, seed=1), y)
