@@ -1,5 +1,9 @@
 """Runs the contract harness over every registered layer case and the assembled models.
 
+Dtype-policy cases build each subject under the policy (restored afterwards): float64 round trips
+<= 1e-12 relative (1e-9 for truncated-series layers, per case); mixed precision: outputs in the
+half dtype, log-dets float32, everything finite, fit/sample/log_prob of the models finite.
+
 Tolerances (float32): round trip <= 1e-5 relative, log-det <= 1e-4 relative, jit/serialisation
 <= 1e-5 / 1e-6, ONNX Runtime vs TF <= 1e-4; "relative" is per example,
 max|a_i - b_i| / max(max|b_i|, 1e-2) (see tfinv.testing.contract).
@@ -226,3 +230,30 @@ def test_conditional_onnx_forward_and_inverse_take_the_context(conditional):
 def test_conditional_empty_batch(conditional):
     case, subject, x, context, _ = conditional
     contract.check_empty_batch(subject, x, context=context)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_tfp_training(case):
+    layer, x = case.build()
+    contract.check_tfp_training(layer, x)
+
+
+@pytest.mark.parametrize("case", CASES + MODEL_CASES, ids=_ids(CASES + MODEL_CASES))
+def test_float64_policy(case):
+    with contract.dtype_policy("float64"):
+        subject, x = case.build()
+        contract.check_float64_policy(subject, x, case.float64_round_trip_tol)
+
+
+@pytest.mark.parametrize("case", CASES + MODEL_CASES, ids=_ids(CASES + MODEL_CASES))
+def test_mixed_float16_policy(case):
+    # fit for the models (one-layer fits under mixed precision are covered in test_dtype_policies).
+    with contract.dtype_policy("mixed_float16"):
+        subject, x = case.build()
+        contract.check_mixed_precision(subject, x, "mixed_float16", fit=case in MODEL_CASES)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=_ids(MODEL_CASES))
+def test_model_tfp_training(case):
+    flow, x = case.build()
+    contract.check_tfp_training(flow, x)

@@ -81,16 +81,16 @@ class MixerFlowBlock(InvertibleLayer):
     def _run(layers, h, total, inverse: bool):
         for layer in (reversed(layers) if inverse else layers):
             h, log_det = layer.inverse_and_log_det(h) if inverse else layer.forward_and_log_det(h)
-            total += tf.reduce_sum(log_det, axis=-1)  # one log-det per column (row): add them
+            total += tf.cast(tf.reduce_sum(log_det, axis=-1), total.dtype)  # one log-det per column (row): add them
         return h, total
 
     def _forward_and_log_det(self, x):
-        total = tf.zeros(tf.shape(x)[:-2], x.dtype)
+        total = tf.zeros(tf.shape(x)[:-2], self.log_det_dtype)
         h, total = self._run(self.token_flow, _swap_last_axes(x), total, inverse=False)
         return self._run(self.channel_flow, _swap_last_axes(h), total, inverse=False)
 
     def _inverse_and_log_det(self, z):
-        total = tf.zeros(tf.shape(z)[:-2], z.dtype)
+        total = tf.zeros(tf.shape(z)[:-2], self.log_det_dtype)
         h, total = self._run(self.channel_flow, z, total, inverse=True)
         h, total = self._run(self.token_flow, _swap_last_axes(h), total, inverse=True)
         return _swap_last_axes(h), total

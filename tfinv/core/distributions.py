@@ -101,7 +101,7 @@ class StandardNormal(BaseDistribution):
     """``z ~ N(0, I)`` (the default base). Sampling: ``z = T * eps``."""
 
     def distribution(self):
-        zeros = tf.zeros(self.event_shape, self.compute_dtype)
+        zeros = tf.zeros(self.event_shape, self.variable_dtype)
         return tfd.Independent(tfd.Normal(zeros, tf.ones_like(zeros)), reinterpreted_batch_ndims=self.event_ndims)
 
     def sample_latent(self, eps, temperature=1.0):
@@ -290,7 +290,7 @@ class Radial(BaseDistribution):
         return radial_log_prob(z, self.event_ndims)
 
     def distribution(self):
-        return _RadialDistribution(self.event_shape, tf.as_dtype(self.compute_dtype))
+        return _RadialDistribution(self.event_shape, tf.as_dtype(self.variable_dtype))
 
     def sample_latent(self, eps, temperature=1.0):
         return self._event(radial_sample(self._flat(eps), temperature))

@@ -24,7 +24,9 @@ import tensorflow_probability as tfp
 from tfinv.core import distributions
 from tfinv.core.compiled_inference import CompiledInference, compiled, train_step_compiles
 from tfinv.core.distributions import BaseDistribution
-from tfinv.core.invertible_layer import InvertibleLayer
+from tfinv.core.dtype import cast_input, propagate_dtype_policy
+from tfinv.core.invertible_layer import InvertibleLayer, _RecomputingCache, propagate_validate_args
+from tfinv.core.tfp_variables import expose_variables_to_tfp
 from tfinv.core.invertible_sequential import InvertibleSequential
 
 tfb = tfp.bijectors
@@ -44,6 +46,9 @@ class _FlowBijector(tfb.Bijector):
     """TFP view of a `FlowModel` (data -> latent), used by ``as_distribution``; a conditional
     model's view holds one context (batched, or one context for every example)."""
 
+    # TFP's result cache would return latents computed with the weights of an earlier step.
+    _cache = _RecomputingCache()
+
     def __init__(self, model: "FlowModel", context: tf.Tensor | None = None):
         self._model = model
         self._context = context
@@ -52,6 +57,8 @@ class _FlowBijector(tfb.Bijector):
             inverse_min_event_ndims=len(model.latent_shape),
             name=f"{model.name}_bijector",
         )
+        # TFP's ``trainable_variables`` then lists the model's weights (see tfp_variables).
+        expose_variables_to_tfp(self, model)
 
     def _context_for(self, value):
         if self._context is None or len(self._context.shape) > len(self._model.context_shape):
@@ -59,11 +66,13 @@ class _FlowBijector(tfb.Bijector):
         batch = tf.shape(value)[:1]
         return tf.broadcast_to(self._context, tf.concat([batch, tf.shape(self._context)], 0))
 
+    # Results in the base distribution's dtype (the model's variable dtype), so TFP's
+    # TransformedDistribution works under mixed precision.
     def _forward(self, x):
-        return self._model.forward(x, self._context_for(x))[0]
+        return tf.cast(self._model.forward(x, self._context_for(x))[0], self._model.log_det_dtype)
 
     def _inverse(self, z):
-        return self._model.inverse(z, self._context_for(z))
+        return tf.cast(self._model.inverse(z, self._context_for(z)), self._model.log_det_dtype)
 
     def _forward_log_det_jacobian(self, x):
         return self._model.forward(x, self._context_for(x))[1]
@@ -92,7 +101,7 @@ def _check_sample_arguments(n, temperature, dtype) -> tuple[int, float]:
         raise ValueError(f"sample needs n >= 1, got {n}")
     if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.number)):
         raise TypeError(f"sample needs temperature as a real number, got {temperature!r}")
-    limit = float(np.finfo(tf.as_dtype(dtype).as_numpy_dtype).max)
+    limit = float(tf.as_dtype(dtype).max)  # np.finfo rejects bfloat16
     if not (math.isfinite(float(temperature)) and 0 < float(temperature) <= limit):
         raise ValueError(f"sample needs a finite temperature > 0 (at most {limit:.3g} in {dtype}), got {temperature}")
     return int(n), float(temperature)
@@ -116,13 +125,24 @@ class FlowModel(CompiledInference, keras.Model):
             ``"mixture"``, ``"radial"``).
         context_shape: shape of one context (conditioning input) for a conditional flow; by
             default the context shape of the conditional layers (``None``: unconditional).
-        validate_args: also assert that inputs are finite (NaN/Inf raise
-            ``tf.errors.InvalidArgumentError``).
+        validate_args: turn on every layer's input checks (finite, inside its domain:
+            ``tf.errors.InvalidArgumentError`` naming the layer); off by default, when inputs
+            outside a layer's domain give NaN silently.
         **kwargs: `keras.Model` arguments (``name``...).
 
     Call: ``model(x)`` (or ``model(x, context)``, ``model((x, context))``) returns
     ``(z, log_det)`` (the forward direction).
+
+    Dtype policies: ``dtype=...`` (or the global policy) reaches every layer and the base;
+    inputs of another float dtype are cast to the compute dtype on every entry point; latents
+    and samples are in the compute dtype; log-dets, ``log_prob``, the base distribution and the
+    loss are in the variable dtype (float32 under ``mixed_float16``/``mixed_bfloat16``, float64
+    under ``float64``).
     """
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        propagate_dtype_policy(cls)
 
     def __init__(
         self,
@@ -180,6 +200,8 @@ class FlowModel(CompiledInference, keras.Model):
             self.flow.build((None,) + self.data_shape)
         if not self.base.built:
             self.base.build((None,) + self.latent_shape)
+        if self.validate_args:
+            propagate_validate_args(self)
         self.built = True
 
     @property
@@ -196,14 +218,22 @@ class FlowModel(CompiledInference, keras.Model):
         return self.context_shape is not None
 
     @property
+    def log_det_dtype(self) -> tf.DType:
+        """Dtype of log-dets, log-densities and the base distribution: the variable dtype."""
+        return tf.as_dtype(self.variable_dtype)
+
+    def _base_log_prob(self, z, log_det) -> tf.Tensor:
+        dtype = self.log_det_dtype
+        return self.base.log_prob(tf.cast(z, dtype)) + tf.cast(log_det, dtype)
+
+    @property
     def base_distribution(self) -> tfd.Distribution:
         """The base as a TFP distribution over latents."""
         return self.base.distribution()
 
     # ---------------------------------------------------------------- checks
     def _check(self, value, expected: tuple[int, ...], what: str) -> tf.Tensor:
-        if not tf.is_tensor(value):
-            value = tf.convert_to_tensor(value, dtype=self.compute_dtype)
+        value = cast_input(value, self.compute_dtype)
         if not value.dtype.is_floating:
             raise TypeError(
                 f"{type(self).__name__} '{self.name}': {what} must be floating point, "
@@ -277,7 +307,7 @@ class FlowModel(CompiledInference, keras.Model):
     def log_prob(self, x, context=None) -> tf.Tensor:
         """``log p(x | context)`` per example, shape ``(batch,)``."""
         z, log_det = self.forward(x, context)
-        return self.base.log_prob(z) + log_det
+        return self._base_log_prob(z, log_det)
 
     @compiled
     def bits_per_dim(self, x, context=None) -> tf.Tensor:
@@ -312,9 +342,9 @@ class FlowModel(CompiledInference, keras.Model):
         self.build()
         shape = (int(n),) + tuple(self.base.noise_shape)
         if seed is None:
-            eps = tf.random.normal(shape, dtype=self.compute_dtype)
+            eps = tf.random.normal(shape, dtype=self.log_det_dtype)
         else:
-            eps = tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=self.compute_dtype)
+            eps = tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=self.log_det_dtype)
         # the noise is drawn outside the compiled part: XLA's random streams differ from TF's,
         # and a seed must give the same samples compiled or eager
         return self._sample_from_noise(eps, temperature, self._sample_context(context, int(n)))
@@ -398,7 +428,7 @@ class FlowModel(CompiledInference, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean per-example negative log-likelihood (nats), scaled for ``tf.distribute``."""
         z, log_det = y_pred
-        nll = -(self.base.log_prob(z) + log_det)
+        nll = -self._base_log_prob(z, log_det)
         if sample_weight is not None:
             nll = nll * tf.cast(tf.reshape(sample_weight, [-1]), nll.dtype)
         self.bits_per_dim_tracker.update_state(nll / (self.num_dims * math.log(2.0)))
@@ -419,6 +449,7 @@ class FlowModel(CompiledInference, keras.Model):
             "base": _serialize(self.base),
             "context_shape": None if self.context_shape is None else list(self.context_shape),
             "validate_args": self.validate_args,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     def get_config(self) -> dict:
@@ -429,3 +460,6 @@ class FlowModel(CompiledInference, keras.Model):
 
     def build_from_config(self, config):
         self.build()
+
+
+propagate_dtype_policy(FlowModel)

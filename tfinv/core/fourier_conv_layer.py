@@ -61,6 +61,7 @@ class FourierConvLayer(InvertibleLayer):
     """
 
     event_ndims = 3
+    full_precision = True  # solvers/FFTs have no half-precision kernels
     _odd_kernel: bool = False
     _frequency_name: str = "frequency"
 

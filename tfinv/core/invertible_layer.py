@@ -32,6 +32,11 @@ and Keras's ``__call__``/variable properties restored explicitly, the object wor
 (functional and subclassed models, ``fit``, XLA, ``.keras`` files) and in TFP (``Chain``,
 ``Invert``, ``TransformedDistribution``). TFP's result cache is disabled: it returns stale
 results after ``variable.assign`` and breaks ``fit`` on auto-built subclassed models.
+TFP finds variables by walking modules for ``tf.Variable``s, which Keras 3 weights are not: every
+layer carries a live view of its weights' underlying ``tf.Variable``s
+(`tfinv.core.tfp_variables`), so ``Chain``/``Invert``/``TransformedDistribution`` over tfinv
+layers list every weight in ``trainable_variables`` (Keras's own ``layer.trainable_variables``
+still returns Keras variables).
 """
 
 from __future__ import annotations
@@ -43,11 +48,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from keras.src import backend as keras_backend
 from tensorflow_probability.python.internal import cache_util
+
+from tfinv.core.dtype import autocast_scope, cast_input, propagate_dtype_policy
+from tfinv.core.tfp_variables import expose_variables_to_tfp
 
 tfb = tfp.bijectors
 
-__all__ = ["InvertibleLayer", "batch_log_det"]
+__all__ = ["InvertibleLayer", "batch_log_det", "propagate_validate_args"]
 
 
 class _RecomputingCache(cache_util.BijectorCache):
@@ -60,19 +69,44 @@ class _RecomputingCache(cache_util.BijectorCache):
         return {}
 
 
+def propagate_validate_args(root: Any) -> None:
+    """Turns ``validate_args`` on in every `InvertibleLayer` nested in ``root`` (a container or
+    a model); layers that already validate are left as they are."""
+    for layer in root._flatten_layers(include_self=False):
+        if isinstance(layer, InvertibleLayer):
+            layer._validate_args = True
+
+
+def _log_det_dtype_for(dtype: tf.DType) -> tf.DType:
+    """Log-det dtype returned through the TFP API for inputs of ``dtype``: never half precision."""
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
 def batch_log_det(value: tf.Tensor | float, x: tf.Tensor, event_ndims: int) -> tf.Tensor:
-    """Broadcasts a log-det (scalar or per-example) to the batch shape ``x.shape[:-event_ndims]``."""
+    """Broadcasts a log-det (scalar or per-example) to the batch shape ``x.shape[:-event_ndims]``,
+    in ``x``'s dtype (float32 for half-precision ``x``: log-dets are never kept in half)."""
     batch_shape = tf.shape(x)[: tf.rank(x) - event_ndims]
-    return tf.broadcast_to(tf.cast(value, x.dtype), batch_shape)
+    return tf.broadcast_to(tf.cast(value, _log_det_dtype_for(x.dtype)), batch_shape)
 
 
 class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     """Base class of every tfinv layer: a Keras layer (``call`` = forward) and a TFP bijector.
 
+    Dtype policies (`tfinv.core.dtype`): ``dtype`` reaches the sub-layers a layer creates;
+    inputs of another float dtype are cast to the compute dtype; the public methods compute in
+    the compute dtype (weights autocast as in ``__call__``) and return log-dets in the variable
+    dtype (float32 under ``mixed_float16``/``mixed_bfloat16``). Through the TFP API
+    (``forward``, ``inverse``, ``Chain``...) a layer is dtype-preserving: outputs come back in
+    the input's dtype, so a mixed-precision layer composes with float32 TFP distributions.
+
     Args:
-        validate_args: if True, every call also asserts that its input is finite (NaN/Inf raise
-            ``tf.errors.InvalidArgumentError`` naming the layer). Off by default: it costs a
-            reduction per call.
+        validate_args: if True, every call also asserts that its input is finite and inside
+            the layer's domain (e.g. `LogitPreprocess`: ``[0, L]``); a violation raises
+            ``tf.errors.InvalidArgumentError`` naming the layer, the direction and the expected
+            range, eagerly and in ``tf.function`` graphs (XLA drops assertions: a
+            ``jit_compile=True`` call is not checked). A container passes it on to the layers
+            it holds. Off by default (it costs a reduction per call): out-of-domain inputs then
+            give NaN (or Inf) silently.
         name: layer name (Keras and TFP share it).
         **kwargs: other Keras ``Layer`` arguments (``dtype``, ``trainable``).
     """
@@ -81,6 +115,10 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     event_ndims: int = 1
     #: Event rank of the output (the inverse's input) if it differs; ``None``: ``event_ndims``.
     output_event_ndims: int | None = None
+    #: True for layers whose math half precision lacks or spoils (FFTs, solvers, SVD on data):
+    #: under a mixed policy they compute in the variable dtype (float32) and cast the output to
+    #: the compute dtype.
+    full_precision: bool = False
 
     #: Shape of one context (no batch axis) for a conditional layer; ``None``: context is ignored.
     context_shape: tuple[int, ...] | None = None
@@ -101,6 +139,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
 
             build._records_event_shape = True
             cls.build = build
+        propagate_dtype_policy(cls)
 
     # Keras must own calling and variable tracking (TFP's versions come first in the MRO).
     __call__ = keras.layers.Layer.__call__
@@ -119,6 +158,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         )
         self._input_event_shape: tuple[int, ...] | None = None
         self._built_input_shape: tuple[int | None, ...] | None = None
+        expose_variables_to_tfp(self)
 
     # ``name`` is set by both parents' constructors; one attribute serves both.
     @property
@@ -142,6 +182,8 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     def build(self, input_shape: Sequence[int | None]) -> None:
         """Records the event shape; subclasses create weights and then call ``super().build``."""
         self._record_event_shape(input_shape)
+        if self.validate_args:
+            propagate_validate_args(self)
         super().build(input_shape)
 
     build._records_event_shape = True
@@ -190,8 +232,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
 
     def _check(self, x: Any, expected_event_shape: tuple | None, direction: str) -> tf.Tensor:
         """Converts and validates an input; builds the layer eagerly on first use."""
-        if not tf.is_tensor(x) and not isinstance(x, keras.KerasTensor):
-            x = tf.convert_to_tensor(x, dtype=self.compute_dtype)
+        x = cast_input(x, self.compute_dtype)
         dtype = tf.as_dtype(x.dtype)
         if not dtype.is_floating:
             raise TypeError(
@@ -222,10 +263,35 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
                 f"{tuple(expected_event_shape)}, got {tuple(event)} (input shape {shape})"
             )
         if self.validate_args:
-            x = tf.debugging.assert_all_finite(
-                x, f"{type(self).__name__} '{self.name}' ({direction}) got NaN or Inf input"
-            )
+            x = self._validate(x, direction)
         return x
+
+    def _validate(self, x: tf.Tensor, direction: str) -> tf.Tensor:
+        """``x`` with the ``validate_args`` assertions attached: finite, and in the domain."""
+        x = tf.debugging.assert_all_finite(
+            x, f"{type(self).__name__} '{self.name}' ({direction}) got NaN or Inf input"
+        )
+        checks = [c for c in self._domain_assertions(x, direction) if c is not None]
+        if checks:  # graph mode; eagerly the assertions have already run (and raised)
+            with tf.control_dependencies(checks):
+                x = tf.identity(x)
+        return x
+
+    def _domain_assertions(self, x: tf.Tensor, direction: str) -> list:
+        """Assertions on the input of ``direction`` beyond finiteness (none by default);
+        layers with a bounded domain return `_assert_in_range` here."""
+        del x, direction
+        return []
+
+    def _assert_in_range(self, x: tf.Tensor, low: float, high: float, direction: str) -> list:
+        """Asserts ``low <= x <= high`` element-wise (``InvalidArgumentError`` naming the layer)."""
+        what = "x" if direction == "forward" else "z"
+        message = (f"{type(self).__name__} '{self.name}' ({direction}) expects {what} in "
+                   f"[{low:g}, {high:g}]")
+        return [
+            tf.debugging.assert_greater_equal(x, tf.cast(low, x.dtype), message=message),
+            tf.debugging.assert_less_equal(x, tf.cast(high, x.dtype), message=message),
+        ]
 
     @property
     def is_conditional(self) -> bool:
@@ -265,6 +331,11 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         return hook(value, context=context)
 
     # ------------------------------------------------------------------ public fused API
+    @property
+    def log_det_dtype(self) -> tf.DType:
+        """Dtype of the returned log-dets: the variable dtype (float32 under mixed precision)."""
+        return tf.as_dtype(self.variable_dtype)
+
     def forward_and_log_det(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(z, log|det dz/dx|)``; the log-det has the batch shape.
 
@@ -277,8 +348,10 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         context = self._check_context(context, x, "forward")
         if self._is_empty_batch(x, "forward"):
             return self._empty_result(x, self.compute_output_shape, "forward")
-        with tf.name_scope(self.name):  # exported nodes then name their layer
-            return self._call_hook(self._forward_and_log_det, x, context)
+        with tf.name_scope(self.name), self._compute_scope():  # exported nodes name their layer
+            z, log_det = self._call_hook(self._forward_and_log_det, self._to_working_dtype(x),
+                                         self._to_working_dtype(context))
+        return tf.cast(z, x.dtype), tf.cast(log_det, self.log_det_dtype)
 
     def inverse_and_log_det(self, z: tf.Tensor, context: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(x, log|det dx/dz|)``; the log-det has the batch shape (empty batches as in
@@ -287,8 +360,27 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         context = self._check_context(context, z, "inverse")
         if self._is_empty_batch(z, "inverse"):
             return self._empty_result(z, self.compute_input_shape, "inverse")
-        with tf.name_scope(self.name):
-            return self._call_hook(self._inverse_and_log_det, z, context)
+        with tf.name_scope(self.name), self._compute_scope():
+            x, log_det = self._call_hook(self._inverse_and_log_det, self._to_working_dtype(z),
+                                         self._to_working_dtype(context))
+        return tf.cast(x, z.dtype), tf.cast(log_det, self.log_det_dtype)
+
+    def _to_working_dtype(self, x: tf.Tensor | None) -> tf.Tensor | None:
+        """``x`` in the dtype the hooks compute in (see ``full_precision``)."""
+        if x is not None and self.full_precision and x.dtype != self.log_det_dtype:
+            return tf.cast(x, self.log_det_dtype)
+        return x
+
+    def _compute_scope(self):
+        """Autocast for the hooks: weights as the compute dtype, or as the variable dtype for a
+        ``full_precision`` layer."""
+        return self.variable_precision() if self.full_precision else autocast_scope(self)
+
+    def variable_precision(self):
+        """Context in which weights read at their variable dtype, not autocast to the compute
+        dtype: for parameter-only math (inverses and factorisations of weight matrices) that
+        half precision lacks or would spoil. Cast its results to the input's dtype."""
+        return keras_backend.AutocastScope(self.variable_dtype)
 
     def _is_empty_batch(self, x, direction: str) -> bool:
         batch_shape = tuple(x.shape)[: len(x.shape) - self._event_ndims_of(direction)]
@@ -300,7 +392,7 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
         output_shape = tuple(shape_map(shape))
         if any(s is None for s in output_shape):
             output_shape = tuple(0 if s is None else s for s in output_shape)  # 0 elements either way
-        return tf.zeros(output_shape, x.dtype), tf.zeros(batch_shape, x.dtype)
+        return tf.zeros(output_shape, x.dtype), tf.zeros(batch_shape, self.log_det_dtype)
 
     def initialize(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         """Data-dependent initialisation step; returns ``forward(x)`` so models can chain it.
@@ -318,8 +410,9 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
                 f"{type(self).__name__} '{self.name}' cannot initialise on an empty batch "
                 f"(shape {tuple(x.shape)}); pass at least one example"
             )
-        self._call_hook(self._initialize, x, context)
-        return self._call_hook(self._forward_and_log_det, x, context)[0]
+        with self._compute_scope():
+            self._call_hook(self._initialize, self._to_working_dtype(x), self._to_working_dtype(context))
+        return self.forward_and_log_det(x, context)[0]
 
     def _initialize(self, x: tf.Tensor, context: tf.Tensor | None = None) -> None:
         del x, context
@@ -342,17 +435,18 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
 
     # ------------------------------------------------------------------ TFP wiring
     # TFP passes conditioning keyword arguments through: ``layer.forward(x, context=c)``.
+    # Dtype-preserving for TFP: results in the input's dtype (log-dets at least float32).
     def _forward(self, x, context=None):
-        return self.forward_and_log_det(x, context)[0]
+        return tf.cast(self.forward_and_log_det(x, context)[0], x.dtype)
 
     def _inverse(self, y, context=None):
-        return self.inverse_and_log_det(y, context)[0]
+        return tf.cast(self.inverse_and_log_det(y, context)[0], y.dtype)
 
     def _forward_log_det_jacobian(self, x, context=None):
-        return self.forward_and_log_det(x, context)[1]
+        return tf.cast(self.forward_and_log_det(x, context)[1], _log_det_dtype_for(x.dtype))
 
     def _inverse_log_det_jacobian(self, y, context=None):
-        return self.inverse_and_log_det(y, context)[1]
+        return tf.cast(self.inverse_and_log_det(y, context)[1], _log_det_dtype_for(y.dtype))
 
     def _event_shape_map(self, shape, fn) -> tf.TensorShape:
         shape = tf.TensorShape(shape)

@@ -84,17 +84,17 @@ class InvertibleSequential(InvertibleLayer):
         return shape
 
     def _forward_and_log_det(self, x, context=None):
-        total = tf.zeros(tf.shape(x)[:1], x.dtype)
+        total = tf.zeros(tf.shape(x)[:1], self.log_det_dtype)
         for layer in self.steps:
             x, log_det = layer.forward_and_log_det(x, context)
-            total += reduce_to_batch(log_det)
+            total += tf.cast(reduce_to_batch(log_det), total.dtype)
         return x, total
 
     def _inverse_and_log_det(self, z, context=None):
-        total = tf.zeros(tf.shape(z)[:1], z.dtype)
+        total = tf.zeros(tf.shape(z)[:1], self.log_det_dtype)
         for layer in reversed(self.steps):
             z, log_det = layer.inverse_and_log_det(z, context)
-            total += reduce_to_batch(log_det)
+            total += tf.cast(reduce_to_batch(log_det), total.dtype)
         return z, total
 
     def _initialize(self, x, context=None):

@@ -64,13 +64,20 @@ class LULinearLayer(InvertibleLayer):
         raise NotImplementedError
 
     def _log_det(self, x):
-        return batch_log_det(self._positions(x) * tf.reduce_sum(self.log_scale), x, self.event_ndims)
+        with self.variable_precision():
+            log_scale = self.log_scale.value
+        total = tf.cast(self._positions(x), log_scale.dtype) * tf.reduce_sum(log_scale)
+        return batch_log_det(total, x, self.event_ndims)
 
     def _forward_and_log_det(self, x):
-        return self._apply(x, self.weight()), self._log_det(x)
+        with self.variable_precision():
+            weight = self.weight()
+        return self._apply(x, tf.cast(weight, x.dtype)), self._log_det(x)
 
     def _inverse_and_log_det(self, z):
-        return self._apply(z, self.inverse_weight()), -self._log_det(z)
+        with self.variable_precision():
+            inverse = self.inverse_weight()
+        return self._apply(z, tf.cast(inverse, z.dtype)), -self._log_det(z)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

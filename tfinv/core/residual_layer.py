@@ -62,6 +62,8 @@ class ResidualLayer(InvertibleLayer):
         seed: seed of the kernels and the stored probes.
     """
 
+    full_precision = True  # fixed-point iterations do not reach their tolerance in half precision
+
     log_det_is_exact = False
     #: Which power series the log-det is (`tfinv.ops.residual.power_series_log_det`).
     series = "residual"

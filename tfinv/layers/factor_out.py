@@ -123,15 +123,15 @@ class FactorOut(InvertibleLayer):
         keep = self._kept_event[-1]
         x_a, x_b = x[..., :keep], x[..., keep:]
         batch = tf.shape(x)[:1]
-        log_det = tf.zeros(batch, x.dtype)
+        log_det = tf.zeros(batch, self.log_det_dtype)  # float32 under mixed precision
         if self.prior_net is not None:
             mean, log_scale = self._prior(x_a)
             x_b = (x_b - mean) * tf.exp(-log_scale)
-            log_det -= reduce_to_batch(log_scale)
+            log_det -= tf.cast(reduce_to_batch(log_scale), log_det.dtype)
         z_inner, inner_log_det = self.inner.forward_and_log_det(x_a, context)
         z = tf.concat([tf.reshape(x_b, tf.concat([batch, [-1]], 0)),
                        tf.reshape(z_inner, tf.concat([batch, [-1]], 0))], axis=-1)
-        return z, log_det + reduce_to_batch(inner_log_det)
+        return z, log_det + tf.cast(reduce_to_batch(inner_log_det), log_det.dtype)
 
     def _inverse_and_log_det(self, z, context=None):
         batch = tf.shape(z)[:1]
@@ -143,7 +143,7 @@ class FactorOut(InvertibleLayer):
         if self.prior_net is not None:
             mean, log_scale = self._prior(x_a)
             x_b = mean + tf.exp(log_scale) * x_b
-            log_det += reduce_to_batch(log_scale)
+            log_det += tf.cast(reduce_to_batch(log_scale), log_det.dtype)
         return tf.concat([x_a, x_b], axis=-1), log_det
 
     def _initialize(self, x, context=None):

@@ -21,6 +21,11 @@ class LogitPreprocess(InvertibleLayer):
     (`tfinv.data` does this): the model's density is then over counts with unit bins, and
     ``-log p(x) / (D ln 2)`` is the usual bits/dim bound of the discrete data.
 
+    Domain: ``x`` in ``[0, L]``. With ``validate_args=True`` an input outside it raises
+    ``InvalidArgumentError`` ("expects x in [0, L]"); without, it is not checked: ``x`` beyond
+    ``-a L / (1 - 2a)`` or ``(1 - a) L / (1 - 2a)`` gives NaN silently, and ``x`` just outside
+    ``[0, L]`` gives finite values of a density that no longer integrates to one.
+
     Args:
         num_levels: ``L``, number of discrete pixel values (256 for 8-bit, 17 for digits).
         alpha: margin keeping ``p`` away from 0 and 1.
@@ -40,13 +45,12 @@ class LogitPreprocess(InvertibleLayer):
         self.num_levels = int(num_levels)
         self.alpha = float(alpha)
 
+    def _domain_assertions(self, x, direction):
+        if direction == "forward":
+            return self._assert_in_range(x, 0.0, float(self.num_levels), direction)
+        return []
+
     def _forward_and_log_det(self, x):
-        if self.validate_args:
-            x = tf.debugging.assert_less_equal(
-                x, tf.cast(self.num_levels, x.dtype),
-                message=f"LogitPreprocess '{self.name}' expects x in [0, {self.num_levels}]")
-            x = tf.debugging.assert_non_negative(
-                x, message=f"LogitPreprocess '{self.name}' expects x in [0, {self.num_levels}]")
         z, log_det = logit.logit_forward(x, self.num_levels, self.alpha)
         return z, tf.reduce_sum(log_det, axis=[-3, -2, -1])
 

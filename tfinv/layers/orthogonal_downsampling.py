@@ -36,6 +36,7 @@ class OrthogonalDownsampling(InvertibleLayer):
     """
 
     event_ndims = 3
+    full_precision = True  # solvers/FFTs have no half-precision kernels
 
     def __init__(self, factor: int = 2, **kwargs):
         super().__init__(**kwargs)

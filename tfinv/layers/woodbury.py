@@ -72,6 +72,7 @@ class Woodbury(InvertibleLayer):
     """
 
     event_ndims = 3
+    full_precision = True  # its r x r solves have no bfloat16 kernels
 
     def __init__(self, channel_rank: int | None = None, spatial_rank: int | None = None,
                  seed: int = 0, **kwargs):

@@ -17,9 +17,10 @@ that the context really changes the map.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import keras
 import numpy as np
@@ -38,6 +39,10 @@ __all__ = [
     "check_jit",
     "check_empty_batch",
     "check_context_dependence",
+    "check_tfp_training",
+    "dtype_policy",
+    "check_float64_policy",
+    "check_mixed_precision",
 ]
 
 
@@ -341,6 +346,147 @@ def check_context_dependence(subject, x, context, other_context, min_change: flo
     except ValueError:
         return change
     raise AssertionError("a conditional subject accepted a missing context")
+
+
+def _tfp_distribution(subject, x):
+    """TFP's density of ``subject``: ``as_distribution()`` of a model, else
+    ``TransformedDistribution(base, Invert(Chain([layer])))`` with an anisotropic diagonal
+    Gaussian base over the latent shape (scales from 0.5 to 1.5, so that even a rotation, which
+    leaves a standard normal's density unchanged, changes the likelihood)."""
+    import tensorflow_probability as tfp
+
+    if hasattr(subject, "as_distribution"):
+        return subject.as_distribution()
+    z, _ = subject.forward_and_log_det(x)
+    event = tuple(z.shape[1:])
+    scale = np.linspace(0.5, 1.5, int(np.prod(event))).reshape(event)
+    base = tfp.distributions.Independent(
+        tfp.distributions.Normal(tf.zeros(event, z.dtype), tf.constant(scale, z.dtype)),
+        reinterpreted_batch_ndims=len(event),
+    )
+    return tfp.distributions.TransformedDistribution(
+        base, tfp.bijectors.Invert(tfp.bijectors.Chain([subject]))
+    )
+
+
+def check_tfp_training(subject, x, steps: int = 3, learning_rate: float = 1e-3) -> dict[str, float]:
+    """TFP composition lists every weight and TFP's training loop lowers the NLL.
+
+    The distribution is ``subject.as_distribution()`` for a model and
+    ``TransformedDistribution(base, Invert(Chain([layer])))`` for a layer; its
+    ``trainable_variables`` must be exactly the ``tf.Variable``s behind the subject's Keras
+    trainable weights; ``steps`` Adam steps of the TFP training idiom (gradient of
+    ``-mean(dist.log_prob(x))`` with respect to ``dist.trainable_variables``, applied by a Keras
+    optimizer) must lower it on the same batch. Returns the NLL before and after.
+    """
+    dist = _tfp_distribution(subject, x)
+    listed = dist.trainable_variables
+    expected = [v.value if not isinstance(v, tf.Variable) else v for v in subject.trainable_variables]
+    if {id(v) for v in listed} != {id(v) for v in expected} or len(listed) != len(expected):
+        raise AssertionError(
+            f"TFP lists {len(listed)} trainable variables, the subject has {len(expected)} "
+            f"trainable weights: {sorted(v.name for v in listed)} vs {sorted(v.name for v in expected)}"
+        )
+
+    def nll():
+        return -tf.reduce_mean(dist.log_prob(x))
+
+    before = float(nll())
+    if not np.isfinite(before):
+        raise AssertionError(f"TFP log_prob is not finite: NLL {before}")
+    if not listed:
+        return {"before": before, "after": before}
+    optimizer = keras.optimizers.Adam(learning_rate)
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            loss = nll()
+        grads = tape.gradient(loss, listed)
+        missing = [v.name for v, g in zip(listed, grads) if g is None]
+        if missing:
+            raise AssertionError(f"no gradient reaches TFP-listed variables {missing}")
+        optimizer.apply_gradients(zip(grads, listed))
+    after = float(nll())
+    if not after < before:
+        raise AssertionError(f"TFP training loop did not lower the NLL: {before:.6g} -> {after:.6g}")
+    return {"before": before, "after": after}
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Sets Keras's global dtype policy inside the block and always restores the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _weights_dtypes(subject) -> set[str]:
+    return {str(v.dtype) for v in subject.weights}
+
+
+def check_float64_policy(subject, x, tol: float = 1e-12) -> dict[str, float]:
+    """A subject built under the ``float64`` policy holds float64 weights only, computes in
+    float64 (outputs and log-dets) and round-trips both ways within ``tol``."""
+    if _weights_dtypes(subject) - {"float64"}:
+        raise AssertionError(f"float64 policy left weights of dtypes {sorted(_weights_dtypes(subject))}")
+    x = tf.cast(x, tf.float64)
+    z, fldj = subject.forward_and_log_det(x)
+    x_back, ildj = subject.inverse_and_log_det(z)
+    for name, t in (("z", z), ("forward log-det", fldj), ("x", x_back), ("inverse log-det", ildj)):
+        if t.dtype != tf.float64:
+            raise AssertionError(f"float64 policy: {name} has dtype {t.dtype.name}")
+    return check_round_trip(subject, x, tol)
+
+
+def check_mixed_precision(subject, x, policy: str = "mixed_float16", fit: bool = True) -> dict[str, Any]:
+    """A subject built under a mixed policy: forward/inverse compute in the half dtype with
+    float32 log-dets; TFP's API is dtype-preserving (float32 in, float32 out); results are
+    finite; a ``fit`` step (of a one-layer `FlowModel` for a layer, call this inside
+    ``dtype_policy(policy)``) has a finite loss; a model's ``sample`` and ``log_prob`` are finite.
+    Returns the measured round-trip error (relative) and the fit loss."""
+    from tfinv.core.flow_model import FlowModel
+
+    half = tf.as_dtype(keras.dtype_policies.get(policy).compute_dtype)
+    z, fldj = subject.forward_and_log_det(x)
+    x_back, ildj = subject.inverse_and_log_det(z)
+    if z.dtype != half or x_back.dtype != half:
+        raise AssertionError(f"{policy}: outputs have dtypes {z.dtype.name}, {x_back.dtype.name}, not {half.name}")
+    if fldj.dtype != tf.float32 or ildj.dtype != tf.float32:
+        raise AssertionError(f"{policy}: log-dets have dtypes {fldj.dtype.name}, {ildj.dtype.name}, not float32")
+    for name, t in (("z", z), ("forward log-det", fldj), ("x", x_back), ("inverse log-det", ildj)):
+        if not np.all(np.isfinite(np.asarray(tf.cast(t, tf.float32)))):
+            raise AssertionError(f"{policy}: {name} is not finite")
+    result = {"round_trip": relative_error(tf.cast(x_back, tf.float32), tf.cast(x, tf.float32))}
+    x32 = tf.cast(x, tf.float32)
+    if isinstance(subject, FlowModel):
+        dist = subject.as_distribution()
+        log_prob = dist.log_prob(x32)
+        samples = subject.sample(2, seed=1)
+        model_log_prob = subject.log_prob(x32)
+        if log_prob.dtype != tf.float32 or model_log_prob.dtype != tf.float32:
+            raise AssertionError(f"{policy}: log_prob dtypes {log_prob.dtype.name}, {model_log_prob.dtype.name}")
+        for name, t in (("as_distribution().log_prob", log_prob), ("log_prob", model_log_prob),
+                        ("sample", samples)):
+            if not np.all(np.isfinite(np.asarray(tf.cast(t, tf.float32)))):
+                raise AssertionError(f"{policy}: {name} is not finite")
+        model = subject
+    else:
+        y = subject.forward(x32)  # the TFP API
+        if y.dtype != tf.float32 or subject.inverse(y).dtype != tf.float32:
+            raise AssertionError(f"{policy}: the TFP API does not preserve float32")
+        if subject.forward_log_det_jacobian(x32, event_ndims=subject.event_ndims).dtype != tf.float32:
+            raise AssertionError(f"{policy}: forward_log_det_jacobian is not float32")
+        model = FlowModel([subject], input_shape=tuple(x.shape[1:])) if fit else None
+    if fit:
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        history = model.fit(tf.data.Dataset.from_tensors(x32), epochs=1, verbose=0)
+        loss = history.history["loss"][0]
+        if not np.isfinite(loss):
+            raise AssertionError(f"{policy}: fit loss is not finite: {loss}")
+        result["loss"] = float(loss)
+    return result
 
 
 def perturb_weights(layer, scale: float = 0.1, seed: int = 0) -> None:
