@@ -3,6 +3,7 @@
 import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> layers import cycle)
 from tfinv.models.conditional_glow import ConditionalGlow
 from tfinv.models.conditional_vector_flow import ConditionalVectorFlow
+from tfinv.models.flow_gmm import FlowGMM
 from tfinv.models.glow import Glow
 from tfinv.models.i_dense_net import IDenseNet
 from tfinv.models.invertible_cnn import InvertibleCNN
@@ -10,5 +11,5 @@ from tfinv.models.mixer_flow import MixerFlow
 from tfinv.models.residual_flow import ResidualFlow
 from tfinv.models.rev_vit import RevViT
 
-__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "Glow", "IDenseNet", "InvertibleCNN", "MixerFlow",
-           "ResidualFlow", "RevViT"]
+__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "Glow", "IDenseNet", "InvertibleCNN",
+           "MixerFlow", "ResidualFlow", "RevViT"]

@@ -1,0 +1,242 @@
+"""FlowGMM: a normalizing flow with one Gaussian-mixture component per class (semi-supervised).
+
+References: Izmailov, Kirichenko, Finzi & Wilson, "Semi-Supervised Learning with Normalizing
+Flows", arXiv:1912.13025.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfinv.core.distributions import GaussianMixture
+from tfinv.core.flow_model import FlowModel
+from tfinv.core.invertible_layer import InvertibleLayer
+
+__all__ = ["FlowGMM", "UNLABELLED", "check_labels", "semi_supervised_labels"]
+
+#: The sentinel label of an unlabelled example.
+UNLABELLED = -1
+
+
+def check_labels(labels: Any, num_classes: int, num_examples: int | None = None) -> np.ndarray:
+    """``labels`` as int64 ``(N,)``, each in ``[-1, num_classes)`` (``-1``: unlabelled).
+
+    Raises:
+        ValueError: labels are not integers of shape ``(N,)`` (``N = num_examples`` if given) or
+            lie outside ``[-1, num_classes)``.
+    """
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"FlowGMM labels must have shape (N,), got {array.shape}")
+    if num_examples is not None and len(array) != int(num_examples):
+        raise ValueError(f"FlowGMM needs one label per example: expected ({num_examples},), got {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            raise ValueError(f"FlowGMM labels must be integers in [-1, {num_classes}), got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    bad = (array < UNLABELLED) | (array >= int(num_classes))
+    if np.any(bad):
+        raise ValueError(
+            f"FlowGMM labels must lie in [-1, {num_classes}) (-1 = unlabelled, 0..{int(num_classes) - 1} "
+            f"= classes), got {sorted(set(array[bad].tolist()))[:5]}"
+        )
+    return array
+
+
+def semi_supervised_labels(labels: Any, num_labelled: int, num_classes: int, seed: int = 0) -> np.ndarray:
+    """A copy of ``labels`` in which all but ``num_labelled`` examples carry the sentinel ``-1``.
+
+    The kept labels are class-balanced: ``num_labelled // K`` per class, the remainder drawn at
+    random from the rest (seeded).
+
+    Raises:
+        ValueError: ``num_labelled`` is negative or larger than the number of examples, a class
+            has fewer examples than its share, or a label lies outside ``[0, num_classes)``.
+    """
+    labels = check_labels(labels, num_classes)
+    if np.any(labels < 0):
+        raise ValueError("semi_supervised_labels needs fully labelled data (labels in [0, K)), got some -1")
+    n, k = len(labels), int(num_labelled)
+    if not 0 <= k <= n:
+        raise ValueError(f"num_labelled must be in [0, {n}] (the number of examples), got {num_labelled}")
+    rng = np.random.default_rng(seed)
+    per_class = k // int(num_classes)
+    keep: list[int] = []
+    for c in range(int(num_classes)):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise ValueError(f"class {c} has {len(members)} examples, fewer than the {per_class} labels asked per class")
+        keep.extend(rng.permutation(members)[:per_class].tolist())
+    rest = np.setdiff1d(np.arange(n), np.asarray(keep, np.int64))
+    keep.extend(rng.permutation(rest)[: k - len(keep)].tolist())
+    out = np.full(n, UNLABELLED, np.int64)
+    out[keep] = labels[keep]
+    return out
+
+
+@keras.saving.register_keras_serializable(package="tfinv")
+class FlowGMM(FlowModel):
+    """A flow ``z = f(x)`` with the base ``p(z) = (1/K) sum_k N(z; mu_k, I)``, one component per class.
+
+    Class-conditional density: ``log p(x | y) = log N(f(x); mu_y, I) + log|det df/dx|``.
+    Marginal: ``log p(x) = logsumexp_k(log N(f(x); mu_k, I) - log K) + log|det df/dx|``.
+    Classifier (Bayes' rule): ``p(y | x) = softmax_k(log N(f(x); mu_k, I) + log w_k)``; the
+    ``log|det|`` is common to all classes and cancels.
+
+    Training loss (per example, averaged over the batch): labelled ``(x, y)`` with ``y >= 0``:
+    ``-log p(x | y)`` (the class-conditional NLL); unlabelled (``y = -1``): ``-log p(x)``. ``fit``
+    takes ``(x, labels)`` with ``-1`` marking unlabelled examples, or ``x`` alone (all unlabelled).
+
+    Means are fixed draws ``mean_scale * N(0, I)`` (seeded, as in the paper's image experiments,
+    which keep them fixed; ``trainable_means=True`` learns them); scales are 1 and weights uniform
+    and do not train. Our variant omits the paper's consistency regulariser.
+
+    Inverse / Log-det: those of the flow. Shapes: ``x (B,) + input_shape``; ``predict_proba(x)``
+    ``(B, K)``. References: Izmailov et al., arXiv:1912.13025.
+
+    Args:
+        layers: the invertible layers (data -> latent), e.g. `tfinv.models.glow.glow_layers(...)`;
+            `FlowGMM.glow` builds a Glow.
+        input_shape: shape of one example.
+        num_classes: ``K``.
+        mean_scale: standard deviation of the fixed class means.
+        trainable_means: learn the means.
+        seed: seed of the means.
+        base: a `GaussianMixture` with ``K`` components (given when deserialising; built otherwise).
+        **kwargs: `FlowModel` arguments.
+    """
+
+    def __init__(
+        self,
+        layers: InvertibleLayer | Sequence[InvertibleLayer | dict] | dict | None = None,
+        input_shape: Sequence[int] | None = None,
+        num_classes: int = 10,
+        mean_scale: float = 1.0,
+        trainable_means: bool = False,
+        seed: int = 0,
+        base: GaussianMixture | dict | None = None,
+        **kwargs: Any,
+    ):
+        if int(num_classes) < 2:
+            raise ValueError(f"FlowGMM needs num_classes >= 2, got {num_classes}")
+        if kwargs.get("context_shape") is not None:
+            raise ValueError("FlowGMM is unconditional: the class is the mixture component, not a context")
+        self.num_classes = int(num_classes)
+        self.mean_scale = float(mean_scale)
+        self.trainable_means = bool(trainable_means)
+        self.seed = int(seed)
+        if base is None:
+            base = GaussianMixture(self.num_classes, mean_scale=self.mean_scale,
+                                   trainable_means=self.trainable_means, trainable_scales=False,
+                                   trainable_weights=False, seed=self.seed, name="base")
+        super().__init__(layers, input_shape=input_shape, base=base, **kwargs)
+        if not isinstance(self.base, GaussianMixture) or self.base.num_components != self.num_classes:
+            raise ValueError(
+                f"FlowGMM needs a GaussianMixture base with {self.num_classes} components, got {self.base!r}"
+            )
+
+    @classmethod
+    def glow(cls, input_shape: Sequence[int] = (8, 8, 1), num_classes: int = 10, levels: int = 2,
+             steps_per_level: int = 4, hidden_channels: int = 64, coupling: str = "affine",
+             num_levels: int | None = 17, seed: int = 0, **kwargs: Any) -> "FlowGMM":
+        """A FlowGMM whose flow is a multi-scale Glow (`tfinv.models.glow.glow_layers`)."""
+        from tfinv.models.glow import glow_layers
+
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3 or shape[0] % 2**levels or shape[1] % 2**levels:
+            raise ValueError(f"FlowGMM.glow needs input_shape (H, W, C) with H, W divisible by {2**levels}, got {shape}")
+        layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling, num_levels, int(seed))
+        return cls(layers, input_shape=shape, num_classes=num_classes, seed=seed, **kwargs)
+
+    # ---------------------------------------------------------------- densities
+    def class_logits(self, z: tf.Tensor) -> tf.Tensor:
+        """``log N(z; mu_k, Sigma_k) + log w_k``, shape ``(B, K)`` (unnormalised ``log p(k, z)``)."""
+        return self.base.component_log_prob(z) + tf.cast(self.base.log_weights, z.dtype)
+
+    def class_conditional_log_prob(self, x, labels) -> tf.Tensor:
+        """``log p(x | y)`` per example, ``labels`` in ``[0, K)``."""
+        labels = check_labels(labels, self.num_classes)
+        if np.any(labels < 0):
+            raise ValueError("class_conditional_log_prob needs labels in [0, K), got -1 (use log_prob for the marginal)")
+        z, log_det = self.forward(x)
+        return tf.gather(self.base.component_log_prob(z), labels, axis=1, batch_dims=1) + log_det
+
+    def negative_log_likelihood(self, x, labels=None) -> tf.Tensor:
+        """The training loss per example: class-conditional NLL where ``labels >= 0``, marginal NLL where ``-1``."""
+        z, log_det = self.forward(x)
+        if labels is not None:
+            labels = tf.constant(check_labels(labels, self.num_classes, int(z.shape[0])))
+        return self._nll(z, log_det, labels)
+
+    def _nll(self, z, log_det, labels):
+        component = self.base.component_log_prob(z)
+        marginal = tf.reduce_logsumexp(component + tf.cast(self.base.log_weights, z.dtype), axis=-1)
+        if labels is None:
+            return -(marginal + log_det)
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        labelled = labels >= 0
+        conditional = tf.gather(component, tf.maximum(labels, 0), axis=1, batch_dims=1)
+        return -(tf.where(labelled, conditional, marginal) + log_det)
+
+    # ---------------------------------------------------------------- classification
+    def predict_proba(self, x, batch_size: int = 256) -> np.ndarray:
+        """Class posteriors ``p(y | x)`` (Bayes' rule over the components), shape ``(N, K)``."""
+        x = np.asarray(x, np.float32) if not tf.is_tensor(x) else x
+        if len(x.shape) != len(self.data_shape) + 1 or tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(f"FlowGMM expects x of shape (N, {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
+        out = []
+        for start in range(0, int(x.shape[0]), int(batch_size)):
+            z, _ = self.forward(x[start:start + int(batch_size)])
+            out.append(tf.nn.softmax(self.class_logits(z), axis=-1).numpy())
+        return np.concatenate(out, 0) if out else np.zeros((0, self.num_classes), np.float32)
+
+    def predict(self, x, batch_size: int = 256, **kwargs: Any) -> np.ndarray:
+        """Same as `predict_proba`: class probabilities ``(N, K)``, calibrated by construction."""
+        return self.predict_proba(x, batch_size=batch_size)
+
+    def predict_classes(self, x, batch_size: int = 256) -> np.ndarray:
+        """The most probable class per example, int64 ``(N,)``."""
+        return np.argmax(self.predict_proba(x, batch_size), axis=-1)
+
+    # ---------------------------------------------------------------- training
+    def fit(self, x=None, y=None, *args: Any, **kwargs: Any):
+        """`keras.Model.fit` on ``(x, labels)`` (labels ``-1`` for unlabelled) or ``x`` alone.
+
+        Numpy labels are checked here (``ValueError``); labels inside a dataset are checked in
+        the train step (``InvalidArgumentError``).
+        """
+        if y is not None:
+            count = len(x) if isinstance(x, np.ndarray) or tf.is_tensor(x) else None
+            y = check_labels(y, self.num_classes, count)
+        return super().fit(x, y, *args, **kwargs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean per-example loss: class-conditional NLL on labelled, marginal NLL on unlabelled examples."""
+        z, log_det = y_pred
+        if y is not None:
+            y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+            checks = [
+                tf.debugging.assert_greater_equal(y, UNLABELLED, message="FlowGMM labels must be >= -1"),
+                tf.debugging.assert_less(y, self.num_classes, message=f"FlowGMM labels must be < {self.num_classes}"),
+            ]
+            with tf.control_dependencies(checks):
+                y = tf.identity(y)
+        nll = self._nll(z, log_det, y)
+        if sample_weight is not None:
+            nll = nll * tf.cast(tf.reshape(sample_weight, [-1]), nll.dtype)
+        self.bits_per_dim_tracker.update_state(nll / (self.num_dims * math.log(2.0)))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        loss = tf.reduce_mean(nll) / replicas
+        for extra in self.losses:
+            loss += self._aggregate_additional_loss(extra)
+        return loss
+
+    # ---------------------------------------------------------------- config
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes, "mean_scale": self.mean_scale,
+                "trainable_means": self.trainable_means, "seed": self.seed}
