@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer
@@ -32,6 +33,8 @@ class VectorAffineCoupling(InvertibleLayer):
             interleaved). ``None`` builds the default `tfinv.nets.mlp.MLP` (two hidden layers,
             zero-initialised output, so the coupling starts as the constant scale ``sigmoid(2)``).
         hidden_units: width of the default conditioner.
+        context_shape: shape of one context (no batch axis) for a conditional coupling: the
+            conditioner then sees ``[x_a, flatten(c)]`` (for a ``(B, n)`` input only).
 
     References: Dinh et al., "Density estimation using Real NVP", arXiv:1605.08803;
     Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3.3.
@@ -40,8 +43,9 @@ class VectorAffineCoupling(InvertibleLayer):
     event_ndims = 1
 
     def __init__(self, parity: int = 0, conditioner: keras.layers.Layer | dict | None = None,
-                 hidden_units: int = 64, **kwargs: Any):
+                 hidden_units: int = 64, context_shape: Sequence[int] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
+        self.context_shape = None if context_shape is None else tuple(int(s) for s in context_shape)
         if parity not in (0, 1):
             raise ValueError(f"VectorAffineCoupling: parity must be 0 or 1, got {parity!r}")
         self.parity = int(parity)
@@ -64,7 +68,13 @@ class VectorAffineCoupling(InvertibleLayer):
             from tfinv.nets.mlp import MLP
 
             self.conditioner = MLP(self.hidden_units, 2 * transformed, name="conditioner")
-        cond_shape = tuple(input_shape[:-1]) + (self._split,)
+        cond_in = self._split
+        if self.context_shape is not None:
+            if len(input_shape) != 2:
+                raise ValueError(f"VectorAffineCoupling '{self.name}' with a context needs input (batch, n), "
+                                 f"got input shape {tuple(input_shape)}")
+            cond_in += int(np.prod(self.context_shape))
+        cond_shape = tuple(input_shape[:-1]) + (cond_in,)
         if not self.conditioner.built:  # a deserialised conditioner comes built
             self.conditioner.build(cond_shape)
         got = tuple(self.conditioner.compute_output_shape(cond_shape))
@@ -83,15 +93,20 @@ class VectorAffineCoupling(InvertibleLayer):
     def _merge(self, x_a, y_b):
         return tf.concat([x_a, y_b] if self.parity == 0 else [y_b, x_a], axis=-1)
 
-    def _forward_and_log_det(self, x):
+    def _theta(self, x_a, context=None):
+        if context is not None:
+            x_a = tf.concat([x_a, tf.reshape(context, [tf.shape(context)[0], -1])], axis=-1)
+        return self.conditioner(x_a)
+
+    def _forward_and_log_det(self, x, context=None):
         x_a, x_b = self._split_input(x)
-        theta = self.conditioner(x_a)
+        theta = self._theta(x_a, context)
         y_b, log_scale = coupling.affine_forward(x_b, theta[..., 0::2], theta[..., 1::2])
         return self._merge(x_a, y_b), tf.reduce_sum(log_scale, axis=-1)
 
-    def _inverse_and_log_det(self, z):
+    def _inverse_and_log_det(self, z, context=None):
         z_a, z_b = self._split_input(z)
-        theta = self.conditioner(z_a)
+        theta = self._theta(z_a, context)
         x_b, log_scale = coupling.affine_inverse(z_b, theta[..., 0::2], theta[..., 1::2])
         return self._merge(z_a, x_b), -tf.reduce_sum(log_scale, axis=-1)
 
@@ -100,4 +115,6 @@ class VectorAffineCoupling(InvertibleLayer):
                   "conditioner": None}
         if self._user_conditioner:
             config["conditioner"] = keras.saving.serialize_keras_object(self.conditioner)
+        if self.context_shape is not None:
+            config["context_shape"] = list(self.context_shape)
         return config

@@ -1,6 +1,8 @@
 """Assembled models."""
 
 import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> layers import cycle)
+from tfinv.models.conditional_glow import ConditionalGlow
+from tfinv.models.conditional_vector_flow import ConditionalVectorFlow
 from tfinv.models.flow_gmm import FlowGMM
 from tfinv.models.glow import Glow
 from tfinv.models.i_dense_net import IDenseNet
@@ -9,4 +11,5 @@ from tfinv.models.mixer_flow import MixerFlow
 from tfinv.models.residual_flow import ResidualFlow
 from tfinv.models.rev_vit import RevViT
 
-__all__ = ["FlowGMM", "Glow", "IDenseNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevViT"]
+__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "Glow", "IDenseNet", "InvertibleCNN",
+           "MixerFlow", "ResidualFlow", "RevViT"]

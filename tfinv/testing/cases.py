@@ -313,6 +313,18 @@ def conditional_cases() -> Iterator[Case]:
                      learned_prior=True, context_shape=(10,)),
         (2, 8, 8, 1), draw=_counts(17), perturb=0.05, context_shape=(10,),
     )
+    yield Case("VectorAffineCoupling-context",
+               lambda: layers.VectorAffineCoupling(hidden_units=small, context_shape=(3,)), (2, 5),
+               context_shape=(3,))
+    from tfinv.models import ConditionalGlow, ConditionalVectorFlow
+
+    yield Case("ConditionalVectorFlow",
+               lambda: ConditionalVectorFlow(4, observation_shape=(3,), num_blocks=2, hidden_units=small),
+               (2, 4), perturb=0.05, context_shape=(3,))
+    yield Case("ConditionalGlow-superres",
+               lambda: ConditionalGlow((8, 8, 1), observation_shape=(4, 4, 1), levels=2, steps_per_level=1,
+                                       hidden_channels=small, condition_features=4),
+               (2, 8, 8, 1), perturb=0.05, context_shape=(4, 4, 1))
 
 
 def model_cases() -> Iterator[Case]:

@@ -1,0 +1,15 @@
+"""Inverse problems: forward operators generating ``(x, y)`` pairs, and posterior statistics.
+
+``y = A(x) + noise``; a conditional flow (`tfinv.models.ConditionalGlow`,
+`tfinv.models.ConditionalVectorFlow`) learns ``p(x | y)``.
+"""
+
+from tfinv.inverse_problems.deblurring import Deblurring, gaussian_kernel
+from tfinv.inverse_problems.inpainting import Inpainting
+from tfinv.inverse_problems.linear_gaussian import LinearGaussian, gaussian_kl
+from tfinv.inverse_problems.posterior import (calibration, credible_interval, posterior_mean, posterior_std,
+                                              psnr)
+from tfinv.inverse_problems.super_resolution import SuperResolution
+
+__all__ = ["Deblurring", "Inpainting", "LinearGaussian", "SuperResolution", "calibration", "credible_interval",
+           "gaussian_kernel", "gaussian_kl", "posterior_mean", "posterior_std", "psnr"]
