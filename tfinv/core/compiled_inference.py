@@ -13,7 +13,7 @@ Eager execution (debugging, stepping into layers) is kept: ``model.run_eagerly =
 ``compile(run_eagerly=True)``), ``tf.config.run_functions_eagerly(True)``, or
 ``model.inference_mode = "eager"``. Inside a graph (a train step, an export trace, a user's
 ``tf.function``) the methods run inline, uncompiled. ``model.inference_mode`` is ``"auto"``
-(XLA if it compiles, the default), ``"xla"``, ``"graph"`` or ``"eager"``.
+(XLA if it compiles and the model does not ``validate_args``, the default), ``"xla"``, ``"graph"`` or ``"eager"``.
 """
 
 from __future__ import annotations
@@ -131,7 +131,10 @@ class CompiledInference:
             return method(self, **dict(list(arguments.items())[1:]))
         key = tuple(key)
         mode = self.inference_mode
-        xla = mode == "xla" or (mode == "auto" and self.__dict__.get("_xla_ok", True))
+        # XLA drops assertions: a model that validates its inputs runs as a plain tf.function
+        # under "auto", so its checks still raise.
+        xla = mode == "xla" or (mode == "auto" and self.__dict__.get("_xla_ok", True)
+                                and not getattr(self, "validate_args", False))
         cache = self._inference_cache()
         fn = cache.get((key, xla))
         if fn is None:

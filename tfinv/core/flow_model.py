@@ -400,7 +400,7 @@ class FlowModel(CompiledInference, keras.Model):
             steps_per_execution = 1 if plain else 8
         if jit_compile == "auto":
             jit_compile = False
-            if not plain:
+            if not plain and not self.validate_args:  # XLA would drop the input checks
                 jit_compile, reason = train_step_compiles(self)
                 if not jit_compile:
                     logging.getLogger("tfinv").warning(
