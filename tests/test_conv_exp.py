@@ -12,7 +12,7 @@ from tfinv.export.onnx import prepare
 from tfinv.export.testing import check_onnx
 
 from tfinv.blocks.glow_step import LINEAR_LAYERS
-from tfinv.core.conv_exp_layer import NORM_MARGIN
+from tfinv.layers.bases.conv_exp_layer import NORM_MARGIN
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.conv_sylvester import ConvSylvester, autoregressive_mask
 from tfinv.models import Glow

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras
 from tfinv import layers, models, nets
-from tfinv.core.residual_layer import FixedPointError
+from tfinv.layers.bases.residual_layer import FixedPointError
 from tfinv.ops import residual as residual_ops
 from tfinv.ops import spectral_norm as sn_ops
 from tfinv.ops.lipschitz_activations import c_lip_swish_linearize, lip_swish_linearize

@@ -103,7 +103,7 @@ class GlowStep(InvertibleSequential):
         seed: seed of the linear layer's initialisation.
         linear: name of the channel-mixing layer in `LINEAR_LAYERS` (default ``"inv_conv1x1"``).
         context_shape: shape of one context for a conditional step (the coupling's conditioner
-            sees it, see `tfinv.core.coupling_layer.CouplingLayer`); ``None``: unconditional.
+            sees it, see `tfinv.layers.bases.coupling_layer.CouplingLayer`); ``None``: unconditional.
         context_features: channels of the coupling's context features.
 
     References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3 and Fig. 2a.

@@ -18,7 +18,7 @@ from tensorflow.python.ops import control_flow_util
 from tfinv.core.invertible_sequential import InvertibleSequential
 from tfinv.core.export_mode import is_exporting
 from tfinv.core.invertible_layer import InvertibleLayer
-from tfinv.core.reversible_block import add_gradients, vjp_by_recomputation
+from tfinv.layers.bases.reversible_block import add_gradients, vjp_by_recomputation
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -34,7 +34,7 @@ class ReversibleStack(InvertibleSequential):
     is kept for the backward pass; only the stack's output is. The backward pass walks the blocks
     from the top: each block rebuilds its input from its output and recomputes itself under a
     tape to give the vector-Jacobian product for its input and weights
-    (``block.reconstruct_and_vjp``, see `tfinv.core.reversible_block`; any other
+    (``block.reconstruct_and_vjp``, see `tfinv.layers.bases.reversible_block`; any other
     `InvertibleLayer` is handled by inverting it and recomputing its forward). The activation
     memory of training is then that of one block, whatever the depth, at the price of about one
     extra forward pass. Gradients equal ordinary autodiff up to the float32 rounding of the

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import record  # whether a gradient tape is recording
 
 __all__ = ["INFERENCE_MODES", "CompiledInference", "compiled"]
 
@@ -133,8 +134,11 @@ class CompiledInference:
         mode = self.inference_mode
         # XLA drops assertions: a model that validates its inputs runs as a plain tf.function
         # under "auto", so its checks still raise.
+        # Under a gradient tape "auto" avoids XLA too: TF cannot differentiate an XLA cluster
+        # holding a while loop (fixed-point inverses, wavefront solves) from outside it.
         xla = mode == "xla" or (mode == "auto" and self.__dict__.get("_xla_ok", True)
-                                and not getattr(self, "validate_args", False))
+                                and not getattr(self, "validate_args", False)
+                                and not record.could_possibly_record())
         cache = self._inference_cache()
         fn = cache.get((key, xla))
         if fn is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfinv.core.coupling_layer import CouplingLayer
+from tfinv.layers.bases.coupling_layer import CouplingLayer
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -16,7 +16,7 @@ class AdditiveCoupling(CouplingLayer):
     Log-det: 0 (volume preserving), returned with the batch shape.
     Shapes: ``(B, H, W, C) -> (B, H, W, C)``; log-det ``(B,)``.
 
-    See `tfinv.core.coupling_layer.CouplingLayer` for the masks and the conditioner argument.
+    See `tfinv.layers.bases.coupling_layer.CouplingLayer` for the masks and the conditioner argument.
 
     References: Dinh, Krueger & Bengio, "NICE", arXiv:1410.8516.
     """

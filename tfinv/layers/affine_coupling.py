@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfinv.core.coupling_layer import CouplingLayer
+from tfinv.layers.bases.coupling_layer import CouplingLayer
 from tfinv.ops import coupling
 
 
@@ -18,7 +18,7 @@ class AffineCoupling(CouplingLayer):
 
     The conditioner outputs ``(t, h)`` interleaved as ``2 * C_b`` channels. Glow's sigmoid scale
     keeps ``s`` in ``(0, 1)``, which trains more stably than ``exp``.
-    See `tfinv.core.coupling_layer.CouplingLayer` for the masks and the conditioner argument.
+    See `tfinv.layers.bases.coupling_layer.CouplingLayer` for the masks and the conditioner argument.
 
     References: Dinh et al., "Density estimation using Real NVP", arXiv:1605.08803;
     Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3.3.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfinv.core.triangular_conv_layer import TriangularConvLayer
+from tfinv.layers.bases.triangular_conv_layer import TriangularConvLayer
 
 #: Spatial axes flipped to turn the top-left padded convolution into each corner's version.
 _CORNERS = ((), (-3, -2), (-3,), (-2,))  # top-left, bottom-right, bottom-left, top-right

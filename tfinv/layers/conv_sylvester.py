@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinv.core.conv_exp_layer import ConvExpBasisLayer
+from tfinv.layers.bases.conv_exp_layer import ConvExpBasisLayer
 from tfinv.core.invertible_layer import batch_log_det
 from tfinv.ops import conv_exp as ops
 

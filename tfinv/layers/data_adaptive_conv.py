@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfinv.core.coupling_layer import CouplingLayer
+from tfinv.layers.bases.coupling_layer import CouplingLayer
 from tfinv.ops import adaptive_conv, coupling
 
 

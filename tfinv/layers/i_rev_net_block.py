@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from tfinv.core.invertible_layer import batch_log_det
-from tfinv.core.reversible_block import ReversibleBlock
+from tfinv.layers.bases.reversible_block import ReversibleBlock
 from tfinv.nets.conv_residual import conv_residual
 from tfinv.ops.space_to_depth import depth_to_space_shape, space_to_depth_shape
 

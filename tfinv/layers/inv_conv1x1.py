@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfinv.core.lu_linear_layer import LULinearLayer
+from tfinv.layers.bases.lu_linear_layer import LULinearLayer
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -19,7 +19,7 @@ class InvConv1x1(LULinearLayer):
 
     ``W`` starts as a random rotation (seeded); ``P`` and ``sign`` are fixed, ``L``, ``U`` and
     ``log_s`` are trained. ``W`` is invertible for every value of the parameters
-    (`tfinv.core.lu_linear_layer`).
+    (`tfinv.layers.bases.lu_linear_layer`).
 
     Args:
         seed: seed of the random initial rotation.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfinv.core.triangular_conv_layer import TriangularConvLayer
+from tfinv.layers.bases.triangular_conv_layer import TriangularConvLayer
 from tfinv.ops import oriented_conv as oc
 
 #: Orientations in the forward (training) order of the unit.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfinv.core.residual_layer import ResidualLayer
+from tfinv.layers.bases.residual_layer import ResidualLayer
 from tfinv.nets.dense_lipschitz_net import DenseLipschitzNet
 
 
@@ -15,7 +15,7 @@ class InvertibleDenseBlock(ResidualLayer):
     back to C channels; ``Lip(g) <= c < 1``.
 
     Inverse: fixed-point iteration (as `InvertibleResidualBlock`). Log-det: the estimated power
-    series of ``log det(I + J_g)`` (see `tfinv.core.residual_layer`).
+    series of ``log det(I + J_g)`` (see `tfinv.layers.bases.residual_layer`).
     Shapes: ``(B, H, W, C) -> (B, H, W, C)``; log-det ``(B,)``.
 
     Our variant: i-DenseNet bounds every convolution by ``c`` and the concatenation by the unit

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
-from tfinv.core.residual_layer import ResidualLayer
+from tfinv.layers.bases.residual_layer import LipschitzBranchLayer
 from tfinv.core.training_mode import in_training
-from tfinv.nets.lipschitz_net import LipschitzNet
 from tfinv.ops import residual as ops
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class MonotoneBlock(ResidualLayer):
+class MonotoneBlock(LipschitzBranchLayer):
     """``y = 2 (Id + g)^{-1}(x) - x``, ``g`` a `LipschitzNet` with ``Lip(g) <= c < 1``.
 
     ``(Id + g)^{-1}`` is the resolvent of the strongly monotone ``Id + g``; ``2 R - Id`` is its
@@ -25,7 +23,7 @@ class MonotoneBlock(ResidualLayer):
     in training the gradient flows through the loop's iterations.
     Inverse: ``w`` solves ``w - g(w) = y`` (fixed point ``w <- y + g(w)``), ``x = w + g(w)``.
     Log-det: ``log det(I - J) - log det(I + J) = -2 sum_{k odd} tr(J^k) / k`` at ``w``, estimated
-    as in `tfinv.core.residual_layer` (Russian roulette / truncated series in training,
+    as in `tfinv.layers.bases.residual_layer` (Russian roulette / truncated series in training,
     deterministic otherwise).
     Shapes: ``(B, H, W, C)`` (or ``(B, D)`` with ``vector=True``); log-det ``(B,)``.
 
@@ -42,31 +40,6 @@ class MonotoneBlock(ResidualLayer):
 
     event_ndims = 3
     series = "cayley"
-
-    def __init__(self, hidden_features: int = 32, num_hidden_layers: int = 2, kernel_size: int = 3,
-                 activation: str = "lipswish", power_iterations: int = 5, preactivation: bool = True,
-                 vector: bool = False, **kwargs):
-        self.vector = bool(vector)
-        if self.vector:
-            self.event_ndims = 1
-        super().__init__(**kwargs)
-        self.hidden_features = int(hidden_features)
-        self.num_hidden_layers = int(num_hidden_layers)
-        self.kernel_size = int(kernel_size)
-        self.activation = activation
-        self.power_iterations = int(power_iterations)
-        self.preactivation = bool(preactivation)
-        self.net = None
-
-    def build(self, input_shape):
-        self._record_event_shape(input_shape)
-        self.net = LipschitzNet(
-            int(input_shape[-1]), self.hidden_features, self.num_hidden_layers, self.kernel_size,
-            self.activation, self.coefficient, self.power_iterations, self.preactivation,
-            kind="dense" if self.vector else "conv", seed=self.seed, name="g")
-        self.net.build(tuple(input_shape))
-        self._build_probes(input_shape)
-        super().build(input_shape)
 
     def resolvent(self, x, what: str = "forward"):
         """``w = (Id + g)^{-1}(x)`` (checked for convergence like the inverse)."""
@@ -109,9 +82,3 @@ class MonotoneBlock(ResidualLayer):
     def dense_log_det(self, x):
         x = self._check(x, self.input_event_shape, "forward")
         return ops.dense_log_det(self.g, self.resolvent(x), self.series)
-
-    def get_config(self):
-        return {**super().get_config(), "hidden_features": self.hidden_features,
-                "num_hidden_layers": self.num_hidden_layers, "kernel_size": self.kernel_size,
-                "activation": self.activation, "power_iterations": self.power_iterations,
-                "preactivation": self.preactivation, "vector": self.vector}

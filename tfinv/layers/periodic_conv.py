@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfinv.core.fourier_conv_layer import FourierConvLayer, _parameter_only
+from tfinv.layers.bases.fourier_conv_layer import FourierConvLayer, _parameter_only
 from tfinv.ops import fourier
 
 

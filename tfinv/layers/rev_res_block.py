@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfinv.core.reversible_block import TwoStreamBlock
+from tfinv.layers.bases.reversible_block import TwoStreamBlock
 from tfinv.nets.conv_residual import conv_residual
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfinv.core.reversible_block import TwoStreamBlock
+from tfinv.layers.bases.reversible_block import TwoStreamBlock
 from tfinv.ops.gelu import gelu
 
 
@@ -29,7 +29,7 @@ class RevViTBlock(TwoStreamBlock):
     Shapes: ``(B, N, 2 * dim) -> (B, N, 2 * dim)``: ``N`` tokens, the two streams ``X1``, ``X2``
     of ``dim`` features each concatenated on the last axis; log-det ``(B,)``.
 
-    Memory: as a `tfinv.core.reversible_block.TwoStreamBlock` it rebuilds its input from its
+    Memory: as a `tfinv.layers.bases.reversible_block.TwoStreamBlock` it rebuilds its input from its
     output in `tfinv.blocks.ReversibleStack`'s backward pass, so stacks of it train without
     storing activations.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfinv.core.lu_linear_layer import LULinearLayer
+from tfinv.layers.bases.lu_linear_layer import LULinearLayer
 
 
 @keras.saving.register_keras_serializable(package="tfinv")

@@ -24,7 +24,7 @@ class ResidualFlow(FlowModel):
     Inverse: every block by fixed-point iteration (an ONNX ``Loop`` in exported graphs).
     Log-det: exact for preprocessing and ActNorm; the blocks' is estimated in training (unbiased
     Russian roulette by default) and deterministic otherwise (``inference_terms`` series terms with
-    the exact trace, or ``inference_probes`` fixed probes); see `tfinv.core.residual_layer`.
+    the exact trace, or ``inference_probes`` fixed probes); see `tfinv.layers.bases.residual_layer`.
     Shapes: ``(B, H, W, C) -> (B, H', W', C')``; H and W divisible by ``2^(levels-1)``.
 
     Our variant: no factor-out between scales (Residual Flows' CIFAR model keeps every dimension

@@ -27,6 +27,7 @@ import tensorflow as tf
 from tfinv.core.invertible_layer import InvertibleLayer
 from tfinv.core.training_mode import in_training
 from tfinv.ops import residual as ops
+from tfinv.nets.lipschitz_net import LipschitzNet
 from tfinv.ops.spectral_norm import check_coefficient
 
 ESTIMATORS = ("roulette", "series")
@@ -285,3 +286,50 @@ class ResidualLayer(InvertibleLayer):
                 "inference_terms": self.inference_terms, "inference_probes": self.inference_probes,
                 "inverse_tolerance": self.inverse_tolerance,
                 "max_inverse_iterations": self.max_inverse_iterations, "seed": self.seed}
+
+
+class LipschitzBranchLayer(ResidualLayer):
+    """A `ResidualLayer` whose branch ``g`` is a `tfinv.nets.LipschitzNet` (spectrally
+    normalised convolutions, or dense layers for vectors, between LipSwish/CLipSwish
+    activations): the shared arguments, weights and configuration of `InvertibleResidualBlock`
+    and `MonotoneBlock`.
+
+    Args:
+        hidden_features: width of ``g``'s hidden layers.
+        num_hidden_layers, kernel_size, activation, power_iterations, preactivation: of ``g``
+            (see `LipschitzNet`).
+        vector: vectors (dense layers, ``event_ndims = 1``) instead of images.
+        **kwargs: the log-det, inverse and coefficient options of `ResidualLayer`.
+    """
+
+    event_ndims = 3
+
+    def __init__(self, hidden_features: int = 32, num_hidden_layers: int = 2, kernel_size: int = 3,
+                 activation: str = "lipswish", power_iterations: int = 5, preactivation: bool = True,
+                 vector: bool = False, **kwargs):
+        self.vector = bool(vector)
+        if self.vector:
+            self.event_ndims = 1  # instance override, before the bijector is set up
+        super().__init__(**kwargs)
+        self.hidden_features = int(hidden_features)
+        self.num_hidden_layers = int(num_hidden_layers)
+        self.kernel_size = int(kernel_size)
+        self.activation = activation
+        self.power_iterations = int(power_iterations)
+        self.preactivation = bool(preactivation)
+        self.net = None
+
+    def build(self, input_shape):
+        self.net = LipschitzNet(
+            int(input_shape[-1]), self.hidden_features, self.num_hidden_layers, self.kernel_size,
+            self.activation, self.coefficient, self.power_iterations, self.preactivation,
+            kind="dense" if self.vector else "conv", seed=self.seed, name="g")
+        self.net.build(tuple(input_shape))
+        self._build_probes(input_shape)
+        super().build(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_features": self.hidden_features,
+                "num_hidden_layers": self.num_hidden_layers, "kernel_size": self.kernel_size,
+                "activation": self.activation, "power_iterations": self.power_iterations,
+                "preactivation": self.preactivation, "vector": self.vector}
