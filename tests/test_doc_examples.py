@@ -46,8 +46,8 @@ def docstring_examples() -> list[tuple[str, str]]:
 
 def test_the_readme_has_the_blocks_this_test_runs():
     blocks = readme_blocks()
-    assert len(blocks) == 3, [b.splitlines()[0] for b in blocks]
-    assert "Glow(" in blocks[0] and "export_flow" in blocks[1] and "Client(" in blocks[2]
+    assert len(blocks) == 4, [b.splitlines()[0] for b in blocks]
+    assert "Glow(" in blocks[0] and "fit_flow" in blocks[1] and "export_flow" in blocks[2] and "Client(" in blocks[3]
 
 
 def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
@@ -57,12 +57,17 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
     import tfinv.serving
 
     monkeypatch.chdir(tmp_path)
-    usage, export, client = readme_blocks()
+    usage, training_api, export, client = readme_blocks()
+    # The training-API block runs in a namespace of its own (it names its model `model` too).
+    trained: dict = {"__name__": "readme"}
+    exec(compile(training_api, "README.md[training]", "exec"), trained)
+    assert trained["result"].history["loss"] and np.isfinite(trained["result"].history["loss"][-1])
     namespace: dict = {"__name__": "readme"}
     exec(compile(usage, "README.md[usage]", "exec"), namespace)
     model, x = namespace["model"], namespace["x"]
     assert tuple(x.shape) == (8, 8, 8, 1) and tuple(namespace["samples"].shape) == (16, 8, 8, 1)
     assert np.all(np.isfinite(np.asarray(model.log_prob(x))))
+    assert np.all(np.isfinite(np.asarray(namespace["cglow"].log_prob(x, context=namespace["one_hot_labels"]))))
 
     exec(compile(export, "README.md[export]", "exec"), namespace)
     assert {p.name for p in (tmp_path / "export_dir").iterdir()} >= {"forward.onnx", "inverse.onnx", "manifest.json"}
