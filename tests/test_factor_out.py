@@ -31,7 +31,10 @@ def test_glow_latent_is_the_multi_scale_walk():
             h = h[..., :half]
     parts.append(h)
     manual = tf.concat([tf.reshape(p, [3, -1]) for p in parts], axis=-1)
-    assert relative_error(model.forward(x)[0], manual) == 0.0
+    # the same ops in the same order run eagerly: bit-identical
+    assert relative_error(type(model).forward.eager(model, x)[0], manual) == 0.0
+    # compiled inference (XLA by default) may fuse and reassociate float32 sums
+    assert relative_error(model.forward(x)[0], manual) <= 1e-6
 
 
 def test_learned_split_prior_is_a_gaussian_density_on_the_factored_half():

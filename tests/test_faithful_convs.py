@@ -102,7 +102,8 @@ def test_inverse_flow_unit_samples_with_convolutions_only():
     z = layer.forward_and_log_det(x)[0].numpy()
     _, forward = prepare(layer, "forward", test_input=x.numpy())
     _, inverse = prepare(layer, "inverse", test_input=z)
-    assert "Loop" in forward.op_types
+    # the forward map is the solve: row by row by default (unrolled MatMul steps, no Loop)
+    assert layer.order == "rows" and "MatMul" in forward.op_types, forward.op_types
     assert "Loop" not in inverse.op_types and "Conv" in inverse.op_types, inverse.op_types
     # all four corners: a latent pixel depends on the whole image
     with tf.GradientTape() as tape:

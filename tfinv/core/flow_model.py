@@ -387,8 +387,9 @@ class FlowModel(CompiledInference, keras.Model):
     def compile(self, optimizer="rmsprop", *, jit_compile="auto", steps_per_execution="auto", **kwargs):
         """`keras.Model.compile` with the fastest training path of small flows as the default.
 
-        ``jit_compile="auto"`` (default): XLA when the model's loss and gradient lower to XLA
-        (checked once here; otherwise a one-line notice and no XLA). Keras's own ``"auto"``
+        ``jit_compile="auto"`` (default): on a GPU/TPU, XLA when the model's loss and gradient
+        lower to XLA (checked once here; otherwise a one-line notice and no XLA); on CPU no XLA
+        (measured slower there); ``jit_compile=True`` forces it. Keras's own ``"auto"``
         never picks XLA on a CPU-only machine. ``steps_per_execution="auto"``: 8 train steps per
         call of the compiled function (at a few ms per step of a small flow, per-call overhead
         decides the throughput; callbacks then see every eighth batch). Both fall back to Keras's
@@ -400,7 +401,11 @@ class FlowModel(CompiledInference, keras.Model):
             steps_per_execution = 1 if plain else 8
         if jit_compile == "auto":
             jit_compile = False
-            if not plain and not self.validate_args:  # XLA would drop the input checks
+            # XLA training only where it pays: on an accelerator. On CPU it measured slower than
+            # graph mode at 32x32x3 (benchmarks/speed.py), took minutes to compile, and crashed
+            # compiling the fixed-point loops of residual flows. XLA drops the input checks too.
+            accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+            if accelerated and not plain and not self.validate_args:
                 jit_compile, reason = train_step_compiles(self)
                 if not jit_compile:
                     logging.getLogger("tfinv").warning(
