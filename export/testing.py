@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfinv.export.onnx import inference_session, prepare
-from tfinv.testing.contract import relative_error
+from tfinv.testing import contract
 
 
 def check_onnx(subject, x, tolerance: float = 1e-4, opset: int = 17, context=None) -> dict[str, float]:
@@ -40,7 +40,7 @@ def check_onnx(subject, x, tolerance: float = 1e-4, opset: int = 17, context=Non
         for name, want in expected[direction].items():
             if name not in got:
                 raise AssertionError(f"ONNX {direction} graph has no output {name!r} (outputs: {names})")
-            err = relative_error(got[name], np.asarray(want))
+            err = contract.relative_error(got[name], np.asarray(want))
             if not err <= tolerance:
                 raise AssertionError(
                     f"ONNX {direction} output {name!r} differs from TF: relative error {err:.3e} > {tolerance:.1e}")

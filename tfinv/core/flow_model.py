@@ -390,15 +390,18 @@ class FlowModel(CompiledInference, keras.Model):
         ``jit_compile="auto"`` (default): on a GPU/TPU, XLA when the model's loss and gradient
         lower to XLA (checked once here; otherwise a one-line notice and no XLA); on CPU no XLA
         (measured slower there); ``jit_compile=True`` forces it. Keras's own ``"auto"``
-        never picks XLA on a CPU-only machine. ``steps_per_execution="auto"``: 8 train steps per
-        call of the compiled function (at a few ms per step of a small flow, per-call overhead
+        never picks XLA on a CPU-only machine. ``steps_per_execution="auto"``: on a GPU/TPU 8 train steps per
+        call of the compiled function (1 on CPU) (at a few ms per step of a small flow, per-call overhead
         decides the throughput; callbacks then see every eighth batch). Both fall back to Keras's
         plain path (no XLA, one step per call) under a ``tf.distribute`` strategy with several
         replicas (where neither works on CPU replicas) and with ``run_eagerly=True``.
         """
         plain = bool(kwargs.get("run_eagerly")) or tf.distribute.get_strategy().num_replicas_in_sync > 1
         if steps_per_execution == "auto":
-            steps_per_execution = 1 if plain else 8
+            # several steps per call on accelerators only: on CPU a step costs more than a call,
+            # and callbacks (backups, interruption) then see every batch
+            accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+            steps_per_execution = 8 if accelerated and not plain else 1
         if jit_compile == "auto":
             jit_compile = False
             # XLA training only where it pays: on an accelerator. On CPU it measured slower than
