@@ -38,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfinv  # noqa: E402
 from tfinv import data  # noqa: E402
-from tfinv.cli import evaluate_bits_per_dim  # noqa: E402
+from tfinv.training import evaluate_bits_per_dim  # noqa: E402
 from tfinv.ops import residual as residual_ops  # noqa: E402
 
 
