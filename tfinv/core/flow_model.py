@@ -436,7 +436,11 @@ class FlowModel(CompiledInference, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean per-example negative log-likelihood (nats), scaled for ``tf.distribute``."""
         z, log_det = y_pred
-        nll = -self._base_log_prob(z, log_det)
+        return self._loss_from_nll(-self._base_log_prob(z, log_det), sample_weight)
+
+    def _loss_from_nll(self, nll, sample_weight=None):
+        """The training loss from per-example NLLs: weighted, tracked as bits/dim, averaged over
+        the global batch, plus the layers' own losses."""
         if sample_weight is not None:
             nll = nll * tf.cast(tf.reshape(sample_weight, [-1]), nll.dtype)
         self.bits_per_dim_tracker.update_state(nll / (self.num_dims * math.log(2.0)))

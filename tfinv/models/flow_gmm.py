@@ -6,7 +6,6 @@ Flows", arXiv:1912.13025.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import keras
@@ -226,15 +225,7 @@ class FlowGMM(FlowModel):
             ]
             with tf.control_dependencies(checks):
                 y = tf.identity(y)
-        nll = self._nll(z, log_det, y)
-        if sample_weight is not None:
-            nll = nll * tf.cast(tf.reshape(sample_weight, [-1]), nll.dtype)
-        self.bits_per_dim_tracker.update_state(nll / (self.num_dims * math.log(2.0)))
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        loss = tf.reduce_mean(nll) / replicas
-        for extra in self.losses:
-            loss += self._aggregate_additional_loss(extra)
-        return loss
+        return self._loss_from_nll(self._nll(z, log_det, y), sample_weight)
 
     # ---------------------------------------------------------------- config
     def get_config(self) -> dict:
