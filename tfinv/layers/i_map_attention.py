@@ -38,7 +38,7 @@ class IMapAttention(InvertibleLayer):
         initial_scale: initial value of every ``s_c``.
 
     References: Sukthanker, Huang, Kumar, Timofte & Van Gool, "Generative Flows with Invertible
-    Attentions", CVPR 2022, arXiv:2106.03959, §3.2 (iMap).
+    Attentions", CVPR 2022, arXiv:2106.03959 (iMap).
     """
 
     event_ndims = 3

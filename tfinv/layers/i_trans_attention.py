@@ -42,7 +42,7 @@ class ITransAttention(InvertibleLayer):
         parity: ``0``: ``x_a`` is the first ``C // 2`` channels; ``1``: the last ``C // 2``.
 
     References: Sukthanker, Huang, Kumar, Timofte & Van Gool, "Generative Flows with Invertible
-    Attentions", CVPR 2022, arXiv:2106.03959, §3.3 (iTrans); Vaswani et al., arXiv:1706.03762.
+    Attentions", CVPR 2022, arXiv:2106.03959 (iTrans); Vaswani et al., arXiv:1706.03762.
     """
 
     event_ndims = 3
