@@ -124,3 +124,18 @@ def test_itrans_rejects_bad_arguments():
 def test_glow_step_rejects_an_unknown_attention():
     with pytest.raises(ValueError, match=r"attention must be None or one of \['imap', 'itrans'\]"):
         GlowStep(hidden_channels=4, attention="self")
+
+
+def test_itrans_parity0_keeps_the_first_half_and_its_log_det_is_the_jacobians():
+    # float64, 1e-10: the contract case runs parity 1; this one checks the other split.
+    layer = layers.ITransAttention(key_dim=3, dtype="float64")
+    x = tf.constant(np.random.default_rng(3).standard_normal((1, 2, 3, 4)))
+    layer.build(x.shape)
+    perturb_weights(layer, 0.3, 1)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z, log_det = layer.forward_and_log_det(x)
+    jacobian = tape.jacobian(z, x).numpy().reshape(24, 24)
+    np.testing.assert_array_equal(z.numpy()[..., :2], x.numpy()[..., :2])
+    np.testing.assert_allclose(log_det.numpy()[0], np.linalg.slogdet(jacobian)[1], rtol=1e-10)
+    np.testing.assert_allclose(layer.inverse_and_log_det(z)[0].numpy(), x.numpy(), rtol=1e-10, atol=1e-12)
