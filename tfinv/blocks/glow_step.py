@@ -17,10 +17,10 @@ from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.entropy_weighted_shuffle import EntropyWeightedShuffle
-from tfinv.layers.i_map_attention import IMapAttention
-from tfinv.layers.i_trans_attention import ITransAttention
 from tfinv.layers.f_in_c_conv import FInCConv
 from tfinv.layers.full_butterfly_layer import FullButterflyLayer
+from tfinv.layers.i_map_attention import IMapAttention
+from tfinv.layers.i_trans_attention import ITransAttention
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.inverse_flow_unit import InverseFlowUnit

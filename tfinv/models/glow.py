@@ -94,9 +94,9 @@ class Glow(FlowModel):
         context_features: channels of the context features given to each conditioner.
         attention: ``None``, ``"imap"`` or ``"itrans"``: Sukthanker et al.'s invertible attention
             (`IMapAttention`, `ITransAttention`, arXiv:2106.03959) appended to every step after its
-            coupling (`tfinv.blocks.glow_step.ATTENTION_LAYERS`). The paper adds one attention
-            module per flow step as well; ``"itrans"`` holds ``(H W / 4)^2`` attention matrices at the
-            first level (at most 4096 positions per level).
+            coupling (`tfinv.blocks.glow_step.ATTENTION_LAYERS`; the placement after the coupling
+            is ours). ``"itrans"`` holds ``(H W / 4)^2`` attention matrices at the first level
+            (at most 4096 positions per level).
         base, validate_args, **kwargs: see `FlowModel`.
     """
 
