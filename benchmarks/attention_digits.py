@@ -74,20 +74,6 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     }
 
 
-def write_whole(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -115,7 +101,11 @@ def main(argv=None) -> None:
             "results": rows,
         }
         text = json.dumps(report, indent=2)
-        write_whole(args.out, text)
+        from tfinv.files import atomic_write
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with atomic_write(args.out) as f:  # temporary file in the same folder, then os.replace
+            f.write(text + "\n")
         print(text, file=real_stdout, flush=True)
 
 
