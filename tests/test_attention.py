@@ -117,8 +117,10 @@ def test_itrans_rejects_more_positions_than_it_can_hold():
 
 
 def test_itrans_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="key_dim >= 1 and parity 0 or 1"):
+    with pytest.raises(ValueError, match="key_dim >= 1, parity 0 or 1 and initial_alpha > 1"):
         layers.ITransAttention(parity=2)
+    with pytest.raises(ValueError, match="initial_alpha > 1, got 8, 0, 0.5"):
+        layers.ITransAttention(initial_alpha=0.5)
 
 
 def test_glow_step_rejects_an_unknown_attention():

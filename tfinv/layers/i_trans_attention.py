@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -40,6 +42,8 @@ class ITransAttention(InvertibleLayer):
     Args:
         key_dim: width ``d`` of queries and keys.
         parity: ``0``: ``x_a`` is the first ``C // 2`` channels; ``1``: the last ``C // 2``.
+        initial_alpha: initial ``alpha`` (``> 1``); a larger value starts the layer closer to
+            the scaling ``alpha I`` (the attention's share of each output is ``<= 1 / (1 + alpha)``).
 
     References: Sukthanker, Huang, Kumar, Timofte & Van Gool, "Generative Flows with Invertible
     Attentions", CVPR 2022, arXiv:2106.03959 (iTrans); Vaswani et al., arXiv:1706.03762.
@@ -47,12 +51,14 @@ class ITransAttention(InvertibleLayer):
 
     event_ndims = 3
 
-    def __init__(self, key_dim: int = 8, parity: int = 0, **kwargs):
+    def __init__(self, key_dim: int = 8, parity: int = 0, initial_alpha: float = 1.0 + math.log(2.0), **kwargs):
         super().__init__(**kwargs)
-        if int(key_dim) < 1 or int(parity) not in (0, 1):
-            raise ValueError(f"ITransAttention needs key_dim >= 1 and parity 0 or 1, got {key_dim}, {parity}")
+        if int(key_dim) < 1 or int(parity) not in (0, 1) or not float(initial_alpha) > 1.0:
+            raise ValueError(f"ITransAttention needs key_dim >= 1, parity 0 or 1 and initial_alpha > 1, "
+                             f"got {key_dim}, {parity}, {initial_alpha}")
         self.key_dim = int(key_dim)
         self.parity = int(parity)
+        self.initial_alpha = float(initial_alpha)
 
     def build(self, input_shape):
         shape = tuple(tf.TensorShape(input_shape).as_list())
@@ -75,7 +81,9 @@ class ITransAttention(InvertibleLayer):
                                             initializer=init)
         self.key_kernel = self.add_weight(name="key_kernel", shape=(self._conditioning, self.key_dim),
                                           initializer=init)
-        self.alpha_rho = self.add_weight(name="alpha_rho", shape=(), initializer="zeros")
+        # alpha = 1 + softplus(rho): rho starts at softplus^-1(initial_alpha - 1).
+        rho = math.log(math.expm1(self.initial_alpha - 1.0))
+        self.alpha_rho = self.add_weight(name="alpha_rho", shape=(), initializer=keras.initializers.Constant(rho))
         super().build(input_shape)
 
     def _split(self, x):
@@ -116,4 +124,5 @@ class ITransAttention(InvertibleLayer):
         return self._merge(z_a, x_b), -self._log_det(matrix, alpha, z_b.shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "key_dim": self.key_dim, "parity": self.parity}
+        return {**super().get_config(), "key_dim": self.key_dim, "parity": self.parity,
+                "initial_alpha": self.initial_alpha}
