@@ -292,6 +292,8 @@ def _interrupts_reported(backup: str) -> Iterator[None]:
     def terminate(signum, frame):
         raise KeyboardInterrupt
 
+    import tensorflow as tf
+
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
@@ -302,12 +304,31 @@ def _interrupts_reported(backup: str) -> Iterator[None]:
         raise _Interrupted(
             f"interrupted; {done} epoch(s) backed up in {backup}: run the same command with --resume to continue"
         ) from None
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as err:
+        if not _in_cluster():
+            raise
+        # A peer of a multi-worker job died (killed, preempted): the collective ops abort here.
+        done = training.restored_epoch(backup) if os.path.isdir(backup) else 0
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise _ClusterFailure(
+            f"a worker of the cluster failed ({reason}); {done} epoch(s) backed up in {backup}: restart every "
+            f"worker with the same command and --resume to continue"
+        ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 class _Interrupted(Exception):
     """Training stopped by a signal: reported in one line, exit code 130."""
+
+
+class _ClusterFailure(Exception):
+    """A multi-worker job lost a worker: reported in one line, exit code 75 (EX_TEMPFAIL: restart
+    the workers with ``--resume``)."""
+
+
+#: Exit code of a multi-worker run whose cluster lost a worker (sysexits' EX_TEMPFAIL: retry).
+EXIT_CLUSTER_FAILURE = 75
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -342,7 +363,8 @@ def _train(args: argparse.Namespace) -> int:
         return _train_reporting_precision(args, out, backup, strategy, classify, train_images, train_labels,
                                           test_images, test_labels, num_levels, started)
     except BaseException:
-        _remove_empty_backup(backup, out if created else None)
+        if _is_chief():  # other workers of a cluster never write the run folder
+            _remove_empty_backup(backup, out if created else None)
         raise
     finally:
         keras.config.set_dtype_policy(policy)  # in-process callers keep their policy
@@ -370,9 +392,9 @@ def _train_in_scope(args, out, backup, strategy, classify, train_images, train_l
     import keras
 
     input_shape = tuple(int(s) for s in train_images.shape[1:])
+    # Every worker of a multi-worker job restores from the chief's backup (Keras's multi-worker
+    # BackupAndRestore assumes a shared file system); only the chief writes it and the outputs.
     chief = _is_chief()
-    if not chief:  # other workers of a multi-worker job back up privately and write no outputs
-        backup = os.path.join(backup, f"worker-{_task_index()}")
     keras.utils.set_random_seed(args.seed)
     if classify:
         train_split = (train_images, train_labels[: args.max_train])
@@ -390,7 +412,8 @@ def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, t
 
     with _as_usage_error():
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels)
-    _record_options(args, backup)
+    if chief:
+        _record_options(args, backup)
     with _interrupts_reported(backup):
         result = training.fit_flow(
             model, train_images, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -445,8 +468,13 @@ def _cluster_task() -> tuple[str, int]:
     return str(task.get("type", "chief")), int(task.get("index", 0))
 
 
-def _task_index() -> int:
-    return _cluster_task()[1]
+def _in_cluster() -> bool:
+    """True when ``TF_CONFIG`` names a cluster of several tasks (a multi-worker job)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except ValueError:
+        return False
+    return sum(len(tasks) for tasks in cluster.values() if isinstance(tasks, list)) > 1
 
 
 def _is_chief() -> bool:
@@ -503,7 +531,8 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     with _as_usage_error():
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels, num_classes=num_classes)
-    _record_options(args, backup)
+    if chief:
+        _record_options(args, backup)
     with _interrupts_reported(backup):
         result = training.fit_classifier(
             model, train_images, train_labels, epochs=args.epochs, batch_size=args.batch_size,
@@ -717,7 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfinv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     0 on success, 2 on a usage error (one line on stderr, no traceback), 1 if training diverged,
-    130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup).
+    130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup), 75 if a worker
+    of a multi-worker job failed (one line: restart every worker with ``--resume``).
 
     Commands that need no TensorFlow (``tfinv serve``, ``tfinv query``, ``tfinv serve-config``)
     run without importing it: ``tfinv serve`` is the same lean ONNX server as ``tfinv-serve``.
@@ -750,6 +780,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Interrupted as err:
         print(f"tfinv {args.command}: {err}", file=sys.stderr)
         return 130
+    except _ClusterFailure as err:
+        print(f"tfinv {args.command}: {err}", file=sys.stderr)
+        return EXIT_CLUSTER_FAILURE
     except KeyboardInterrupt:  # before training started: nothing to back up
         print(f"tfinv {args.command}: interrupted", file=sys.stderr)
         return 130
