@@ -61,7 +61,7 @@ def test_model_estimates_match_the_svd_of_the_autodiff_jacobian_at_each_point():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 17, (3, 4, 4, 1)).astype(np.float32)
     model.initialize(x)
-    coupling = model.flow.steps[1].steps[1].coupling
+    coupling = model.flow.steps[1].steps[1].steps[2]  # level_0 -> step_0 -> coupling
     for weight in coupling.weights:  # the zero-initialised output layer made the coupling the identity
         weight.assign(rng.normal(0, 0.2, weight.shape).astype(np.float32))
     forward = lambda v: model.flow.forward_and_log_det(v)[0]  # noqa: E731

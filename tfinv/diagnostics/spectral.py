@@ -54,8 +54,13 @@ def _per_example(scale: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
     return t * tf.reshape(scale, [-1] + [1] * (len(t.shape) - 1))
 
 
+#: From this many iterations on, the iteration step is traced into a graph once (tracing costs
+#: about as much as four eager steps of a small flow).
+COMPILE_FROM_ITERATIONS = 6
+
+
 def local_spectral_norm(fn: Map, x: tf.Tensor, iterations: int = 20, seed: int = 0,
-                        tolerance: float = 0.0) -> tf.Tensor:
+                        tolerance: float = 0.0, compiled: bool | None = None) -> tf.Tensor:
     """Estimates ``sigma_max(J_f(x_b))`` for every example ``x_b`` of the batch ``x``.
 
     Args:
@@ -64,6 +69,8 @@ def local_spectral_norm(fn: Map, x: tf.Tensor, iterations: int = 20, seed: int =
         iterations: power iterations (each one Jacobian-vector and one vector-Jacobian product).
         seed: seed of the random start vectors.
         tolerance: stop early once no estimate changed by more than this relative amount.
+        compiled: run the step as a traced `tf.function` (default: from
+            `COMPILE_FROM_ITERATIONS` iterations on) or eagerly.
 
     Returns:
         ``(B,)`` estimates, each a lower bound of the exact value (a Rayleigh quotient), in ``x``'s
@@ -81,8 +88,6 @@ def local_spectral_norm(fn: Map, x: tf.Tensor, iterations: int = 20, seed: int =
     v = _per_example(1.0 / _example_norm(v), v)
     expand = [-1] + [1] * (len(x.shape) - 1)
 
-    # One traced graph per call: a step costs two graph runs instead of hundreds of eager ops.
-    @tf.function(autograph=False, reduce_retracing=True)
     def step(v):
         _, jv = jacobian_vector_product(fn, x, v)
         sigma = _example_norm(jv)
@@ -92,6 +97,9 @@ def local_spectral_norm(fn: Map, x: tf.Tensor, iterations: int = 20, seed: int =
         safe = tf.where(w_norm > 0, w_norm, tf.ones_like(w_norm))
         return sigma, tf.where(tf.reshape(w_norm > 0, expand), _per_example(1.0 / safe, w), v)
 
+    if compiled if compiled is not None else int(iterations) >= COMPILE_FROM_ITERATIONS:
+        # one traced graph per call: a step then costs two graph runs instead of many eager ops
+        step = tf.function(step, autograph=False, reduce_retracing=True)
     sigma = None
     for _ in range(int(iterations)):
         new_sigma, v = step(v)
