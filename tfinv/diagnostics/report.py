@@ -23,10 +23,11 @@ Neural Networks", arXiv:2006.09347.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -40,7 +41,7 @@ from tfinv.diagnostics.spectral import local_spectral_norm
 from tfinv.diagnostics.tracing import trace_layers
 from tfinv.layers.logit_preprocess import LogitPreprocess
 
-__all__ = ["Subject", "bi_lipschitz", "diagnose", "invertible_subject", "load_diagnosable"]
+__all__ = ["Subject", "bi_lipschitz", "diagnose", "invertible_subject", "load_diagnosable", "plain_autodiff"]
 
 #: Defaults of the flags.
 CONDITION_THRESHOLD = 1e3
@@ -142,18 +143,40 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
             "median": float(np.median(values)), "nonfinite": 0}
 
 
+@contextlib.contextmanager
+def plain_autodiff(root: InvertibleLayer) -> Iterator[None]:
+    """Turns off ``memory_efficient`` (a memory-saving custom gradient: `ReversibleStack`, the
+    residual layers' log-det gradient) in ``root`` and every layer nested in it, and restores it.
+
+    The maps are the same; only their gradients are computed differently, and TensorFlow's
+    forward mode (`tf.autodiff.ForwardAccumulator`) cannot go through those custom gradients.
+    """
+    changed = []
+    for layer in root._flatten_layers(include_self=True):
+        if getattr(layer, "memory_efficient", None) is True:
+            layer.memory_efficient = False
+            changed.append(layer)
+    try:
+        yield
+    finally:
+        for layer in changed:
+            layer.memory_efficient = True
+
+
 def bi_lipschitz(layer: InvertibleLayer, x: tf.Tensor, context=None, iterations: int = 20,
                  seed: int = 0) -> dict[str, np.ndarray]:
     """Per-example local Lipschitz constants of ``layer`` at ``x`` and of its inverse at ``f(x)``.
 
     Returns ``{"forward": sigma_max(J_f(x)), "inverse": sigma_max(J_{f^-1}(f(x))),
     "condition": forward * inverse}``, each ``(B,)`` (numpy). The maxima over the batch estimate
-    the bi-Lipschitz constants ``Lip(f)`` and ``Lip(f^-1)`` from below.
+    the bi-Lipschitz constants ``Lip(f)`` and ``Lip(f^-1)`` from below. Memory-saving custom
+    gradients are turned off meanwhile (`plain_autodiff`).
     """
     forward, inverse = _maps(layer, context)
-    z = forward(x)
-    lip_forward = local_spectral_norm(forward, x, iterations, seed).numpy()
-    lip_inverse = local_spectral_norm(inverse, z, iterations, seed + 1).numpy()
+    with plain_autodiff(layer):
+        z = forward(x)
+        lip_forward = local_spectral_norm(forward, x, iterations, seed).numpy()
+        lip_inverse = local_spectral_norm(inverse, z, iterations, seed + 1).numpy()
     return {"forward": lip_forward, "inverse": lip_inverse, "condition": lip_forward * lip_inverse}
 
 
