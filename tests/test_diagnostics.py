@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 
@@ -89,14 +90,13 @@ def test_per_layer_log_dets_add_up_to_the_models_and_reports_are_written_whole(t
     model = MixerFlow((4, 4, 1), patch_size=2, num_blocks=1, hidden_units=4, seed=2)
     x = np.random.default_rng(1).uniform(0, 17, (4, 4, 4, 1)).astype(np.float32)
     model.initialize(x)
-    report = diagnostics.diagnose(model, x, iterations=3)
+    report = diagnostics.diagnose(model, x, iterations=1, scales=(3.0,))
     _, log_det = model.flow.forward_and_log_det(x)
     total = sum(entry["log_det"]["mean"] for entry in report["layers"])
     np.testing.assert_allclose(total, float(tf.reduce_mean(log_det)), rtol=1e-5)
     assert [e["class"] for e in report["layers"]][:3] == ["LogitPreprocess", "Patchify", "VectorActNorm"]
     assert report["stress_test"]["domain"] == [0.0, 17.0]
-    assert set(report["stress_test"]["sets"]) == {"in_distribution", "interpolation", "uniform_noise",
-                                                  "scaled_x2", "scaled_x4"}
+    assert set(report["stress_test"]["sets"]) == {"in_distribution", "interpolation", "uniform_noise", "scaled_x3"}
     written = diagnostics.write_report(report, tmp_path / "report")
     on_disk = json.loads((tmp_path / "report" / "diagnostics.json").read_text())
     assert len(on_disk["layers"]) == len(report["layers"]) and "_samples" not in on_disk
@@ -173,3 +173,16 @@ def test_cli_diagnose_in_process(tmp_path, capsys):
     assert "Lip(f) >=" in capsys.readouterr().out
     assert cli.main(["diagnose", "--model", str(tmp_path / "missing.keras")]) == 2
     assert "no model file at" in capsys.readouterr().err
+
+
+def test_a_revvit_is_diagnosed_through_its_memory_saving_reversible_stack():
+    from tfinv.models import RevViT
+
+    model = RevViT(patch_size=2, dim=4, depth=2, heads=1, num_classes=3, image_shape=(4, 4, 1), name="rv")
+    assert model.blocks.memory_efficient  # its custom gradient stops forward-mode autodiff
+    x = np.random.default_rng(4).uniform(0, 17, (3, 4, 4, 1)).astype(np.float32)
+    report = diagnostics.diagnose(model, x, iterations=1, stress_test=False)
+    assert model.blocks.memory_efficient  # restored
+    assert report["model"]["map"] == "ReversibleStack" and report["model"]["input_shape"] == [4, 8]
+    assert [e["class"] for e in report["layers"]] == ["RevViTBlock", "RevViTBlock"]
+    assert all(math.isfinite(e["condition_number"]["max"]) for e in report["layers"])
