@@ -558,7 +558,7 @@ def _diagnose(args: argparse.Namespace) -> int:
         if model_levels is not None and int(model_levels) != num_levels:
             raise ValueError(f"{args.model!r} was trained on {model_levels} pixel levels, but --dataset "
                              f"{args.dataset} has {num_levels}; pass the model's data")
-        images, _ = data.load_arrays(args.dataset, args.split, key=args.key, num_levels=num_levels)
+        images, labels = data.load_arrays(args.dataset, args.split, key=args.key, num_levels=num_levels)
     if len(images) < 2:
         raise UsageError(f"--dataset {args.dataset} ({args.split} split) has {len(images)} image(s); "
                          f"the diagnostics need at least 2")
@@ -566,9 +566,10 @@ def _diagnose(args: argparse.Namespace) -> int:
     chosen = np.sort(rng.choice(len(images), size=min(args.examples, len(images)), replace=False))
     # dequantised as in training: integer counts plus uniform noise in [0, 1)
     x = images[chosen].astype(np.float32) + rng.uniform(0.0, 1.0, images[chosen].shape).astype(np.float32)
+    context = _label_context(model, labels, chosen, args)
     with _as_usage_error():
         report = diagnostics.diagnose(
-            model, x, iterations=args.iterations, seed=args.seed, layers=args.layers,
+            model, x, context, iterations=args.iterations, seed=args.seed, layers=args.layers,
             condition_threshold=args.condition_threshold, error_threshold=args.error_threshold,
             progress=args.verbose > 0,
         )
@@ -584,6 +585,21 @@ def _diagnose(args: argparse.Namespace) -> int:
         f"{len(report['layers'])} layer(s); wrote {written[0]} and {len(written) - 1} PNG(s)"
     )
     return 0
+
+
+def _label_context(model, labels, chosen, args: argparse.Namespace):
+    """One-hot labels as the context of a class-conditional model (``context_shape == (K,)``)."""
+    import numpy as np
+
+    shape = getattr(model, "context_shape", None)
+    if shape is None:
+        return None
+    if len(shape) != 1 or labels is None or int(labels.max()) >= int(shape[0]):
+        raise UsageError(
+            f"{args.model!r} is conditional (context of shape {tuple(shape)}); tfinv diagnose gives it one-hot "
+            f"labels, so it needs a dataset with integer labels below {shape[0]}"
+            + ("" if len(shape) == 1 else f", and a model whose context is a vector, not {tuple(shape)}"))
+    return np.eye(int(shape[0]), dtype=np.float32)[labels[chosen]]
 
 
 def _maybe(value) -> str:

@@ -81,9 +81,10 @@ class InvertibilityMonitor(keras.callbacks.Callback):
         from tfinv.diagnostics.tracing import trace_layers
 
         subject = invertible_subject(self.model, self.data, self.context)
-        domain = self.domain
-        if domain is None:
-            domain = _domain(trace_layers(subject.layer, subject.inputs, subject.context)[:1], subject)
+        if self.domain is None:  # the model's, found once (its first layer does not change)
+            self.domain = _domain(trace_layers(subject.layer, subject.inputs, subject.context)[:1], subject) \
+                or "unbounded"
+        domain = None if self.domain == "unbounded" else self.domain
         scales = sorted({float(name[len("scaled_x"):]) for name in self.sets if name.startswith("scaled_x")})
         available = stress_sets(subject.inputs.numpy(), domain, scales, self.seed)
         unknown = [name for name in self.sets if name not in available]
@@ -96,15 +97,12 @@ class InvertibilityMonitor(keras.callbacks.Callback):
             "invertibility_inverse_lipschitz": float(np.max(bounds["inverse"])),
             "invertibility_condition_number": float(np.max(bounds["condition"])),
         }
-        worst = 0.0
+        errors = []
         for name in self.sets:
             summary = error_summary(reconstruction_errors(forward, inverse, available[name]))
-            error = summary["relative_max"] if not summary["nonfinite"] else math.inf
-            values[f"invertibility_reconstruction_error_{name}"] = error
-            worst = max(worst, error) if math.isfinite(worst) else worst
-            if not math.isfinite(error):
-                worst = math.inf
-        values["invertibility_reconstruction_error"] = worst
+            errors.append(summary["relative_max"] if not summary["nonfinite"] else math.inf)
+            values[f"invertibility_reconstruction_error_{name}"] = errors[-1]
+        values["invertibility_reconstruction_error"] = max(errors) if errors else 0.0
         return values
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

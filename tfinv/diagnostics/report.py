@@ -134,13 +134,16 @@ def _maps(layer: InvertibleLayer, context):
     return forward, inverse
 
 
-def _stats(values: np.ndarray) -> dict[str, float | None]:
+def _stats(values: np.ndarray) -> dict[str, float | int]:
+    """Max (``inf`` if any value is not finite), and mean / min / median of the finite values."""
     values = np.asarray(values, np.float64)
-    if not np.all(np.isfinite(values)):
-        return {"max": None, "mean": None, "min": None, "median": None,
-                "nonfinite": int((~np.isfinite(values)).sum())}
-    return {"max": float(values.max()), "mean": float(values.mean()), "min": float(values.min()),
-            "median": float(np.median(values)), "nonfinite": 0}
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"max": float("inf"), "mean": float("nan"), "min": float("nan"), "median": float("nan"),
+                "nonfinite": int(values.size)}
+    return {"max": float(values.max()) if finite.size == values.size else float("inf"),
+            "mean": float(finite.mean()), "min": float(finite.min()), "median": float(np.median(finite)),
+            "nonfinite": int(values.size - finite.size)}
 
 
 @contextlib.contextmanager
