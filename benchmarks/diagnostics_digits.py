@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--examples", type=int, default=32, help="test images diagnosed")
     parser.add_argument("--monitor-examples", type=int, default=16, help="test images the callback checks")
     parser.add_argument("--iterations", type=int, default=20, help="power iterations of the final diagnosis")
+    parser.add_argument("--scales", type=float, nargs="+", default=[2.0, 4.0, 10.0],
+                        help="scales S of the stress test's scaled inputs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, choices=sorted(MODELS))
     parser.add_argument("--reports", default=None, help="folder for the full reports (default: temporary)")
@@ -104,7 +106,7 @@ def run_model(name: str, args: argparse.Namespace, splits, reports: str) -> dict
     fit_seconds = time.perf_counter() - started
     log(f"{name}: {quality}; diagnosing {args.examples} test images")
     x = dequantize(test_images[: args.examples], args.seed + 2)
-    report = diagnostics.diagnose(model, x, iterations=args.iterations, seed=args.seed, progress=False)
+    report = diagnostics.diagnose(model, x, iterations=args.iterations, seed=args.seed, scales=args.scales)
     report_dir = os.path.join(reports, name)
     diagnostics.write_report(report, report_dir)
     summary_png = os.path.join(FIGURES, f"diagnostics_digits_{name}.png")
@@ -123,6 +125,7 @@ def run_model(name: str, args: argparse.Namespace, splits, reports: str) -> dict
         "monitor_per_epoch": monitor.records,
         "bi_lipschitz": report["bi_lipschitz"],
         "stress_test": report["stress_test"],
+        "stress_test_behind_preprocessing": report.get("stress_test_behind_preprocessing"),
         "flags": report["flags"],
         "layers": layer_rows(report),
         "diagnose_seconds": report["seconds"],

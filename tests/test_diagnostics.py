@@ -167,6 +167,8 @@ def test_cli_diagnose_in_process(tmp_path, capsys):
     report = json.loads((tmp_path / "diagnostics" / "diagnostics.json").read_text())
     assert report["model"]["class"] == "Glow" and report["data"]["num_levels"] == 17
     assert len(report["data"]["indices"]) == 4
+    assert report["stress_test"]["domain"] == [0.0, 17.0]
+    assert report["stress_test_behind_preprocessing"]["domain"] is None  # logits: unbounded, unclipped
     assert [e["class"] for e in report["layers"]] == ["LogitPreprocess", "Squeeze", "ActNorm", "InvConv1x1",
                                                      "AffineCoupling", "Flatten"]
     assert all(os.path.isfile(tmp_path / "diagnostics" / e["plot"]) for e in report["layers"])
