@@ -2,8 +2,8 @@
 
 An invertible network is invertible in exact arithmetic, but its inverse can be so badly
 conditioned that ``f^-1(f(x))`` in floating point is far from ``x`` (or not finite) — on the data,
-and more often off it. Behrmann et al. show this for additive/affine flows and i-RevNets on
-out-of-distribution inputs. This module builds the test sets and measures the error per example:
+and more often off it: Behrmann et al. show such failures of common architectures on in- and
+out-of-distribution data. This module builds the test sets and measures the error per example:
 
 * ``in_distribution``: the data batch itself;
 * ``interpolation``: ``(1 - t) x_i + t x_j`` for random pairs and ``t ~ U(0, 1)``;
@@ -13,8 +13,8 @@ out-of-distribution inputs. This module builds the test sets and measures the er
   mean when unbounded), clipped to the domain (so a bounded preprocessing layer still sees valid
   input; at large ``S`` the images saturate at the domain's edges).
 
-Our variant: the paper stresses Glow and i-RevNets on other image datasets (e.g. SVHN for a CIFAR
-model) and on perturbations; on digits we generate the out-of-distribution sets above instead.
+Our variant: the paper's out-of-distribution inputs are other datasets; with only digits embedded
+we generate the sets above (noise and contrast-scaled digits) instead.
 
 References: Behrmann et al., "Understanding and Mitigating Exploding Inverses in Invertible
 Neural Networks", arXiv:2006.09347, §4–5.
