@@ -600,8 +600,10 @@ def _diagnose(args: argparse.Namespace) -> int:
     with _as_usage_error():
         out = files.check_output_directory(args.out or os.path.join(model_dir, "diagnostics"), "--out")
         model = diagnostics.load_diagnosable(args.model)
-        num_levels = data.resolve_num_levels(args.dataset, args.num_levels)
         model_levels = getattr(model, "num_levels", None)
+        # an .npz file's levels default to the model's (a named dataset has its own)
+        num_levels = data.resolve_num_levels(args.dataset, args.num_levels if args.num_levels is not None or
+                                             os.fspath(args.dataset) in data.NAMED_DATASETS else model_levels)
         if model_levels is not None and int(model_levels) != num_levels:
             raise ValueError(f"{args.model!r} was trained on {model_levels} pixel levels, but --dataset "
                              f"{args.dataset} has {num_levels}; pass the model's data")
@@ -759,7 +761,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--out", default=None, help="report folder (default: diagnostics/ beside the model)")
     diagnose.add_argument("--dataset", default="digits", help="'digits' (embedded) or the path of an .npz file")
     diagnose.add_argument("--key", default=None, help="image array name in an .npz file (default 'images')")
-    diagnose.add_argument("--num-levels", type=_positive_int, default=None, help="pixel levels of an .npz file")
+    diagnose.add_argument("--num-levels", type=_positive_int, default=None,
+                          help="pixel levels of an .npz file (default: the model's, else 256)")
     diagnose.add_argument("--split", default="test", choices=["train", "test", "all"], help="data split used")
     diagnose.add_argument("--examples", type=_positive_int, default=64, help="data points (at least 2 used)")
     diagnose.add_argument("--iterations", type=_positive_int, default=20, help="power iterations per estimate")
