@@ -1,4 +1,4 @@
-"""The ``tfinv`` command line: ``tfinv train`` and ``tfinv sample`` (plus ``tfinv export`` and
+"""The ``tfinv`` command line: ``tfinv train``, ``tfinv sample`` and ``tfinv diagnose`` (plus ``tfinv export`` and
 ``tfinv serve``, which the export and serving stages register through entry points).
 
 Examples::
@@ -7,6 +7,7 @@ Examples::
     tfinv train --dataset faces.npz --num-levels 256 --levels 3 --out runs/faces
     tfinv sample --model runs/glow-digits/model.keras --n 64 --temperature 0.7 --out grid.png
     tfinv train --model revvit --epochs 30 --dim 32 --depth 4 --out runs/revvit-digits
+    tfinv diagnose --model runs/glow-digits/model.keras --out runs/glow-digits/diagnostics
 
 ``train`` writes ``DIR/model.keras``, ``DIR/samples.png`` (a grid of samples) and
 ``DIR/metrics.json`` (bits/dim of the train and test splits, time, parameters, config). For a
@@ -588,9 +589,75 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- diagnose
+def _diagnose(args: argparse.Namespace) -> int:
+    """``tfinv diagnose``: invertibility diagnostics of a saved model on data (`tfinv.diagnostics`)."""
+    import numpy as np
+
+    from tfinv import data, diagnostics, files
+
+    model_dir = os.path.dirname(os.path.abspath(args.model))
+    with _as_usage_error():
+        out = files.check_output_directory(args.out or os.path.join(model_dir, "diagnostics"), "--out")
+        model = diagnostics.load_diagnosable(args.model)
+        model_levels = getattr(model, "num_levels", None)
+        # an .npz file's levels default to the model's (a named dataset has its own)
+        num_levels = data.resolve_num_levels(args.dataset, args.num_levels if args.num_levels is not None or
+                                             os.fspath(args.dataset) in data.NAMED_DATASETS else model_levels)
+        if model_levels is not None and int(model_levels) != num_levels:
+            raise ValueError(f"{args.model!r} was trained on {model_levels} pixel levels, but --dataset "
+                             f"{args.dataset} has {num_levels}; pass the model's data")
+        images, labels = data.load_arrays(args.dataset, args.split, key=args.key, num_levels=num_levels)
+    if len(images) < 2:
+        raise UsageError(f"--dataset {args.dataset} ({args.split} split) has {len(images)} image(s); "
+                         f"the diagnostics need at least 2")
+    rng = np.random.default_rng(args.seed)
+    chosen = np.sort(rng.choice(len(images), size=min(args.examples, len(images)), replace=False))
+    # dequantised as in training: integer counts plus uniform noise in [0, 1)
+    x = images[chosen].astype(np.float32) + rng.uniform(0.0, 1.0, images[chosen].shape).astype(np.float32)
+    context = _label_context(model, labels, chosen, args)
+    with _as_usage_error():
+        report = diagnostics.diagnose(
+            model, x, context, iterations=args.iterations, seed=args.seed, layers=args.layers,
+            condition_threshold=args.condition_threshold, error_threshold=args.error_threshold,
+            progress=args.verbose > 0,
+        )
+    report["model"]["file"] = os.path.abspath(args.model)
+    report["data"] = {"dataset": os.fspath(args.dataset), "split": args.split, "num_levels": num_levels,
+                      "indices": [int(i) for i in chosen]}
+    written = diagnostics.write_report(report, out)
+    lipschitz = report["bi_lipschitz"]
+    worst = max((s["relative_max"] for s in report.get("stress_test", {}).get("sets", {}).values()), default=None)
+    print(
+        f"Lip(f) >= {_maybe(lipschitz['forward']['max'])}, Lip(f^-1) >= {_maybe(lipschitz['inverse']['max'])}, "
+        f"largest relative reconstruction error {_maybe(worst)}; {len(report['flags'])} flag(s) over "
+        f"{len(report['layers'])} layer(s); wrote {written[0]} and {len(written) - 1} PNG(s)"
+    )
+    return 0
+
+
+def _label_context(model, labels, chosen, args: argparse.Namespace):
+    """One-hot labels as the context of a class-conditional model (``context_shape == (K,)``)."""
+    import numpy as np
+
+    shape = getattr(model, "context_shape", None)
+    if shape is None:
+        return None
+    if len(shape) != 1 or labels is None or int(labels.max()) >= int(shape[0]):
+        raise UsageError(
+            f"{args.model!r} is conditional (context of shape {tuple(shape)}); tfinv diagnose gives it one-hot "
+            f"labels, so it needs a dataset with integer labels below {shape[0]}"
+            + ("" if len(shape) == 1 else f", and a model whose context is a vector, not {tuple(shape)}"))
+    return np.eye(int(shape[0]), dtype=np.float32)[labels[chosen]]
+
+
+def _maybe(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``tfinv`` argument parser (subcommands ``train`` and ``sample``)."""
+    """The ``tfinv`` argument parser (subcommands ``train``, ``sample`` and ``diagnose``)."""
     from tfinv.blocks.glow_step import COUPLINGS, LINEAR_LAYERS
 
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
@@ -682,6 +749,32 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--scale", type=_positive_int, default=4, help="pixel upscaling of the PNG")
     sample.add_argument("--out", default="samples.png", help="PNG file to write")
     sample.set_defaults(func=_sample)
+
+    diagnose = commands.add_parser(
+        "diagnose", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="invertibility diagnostics of a saved model: bi-Lipschitz estimates, condition numbers, "
+        "log-dets, exploding-inverse stress test",
+        description="Load a .keras model saved by `tfinv train` and write OUT/diagnostics.json, "
+        "OUT/summary.png and a PNG per layer (tfinv.diagnostics; Behrmann et al., arXiv:2006.09347).",
+    )
+    diagnose.add_argument("--model", required=True, help="path of a .keras file written by tfinv (a flow, or revvit)")
+    diagnose.add_argument("--out", default=None, help="report folder (default: diagnostics/ beside the model)")
+    diagnose.add_argument("--dataset", default="digits", help="'digits' (embedded) or the path of an .npz file")
+    diagnose.add_argument("--key", default=None, help="image array name in an .npz file (default 'images')")
+    diagnose.add_argument("--num-levels", type=_positive_int, default=None,
+                          help="pixel levels of an .npz file (default: the model's, else 256)")
+    diagnose.add_argument("--split", default="test", choices=["train", "test", "all"], help="data split used")
+    diagnose.add_argument("--examples", type=_positive_int, default=64, help="data points (at least 2 used)")
+    diagnose.add_argument("--iterations", type=_positive_int, default=20, help="power iterations per estimate")
+    diagnose.add_argument("--layers", default="leaves", choices=["leaves", "all", "none"],
+                          help="layers reported: the finest, every container too, or only the whole map")
+    diagnose.add_argument("--condition-threshold", type=_positive_float, default=1e3,
+                          help="flag layers whose local condition number exceeds this")
+    diagnose.add_argument("--error-threshold", type=_positive_float, default=1e-3,
+                          help="flag relative reconstruction errors above this")
+    diagnose.add_argument("--seed", type=_seed, default=0, help="seed of the data points, start vectors, stress sets")
+    diagnose.add_argument("--verbose", type=int, choices=[0, 1], default=1, help="progress bar")
+    diagnose.set_defaults(func=_diagnose)
     _add_plugin_commands(commands)
     return parser
 
@@ -720,7 +813,7 @@ def _lean_command(name: str | None):
     """The ``register`` function of plugin command ``name`` if it runs without TensorFlow (it says
     so with ``register.needs_tensorflow = False``, as ``tfinv serve`` and ``tfinv query`` do),
     else None."""
-    if name is None or name in ("train", "sample"):
+    if name is None or name in ("train", "sample", "diagnose"):
         return None
     from importlib.metadata import entry_points
 
