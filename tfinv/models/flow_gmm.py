@@ -18,7 +18,7 @@ from tfinv.core.distributions import GaussianMixture
 from tfinv.core.flow_model import FlowModel, _check_sample_arguments
 from tfinv.core.invertible_layer import InvertibleLayer
 
-__all__ = ["FlowGMM", "UNLABELLED", "check_labels", "semi_supervised_labels"]
+__all__ = ["FlowGMM", "UNLABELLED", "check_labels", "oversample_labelled", "semi_supervised_labels"]
 
 #: The sentinel label of an unlabelled example.
 UNLABELLED = -1
@@ -78,6 +78,27 @@ def semi_supervised_labels(labels: Any, num_labelled: int, num_classes: int, see
     out = np.full(n, UNLABELLED, np.int64)
     out[keep] = labels[keep]
     return out
+
+
+def oversample_labelled(images: Any, labels: Any, fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """All examples, the labelled ones (``label >= 0``) repeated so that they make about ``fraction``
+    of the result (at least once each); the paper also oversamples its few labels.
+
+    Raises:
+        ValueError: ``fraction`` not in ``(0, 1)`` or ``images`` and ``labels`` of different lengths.
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"the labelled fraction must be in (0, 1), got {fraction}")
+    images, labels = np.asarray(images), np.asarray(labels)
+    if len(images) != len(labels):
+        raise ValueError(f"need one label per image: {len(images)} images, {len(labels)} labels")
+    labelled = np.flatnonzero(labels != UNLABELLED)
+    unlabelled = np.flatnonzero(labels == UNLABELLED)
+    if len(labelled) == 0 or len(unlabelled) == 0:
+        return images, labels
+    repeats = max(1, int(round(fraction * len(unlabelled) / ((1.0 - fraction) * len(labelled)))))
+    index = np.concatenate([unlabelled, np.tile(labelled, repeats)])
+    return images[index], labels[index]
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -181,6 +202,14 @@ class FlowGMM(FlowModel):
             raise ValueError(f"FlowGMM.glow needs input_shape (H, W, C) with H, W divisible by {2**levels}, got {shape}")
         layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling, num_levels, int(seed))
         return cls(layers, input_shape=shape, num_classes=num_classes, seed=seed, **kwargs)
+
+    @property
+    def num_levels(self) -> int | None:
+        """Pixel levels of the front `LogitPreprocess` (``None`` if the flow has none)."""
+        from tfinv.layers.logit_preprocess import LogitPreprocess
+
+        steps = getattr(self.flow, "steps", [self.flow])
+        return int(steps[0].num_levels) if steps and isinstance(steps[0], LogitPreprocess) else None
 
     # ---------------------------------------------------------------- densities
     def class_logits(self, z: tf.Tensor) -> tf.Tensor:
