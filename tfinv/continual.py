@@ -108,11 +108,13 @@ class HybridContinualLearner:
         weight: weight of the replay term (GR: its NLL; FR: the squared latent distance).
         temperature: ``T`` of the replayed samples.
         seed: seed of the replay noise.
+        run_eagerly: run the detector statistic and the train step eagerly (debugging, tests)
+            instead of as `tf.function`s.
     """
 
     def __init__(self, model: Any, mode: str = "generative_replay", optimizer: keras.optimizers.Optimizer | None = None,
                  detector: TaskChangeDetector | None = None, replay_size: int = 32, weight: float = 1.0,
-                 temperature: float = 1.0, seed: int = 0):
+                 temperature: float = 1.0, seed: int = 0, run_eagerly: bool = False):
         from tfinv.models.flow_gmm import FlowGMM
 
         if not isinstance(model, FlowGMM):
@@ -132,8 +134,11 @@ class HybridContinualLearner:
         self._rng = np.random.default_rng(seed)
         self._seed = int(seed)
         self.steps = 0
-        self._nll = tf.function(lambda x: -model.log_prob(x), reduce_retracing=True)
-        self._train = tf.function(self._train_step, reduce_retracing=True)
+        self._nll = lambda x: -model.log_prob(x)
+        self._train = self._train_step
+        if not run_eagerly:
+            self._nll = tf.function(self._nll, reduce_retracing=True)
+            self._train = tf.function(self._train, reduce_retracing=True)
 
     # ---------------------------------------------------------------- replay
     def replay(self, components: tf.Tensor, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
