@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--steps-per-level", type=int, default=2)
     parser.add_argument("--hidden-channels", type=int, default=32)
+    parser.add_argument("--clip-norm", type=float, default=50.0, help="global gradient-norm clipping (all modes)")
     parser.add_argument("--replay-size", type=int, default=32)
     parser.add_argument("--fr-weight", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=0.8)
@@ -97,7 +98,8 @@ def main() -> None:
                                  seed=args.seed, name=f"hcl_{mode}")
             model.initialize(batch_of(np.random.default_rng(args.seed + 1), TASKS[0])[0])
             learner = HybridContinualLearner(
-                model, "naive" if mode == "joint" else mode, keras.optimizers.Adam(args.learning_rate),
+                model, "naive" if mode == "joint" else mode,
+                keras.optimizers.Adam(args.learning_rate, global_clipnorm=args.clip_norm),
                 TaskChangeDetector(window=20, num_sigmas=args.num_sigmas, warmup=10),
                 replay_size=args.replay_size, weight=1.0 if mode == "generative_replay" else args.fr_weight,
                 temperature=args.temperature, seed=args.seed)

@@ -12,13 +12,13 @@ import tensorflow as tf
 from tfinv import cli, data, ood
 
 TINY = ["--model", "flowgmm", "--levels", "1", "--steps-per-level", "1", "--hidden-channels", "8", "--epochs", "1",
-        "--verbose", "0", "--max-train", "128", "--max-test", "64", "--no-jit"]
+        "--verbose", "0", "--max-train", "64", "--max-test", "32", "--no-jit"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("flowgmm")
-    code = cli.main(["train", *TINY, "--labels", "20", "--consistency-weight", "0.5", "--num-samples", "20",
+    code = cli.main(["train", *TINY, "--labels", "10", "--consistency-weight", "0.5", "--num-samples", "20",
                      "--out", str(out)])
     assert code == 0
     return out
@@ -27,11 +27,11 @@ def trained(tmp_path_factory):
 def test_train_flowgmm_reports_what_the_saved_model_computes(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["task"] == "semi_supervised" and metrics["num_classes"] == 10
-    assert metrics["num_labelled"] == 20 and metrics["num_unlabelled"] == 108
+    assert metrics["num_labelled"] == 10 and metrics["num_unlabelled"] == 54
     model = keras.saving.load_model(trained / "model.keras", safe_mode=True)
     assert model.consistency_weight == 0.5 and model.num_levels == 17
     images, labels = data.load_arrays("digits", "test", num_levels=17, with_labels=True)
-    images, labels = images[:64], labels[:64]
+    images, labels = images[:32], labels[:32]
     noise = np.random.default_rng(0).uniform(0.0, 1.0, images.shape).astype(np.float32)
     accuracy = np.mean(model.predict_classes(images + noise) == labels)
     assert metrics["test_accuracy"] == pytest.approx(float(accuracy), abs=1e-12)
@@ -45,7 +45,7 @@ def test_train_flowgmm_reports_what_the_saved_model_computes(trained):
 
 def test_train_flowgmm_rejects_bad_label_counts(tmp_path, capsys):
     assert cli.main(["train", *TINY, "--labels", "500", "--out", str(tmp_path / "a")]) == 2
-    assert "--labels 500: expected at most the 128 training images" in capsys.readouterr().err
+    assert "--labels 500: expected at most the 64 training images" in capsys.readouterr().err
     assert cli.main(["train", "--model", "glow", "--labels", "5", "--out", str(tmp_path / "b")]) == 2
     assert "--labels applies to semi-supervised models" in capsys.readouterr().err
     assert cli.main(["train", *TINY, "--labels", "-3", "--out", str(tmp_path / "c")]) == 2
@@ -90,7 +90,7 @@ def test_ood_rejects_a_set_of_another_shape(trained, tmp_path, capsys):
     code = cli.main(["ood", "--model", str(trained / "model.keras"), "--ood", str(path), "--typicality-m", "2",
                      "--num-levels", "17", "--out", str(out)])
     assert code == 2
-    assert "like the model's data, got (12, 4, 4, 1)" in capsys.readouterr().err
+    assert "OOD set 'small.npz' must have shape (N, 8, 8, 1) like the model's data, got (12, 4, 4, 1)" in capsys.readouterr().err
     assert not out.exists()
     assert cli.main(["ood", "--model", str(trained / "model.keras"), "--ood", "blur", "--out", str(out)]) == 2
     assert "expected inverted, uniform_noise, constant, shuffled" in capsys.readouterr().err

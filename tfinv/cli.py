@@ -655,6 +655,10 @@ def _ood(args: argparse.Namespace) -> int:
             else:
                 images, _ = data.load_arrays(name, "all", key=args.key, num_levels=num_levels)
                 sets[os.path.basename(os.fspath(name))] = images
+        # every set is checked against the model before any scoring
+        ood.check_images(model, test, f"--data {args.data}")
+        for name, images in sets.items():
+            ood.check_images(model, images, f"OOD set {name!r}")
 
     def dequantise(counts):
         return counts.astype(np.float32) + rng.uniform(0.0, 1.0, counts.shape).astype(np.float32)
