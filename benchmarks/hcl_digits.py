@@ -121,6 +121,7 @@ def main() -> None:
                 "forgetting": forgetting,
                 "detection": detection_figures(learner.detector.changes, args.steps),
                 "batch_nll_every_10_steps": [round(s, 2) for s in statistics[::10]],
+                "skipped_non_finite_steps": learner.skipped_steps,
                 "seconds": time.perf_counter() - mode_started,
             }
             log(f"{mode}: average accuracy {np.mean(final):.3f}, forgetting {forgetting:.3f}, "

@@ -96,3 +96,23 @@ def test_a_detected_change_freezes_the_current_model_and_the_classes_seen():
         learner.step(x, np.array([0, -1, 0, 1, 0, 1]))
     with pytest.raises(ValueError, match="mode must be one of"):
         HybridContinualLearner(model, "ewc")
+
+
+def test_non_finite_replays_are_left_out_and_non_finite_steps_skipped():
+    model = _model()
+    learner = HybridContinualLearner(model, "functional_regularisation", run_eagerly=True)
+    learner.old.inference_mode = "eager"
+    components = tf.constant([0, 1, 2], tf.int32)
+    eps = np.random.default_rng(5).standard_normal((3, 16)).astype(np.float32)
+    for w in model.trainable_weights:
+        w.assign(w + 0.05)
+    finite = learner.replay_loss(components[:2], tf.constant(eps[:2])).numpy()
+    eps[2, 3] = np.inf  # an overflowing draw: that replay is left out
+    assert np.isfinite(learner.replay_loss(components, tf.constant(eps)).numpy())
+    np.testing.assert_allclose(learner.replay_loss(components, tf.constant(eps)).numpy(), finite, rtol=1e-5)
+    weights = [w.copy() for w in model.get_weights()]
+    x = np.full((2, 4, 4, 1), np.nan, np.float32)
+    loss, applied = learner._train(tf.constant(x), tf.constant([0, 1]), components, tf.constant(eps), False)
+    assert not np.isfinite(loss.numpy()) and not bool(applied)
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)

@@ -97,7 +97,9 @@ class HybridContinualLearner:
     update); on a change the frozen copy takes the current weights and the classes seen so far
     become the replayed classes; then one optimiser step on
     ``mean(-log p(x | y)) + replay term`` (no replay term before the first change or in
-    ``"naive"`` mode).
+    ``"naive"`` mode). Replayed inputs that the frozen flow maps to inf/NaN are left out of the
+    replay term, and a step whose loss or gradient is not finite is skipped (counted in
+    ``skipped_steps``) rather than applied.
 
     Args:
         model: a built, initialised FlowGMM.
@@ -125,6 +127,7 @@ class HybridContinualLearner:
             raise ValueError(f"need replay_size >= 1 and a finite weight >= 0, got {replay_size}, {weight}")
         self.model, self.mode = model, mode
         self.optimizer = optimizer or keras.optimizers.Adam(1e-3)
+        self.optimizer.build(model.trainable_weights)  # its slots exist before any (conditional) update
         self.detector = detector or TaskChangeDetector()
         self.replay_size, self.weight, self.temperature = int(replay_size), float(weight), float(temperature)
         self.old = type(model).from_config(model.get_config())
@@ -134,6 +137,7 @@ class HybridContinualLearner:
         self._rng = np.random.default_rng(seed)
         self._seed = int(seed)
         self.steps = 0
+        self.skipped_steps = 0
         self._nll = lambda x: -model.log_prob(x)
         self._train = self._train_step
         if not run_eagerly:
@@ -149,18 +153,29 @@ class HybridContinualLearner:
         z = tf.reshape(loc + self.temperature * scale * eps, (-1,) + tuple(self.old.latent_shape))
         return tf.stop_gradient(self.old.inverse(z)), z
 
+    @staticmethod
+    def _finite_rows(x: tf.Tensor) -> tf.Tensor:
+        """1.0 for the examples of ``x`` with only finite entries, else 0.0, shape ``(B,)``."""
+        flat = tf.reshape(x, (tf.shape(x)[0], -1))
+        return tf.cast(tf.reduce_all(tf.math.is_finite(flat), axis=-1), x.dtype)
+
     def replay_loss(self, components: tf.Tensor, eps: tf.Tensor) -> tf.Tensor:
         """The replay term of the current mode for the given replay draws (0 in ``"naive"`` mode)."""
         if self.mode == "naive":
             return tf.constant(0.0)
         x_r, z_r = self.replay(components, eps)
+        # a replay whose latent or input is inf/NaN (overflowing noise or inverse) is left out
+        keep = self._finite_rows(x_r) * self._finite_rows(z_r)
+        x_r = tf.where(tf.reshape(keep, [-1] + [1] * (len(x_r.shape) - 1)) > 0, x_r, tf.zeros_like(x_r))
+        z_r = tf.where(tf.reshape(keep, [-1] + [1] * (len(z_r.shape) - 1)) > 0, z_r, tf.zeros_like(z_r))
+        count = tf.maximum(tf.reduce_sum(keep), 1.0)
         if self.mode == "generative_replay":
             z, log_det = self.model.forward(x_r)
             conditional = tf.gather(self.model.base.component_log_prob(z), components, axis=1, batch_dims=1)
-            return self.weight * tf.reduce_mean(-(conditional + log_det))
+            return self.weight * tf.reduce_sum(keep * -(conditional + log_det)) / count
         z, _ = self.model.forward(x_r)
         flat = tf.reshape(z - z_r, (tf.shape(z)[0], -1))
-        return self.weight * tf.reduce_mean(tf.reduce_sum(tf.square(flat), -1))
+        return self.weight * tf.reduce_sum(keep * tf.reduce_sum(tf.square(flat), -1)) / count
 
     def _train_step(self, x, y, components, eps, use_replay):
         with tf.GradientTape() as tape:
@@ -170,8 +185,16 @@ class HybridContinualLearner:
             if use_replay:
                 loss += self.replay_loss(components, eps)
         grads = tape.gradient(loss, self.model.trainable_weights)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_weights))
-        return loss
+        finite = tf.math.is_finite(loss)
+        for g in grads:
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        # a non-finite loss or gradient skips the update instead of poisoning the weights
+        def apply():
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_weights))
+            return tf.constant(True)
+
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        return loss, finite
 
     # ---------------------------------------------------------------- stream
     def step(self, x, y) -> dict:
@@ -191,6 +214,8 @@ class HybridContinualLearner:
         use_replay = self.mode != "naive" and bool(self.replay_classes)
         components = tf.constant(self._rng.choice(self.replay_classes or [0], self.replay_size), tf.int32)
         eps = tf.constant(self._rng.standard_normal((self.replay_size, self.model.num_dims)), tf.float32)
-        loss = self._train(x, tf.constant(y, tf.int32), components, eps, use_replay)  # two traces at most
+        loss, finite = self._train(x, tf.constant(y, tf.int32), components, eps, use_replay)  # two traces at most
         self.steps += 1
-        return {"loss": float(loss), "statistic": statistic, "change": change}
+        if not bool(finite):
+            self.skipped_steps += 1
+        return {"loss": float(loss), "statistic": statistic, "change": change, "skipped": not bool(finite)}
