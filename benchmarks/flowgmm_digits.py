@@ -8,9 +8,11 @@ unlabelled) it trains, for the same number of optimiser steps:
   oversamples labelled data);
 * ``flow_labelled_only``: the same FlowGMM trained on the ``n`` labelled examples alone;
 * ``cnn_labelled_only``: a small CNN classifier (cross-entropy) on the ``n`` labelled examples;
-* ``flowgmm_consistency``: ``flowgmm`` with the paper's consistency regulariser
-  (``--consistency-weight``, ramped up over ``--consistency-rampup`` steps; the second view a
-  random translation by up to one pixel).
+* ``flowgmm_consistency``: ``flowgmm`` with the paper's consistency regulariser (weight 1,
+  ramped up over ``--consistency-rampup`` steps; the second view a random translation by up to
+  one pixel); other ``--consistency-settings WEIGHT:SHIFT`` add columns
+  ``flowgmm_consistency_w{WEIGHT}_shift{SHIFT}`` (shift 0: the second view is the input itself,
+  i.e. hard pseudo-labels).
 
 and reports test accuracy on the 360 test images (fixed dequantisation noise). Prints one JSON
 object to stdout. Writes two PNGs of the ``flowgmm`` model trained with the most labels:
@@ -43,9 +45,10 @@ from tfinv.models.flow_gmm import UNLABELLED, oversample_labelled, semi_supervis
 NUM_CLASSES = 10
 
 
-def make_flowgmm(args, seed: int, consistency: bool = False) -> FlowGMM:
-    extra = (dict(consistency_weight=args.consistency_weight, consistency_rampup=args.consistency_rampup)
-             if consistency else {})
+def make_flowgmm(args, seed: int, consistency: tuple[float, int] | None = None) -> FlowGMM:
+    extra = ({} if consistency is None else
+             dict(consistency_weight=consistency[0], consistency_shift=consistency[1],
+                  consistency_rampup=args.consistency_rampup))
     return FlowGMM.glow((8, 8, 1), NUM_CLASSES, levels=2, steps_per_level=args.steps_per_level,
                         hidden_channels=args.hidden_channels, num_levels=data.DIGITS_NUM_LEVELS,
                         mean_scale=args.mean_scale, seed=seed, name="flowgmm", **extra)
@@ -111,9 +114,10 @@ def main() -> None:
     parser.add_argument("--hidden-channels", type=int, default=32)
     parser.add_argument("--mean-scale", type=float, default=1.0)
     parser.add_argument("--labelled-fraction", type=float, default=0.5)
-    parser.add_argument("--consistency-weight", type=float, default=1.0)
+    parser.add_argument("--consistency-settings", nargs="*", default=["1.0:1"],
+                        help="WEIGHT:SHIFT of each flowgmm_consistency run (none: skip them)")
     parser.add_argument("--consistency-rampup", type=int, default=200)
-    parser.add_argument("--no-consistency", action="store_true", help="skip the flowgmm_consistency runs")
+    parser.add_argument("--skip-baselines", action="store_true", help="skip flow_labelled_only and the CNN")
     figures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
     parser.add_argument("--samples-figure", default=os.path.join(figures, "flowgmm_digits_samples.png"))
     parser.add_argument("--interpolation-figure", default=os.path.join(figures, "flowgmm_digits_interpolation.png"))
@@ -140,14 +144,18 @@ def main() -> None:
             if n == max(args.labels):
                 write_figures(model, test_float, test_y, args)
 
-            if not args.no_consistency:
+            for setting in args.consistency_settings:
+                weight, shift = float(setting.split(":")[0]), int(setting.split(":")[1])
+                name = "flowgmm_consistency" + ("" if (weight, shift) == (1.0, 1) else f"_w{weight:g}_shift{shift}")
                 keras.utils.set_random_seed(args.seed)
-                regularised = make_flowgmm(args, args.seed, consistency=True)
-                row["flowgmm_consistency_seconds"] = train_flow(regularised, x, y, args, args.seed)
-                row["flowgmm_consistency"] = float(np.mean(regularised.predict_classes(test_float) == test_y))
-                row["flowgmm_consistency_test_bits_per_dim"] = float(
-                    np.mean(regularised.bits_per_dim(test_float).numpy()))
-                log(f"{n} labels: FlowGMM + consistency {row['flowgmm_consistency']:.3f}")
+                regularised = make_flowgmm(args, args.seed, consistency=(weight, shift))
+                row[f"{name}_seconds"] = train_flow(regularised, x, y, args, args.seed)
+                row[name] = float(np.mean(regularised.predict_classes(test_float) == test_y))
+                row[f"{name}_test_bits_per_dim"] = float(np.mean(regularised.bits_per_dim(test_float).numpy()))
+                log(f"{n} labels: {name} {row[name]:.3f}")
+            if args.skip_baselines:
+                results.append(row)
+                continue
 
             keep = labels != UNLABELLED
             keras.utils.set_random_seed(args.seed)
