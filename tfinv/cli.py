@@ -629,7 +629,8 @@ def _train_flowgmm(args: argparse.Namespace, out: str, backup: str, train_split,
         images, labels = (oversample_labelled(train_images, kept, args.labelled_fraction)
                           if 0 < num_labelled < len(kept) else (train_images, kept))
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels, num_classes=num_classes)
-    _record_options(args, backup)
+    if chief:
+        _record_options(args, backup)
     with _interrupts_reported(backup):
         result = training.fit_flow(
             model, images, labels=labels, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -645,7 +646,7 @@ def _train_flowgmm(args: argparse.Namespace, out: str, backup: str, train_split,
         samples = model.sample_classes(np.repeat(np.arange(num_classes), per_class),
                                        temperature=args.temperature, seed=args.seed)
         if not chief:
-            return 0
+            return _save_as_worker(model)
         with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
             files.save_model_atomic(model, os.path.join(staging, "model.keras"))
             data.save_image_grid(samples.numpy(), os.path.join(staging, "samples.png"), num_levels, columns=per_class)
