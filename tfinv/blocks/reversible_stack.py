@@ -92,22 +92,12 @@ class ReversibleStack(InvertibleSequential):
 
             def backward(dz, d_log_det, variables=None):
                 variables = list(variables or ())
-                y, dy = z, dz
-                grads = [None] * len(variables)
-                block_grads = []
-                for block in reversed(blocks):
-                    rebuild = getattr(block, "reconstruct_and_vjp", None) or functools.partial(
-                        vjp_by_recomputation, block
-                    )
-                    # The inverse chain needs only z: a dataflow executor would run all of it
-                    # ahead of the VJPs and hold every block's rebuilt activations at once.
-                    # Rebuilding a block only after the block above has its gradients keeps
-                    # one block's activations alive at a time.
-                    y, dy = _after(y, dy, [g for g in block_grads if isinstance(g, tf.Tensor)])
-                    y, dy, block_grads = rebuild(y, dy, d_log_det, variables)
-                    grads = add_gradients(grads, block_grads)
+                if _in_xla_context():
+                    dx, grads = _backward_in_loops(blocks, z, dz, d_log_det, variables)
+                else:
+                    dx, grads = _backward_unrolled(blocks, z, dz, d_log_det, variables)
                 grads = [tf.zeros_like(v) if g is None else g for v, g in zip(variables, grads)]
-                return dy, grads
+                return dx, grads
 
             return (z, log_det), backward
 
@@ -120,6 +110,79 @@ class ReversibleStack(InvertibleSequential):
         return config
 
 
+def _rebuild_function(block: InvertibleLayer):
+    return getattr(block, "reconstruct_and_vjp", None) or functools.partial(vjp_by_recomputation, block)
+
+
+def _in_xla_context() -> bool:
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _backward_unrolled(blocks, z, dz, d_log_det, variables):
+    """The backward pass as straight-line code, one block after the other from the top:
+    ``(dx, variable_grads)`` (``None`` where unconnected)."""
+    y, dy = z, dz
+    grads = [None] * len(variables)
+    block_grads = []
+    for block in reversed(blocks):
+        # The inverse chain needs only z: a dataflow executor would run all of it ahead of the
+        # VJPs and hold every block's rebuilt activations at once. Rebuilding a block only after
+        # the block above has its gradients keeps one block's activations alive at a time.
+        y, dy = _after(y, dy, [g for g in block_grads if isinstance(g, tf.Tensor)])
+        y, dy, block_grads = _rebuild_function(block)(y, dy, d_log_det, variables)
+        grads = add_gradients(grads, block_grads)
+    return dy, grads
+
+
+def _shape_preserving_runs(blocks, z_shape) -> list[list[InvertibleLayer]]:
+    """The blocks from the top, grouped into maximal runs of consecutive blocks whose input
+    shape equals their output shape (and so the run's shape): each run can be one loop."""
+    runs, shape = [], tuple(z_shape)
+    for block in reversed(blocks):
+        input_shape = tuple(block.compute_input_shape(shape))
+        if runs and input_shape == shape and runs[-1][1] == shape:
+            runs[-1][0].append(block)
+        else:
+            runs.append(([block], shape if input_shape == shape else None))
+        shape = input_shape
+    return [run for run, _ in runs]
+
+
+def _backward_in_loops(blocks, z, dz, d_log_det, variables):
+    """The backward pass under XLA: every run of two or more shape-preserving blocks is a
+    ``tf.while_loop`` whose body picks the block by the loop counter (``tf.switch_case``) and
+    rebuilds it. A loop iteration's buffers are dead when the next one starts, so the compiler
+    cannot keep one block's rebuilt activations (or share them with the forward pass by
+    common-subexpression elimination) while the blocks below are processed: the activation
+    memory is that of one block whatever the depth. The variable gradients are the loop's
+    carried state. Blocks that change the shape run unrolled (`_backward_unrolled`)."""
+    y, dy = z, dz
+    grads = [None] * len(variables)
+    for run in _shape_preserving_runs(blocks, z.shape):
+        if len(run) == 1:
+            y, dy = _after(y, dy, [g for g in grads if isinstance(g, tf.Tensor)])
+            y, dy, block_grads = _rebuild_function(run[0])(y, dy, d_log_det, variables)
+            grads = add_gradients(grads, block_grads)
+            continue
+        carried = [tf.zeros_like(v) if g is None else g for v, g in zip(variables, grads)]
+
+        def make_branch(block, y, dy, carried):
+            def branch():
+                x, dx, block_grads = _rebuild_function(block)(y, dy, d_log_det, variables)
+                return [x, dx, *add_gradients(carried, block_grads)]
+            return branch
+
+        def body(i, y, dy, *carried, run=run):
+            outputs = tf.switch_case(i, [make_branch(b, y, dy, list(carried)) for b in run])
+            x, dx, *carried = outputs
+            return (i + 1, tf.ensure_shape(x, y.shape), tf.ensure_shape(dx, dy.shape), *carried)
+
+        _, y, dy, *grads = tf.while_loop(
+            lambda i, *_: i < len(run), body, (tf.constant(0), y, dy, *carried), parallel_iterations=1
+        )
+    return dy, grads
+
+
 def _after(y, dy, done: list):
     """``(y, dy)``, usable only once ``dy`` and the tensors ``done`` are computed.
 
@@ -127,7 +190,7 @@ def _after(y, dy, done: list):
     so there an optimization barrier over ``(y, dy, *done)`` makes it a data dependency
     (``done`` passes through unchanged and is not returned: its users keep the original tensors,
     which the barrier already forced)."""
-    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+    if _in_xla_context():
         y, dy, *_ = tf2xla.optimization_barrier(y, dy, *done)
         return y, dy
     with tf.control_dependencies([dy, *done]):
