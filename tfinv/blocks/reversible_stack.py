@@ -45,10 +45,12 @@ class ReversibleStack(InvertibleSequential):
     (control dependencies), so TensorFlow's dataflow executor cannot run the whole inverse chain
     early and hold every block's activations at once. XLA (``jit_compile=True``) drops control
     dependencies and schedules straight-line code as it likes, so there every run of two or more
-    consecutive shape-preserving blocks is walked by a ``tf.while_loop`` whose body picks its
-    block with ``tf.switch_case``: an iteration's buffers die before the next one starts, and the
-    compiler can neither keep a block's rebuilt activations nor merge them with the forward
-    pass's; only the gradients are carried. Blocks that change the shape are unrolled, ordered by
+    consecutive shape-preserving blocks is walked by a ``tf.while_loop``: an iteration's buffers
+    die before the next one starts, and the compiler can neither keep a block's rebuilt
+    activations nor merge them with the forward pass's; only the gradients are carried. Blocks
+    of one configuration (a RevViT's) share one loop body, their weights stacked and substituted
+    per iteration (``keras.StatelessScope``), so the compiled program does not grow with depth;
+    other runs pick their block with ``tf.switch_case``. Blocks that change the shape are unrolled, ordered by
     an optimization barrier (``XlaOptimizationBarrier``, as in JAX's remat) over the rebuilt
     input, its cotangent and the gradients of the block above. Measured figures:
     ``benchmarks/revvit_memory.py --paths eager graph xla``.
