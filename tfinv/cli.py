@@ -126,6 +126,7 @@ def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_leve
         num_levels=num_levels,
         seed=args.seed,
         linear=args.linear,
+        attention=getattr(args, "attention", None),
         name="glow",
     )
 
@@ -891,7 +892,7 @@ def _maybe(value) -> str:
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``tfinv`` argument parser (subcommands ``train``, ``sample``, ``diagnose`` and ``ood``)."""
-    from tfinv.blocks.glow_step import COUPLINGS, LINEAR_LAYERS
+    from tfinv.blocks.glow_step import ATTENTION_LAYERS, COUPLINGS, LINEAR_LAYERS
 
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument(
@@ -937,6 +938,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--linear", default="inv_conv1x1", choices=sorted(LINEAR_LAYERS),
         help="channel-mixing layer of every Glow step (tfinv.blocks.glow_step.LINEAR_LAYERS)",
+    )
+    train.add_argument(
+        "--attention", default=None, choices=sorted(ATTENTION_LAYERS),
+        help="invertible attention after every Glow step's coupling (iMap / iTrans, arXiv:2106.03959)",
     )
     train.add_argument(
         "--labels", type=_non_negative_int, default=None,
