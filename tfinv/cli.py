@@ -651,15 +651,25 @@ def _add_plugin_commands(commands) -> None:
         try:
             register = entry.load()
         except ImportError as err:  # the stage's optional dependencies are not installed
-            stub = commands.add_parser(entry.name, help=f"(unavailable: {err})")
+            # The stub takes any arguments (no option prefix), so `tfinv serve --port 0` and
+            # `--help` alike get the missing-dependency message rather than an argparse error.
+            stub = commands.add_parser(entry.name, help=f"(unavailable: {err})", add_help=False, prefix_chars="\0")
+            stub.add_argument("ignored", nargs="*")
             stub.set_defaults(func=_unavailable(entry.name, err))
             continue
+        before = set(commands.choices)
         register(commands)
+        for name in set(commands.choices) - before:
+            commands.choices[name].set_defaults(plugin_command=True)
+
+
+def _missing_extras(name: str, err: Exception) -> str:
+    return f"'tfinv {name}' needs extra dependencies: {err} (pip install 'tfinv[export,serving]')"
 
 
 def _unavailable(name: str, err: Exception):
     def run(args: argparse.Namespace) -> int:
-        raise UsageError(f"'tfinv {name}' needs extra dependencies: {err} (pip install 'tfinv[export,serving]')")
+        raise UsageError(_missing_extras(name, err))
 
     return run
 
@@ -679,6 +689,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except UsageError as err:
         print(f"tfinv {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # a stage's extra (onnx, uvicorn, ...) imported on first use
+        if not getattr(args, "plugin_command", False):
+            raise
+        print(f"tfinv {args.command}: error: {_missing_extras(args.command, err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a destination that became unwritable, a full disk: the user's to fix
         print(f"tfinv {args.command}: error: {err}", file=sys.stderr)
