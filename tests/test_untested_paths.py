@@ -235,10 +235,9 @@ def test_bits_per_dim_is_the_mean_over_examples_and_an_empty_dataset_is_an_error
 
 
 def test_train_jit_reaches_the_compiled_train_step_and_evaluation(tmp_path, monkeypatch):
-    """``--jit`` trains with an XLA train step and evaluates bits/dim with XLA; the same run with
-    ``--no-jit`` (graph mode) reports the same bits/dim to 1e-5 relative (float32 rounding of
-    two Adam steps, compiled differently)."""
-    from tfinv import training
+    """``--jit`` trains with an XLA train step and evaluates bits/dim with XLA; the reported
+    figures equal the saved model's bits/dim recomputed in graph mode (no XLA) to 1e-5 relative."""
+    from tfinv import data, training
 
     path = tmp_path / "tiny.npz"
     np.savez(path, images=np.random.default_rng(0).integers(0, 4, (40, 4, 4, 1)))
@@ -256,24 +255,30 @@ def test_train_jit_reaches_the_compiled_train_step_and_evaluation(tmp_path, monk
 
     monkeypatch.setattr(training, "fit_flow", recording_fit)
     monkeypatch.setattr(training, "evaluate_bits_per_dim", recording_evaluate)
-    base = ["train", "--dataset", str(path), "--num-levels", "4", "--levels", "1", "--steps-per-level", "1",
-            "--hidden-channels", "4", "--epochs", "1", "--verbose", "0", "--batch-size", "16", "--num-samples", "4"]
-    metrics = {}
-    for flag in ("--jit", "--no-jit"):
-        out = tmp_path / flag
-        assert cli.main([*base, flag, "--out", str(out)]) == 0
-        metrics[flag] = json.loads((out / "metrics.json").read_text())
-    on = ("fit", True, True), ("evaluate", True), ("evaluate", True)
-    off = ("fit", False, False), ("evaluate", False), ("evaluate", False)
-    assert seen == [*on, *off]
-    for split in ("train_bits_per_dim", "test_bits_per_dim"):
-        assert metrics["--jit"][split] == pytest.approx(metrics["--no-jit"][split], rel=1e-5)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", str(path), "--num-levels", "4", "--levels", "1", "--steps-per-level", "1",
+            "--hidden-channels", "4", "--epochs", "1", "--verbose", "0", "--batch-size", "16", "--num-samples", "4",
+            "--jit", "--out", str(out)]
+    assert cli.main(args) == 0
+    assert seen == [("fit", True, True), ("evaluate", True), ("evaluate", True)]
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = tfinv.load_model(out / "model.keras")
+    for split in ("train", "test"):
+        images, _ = data.load_arrays(str(path), split, num_levels=4)
+        expected = evaluate(model, data.dequantized_dataset(images, batch_size=16, seed=0, shuffle=False,
+                                                             fixed_noise=True), jit_compile=False)
+        assert metrics[f"{split}_bits_per_dim"] == pytest.approx(expected, rel=1e-5)
+    # --no-jit is False (graph mode), no flag is None (FlowModel.compile's "auto").
+    jit = [cli.build_parser().parse_args(["train", "--out", "o", *flag]).jit for flag in (["--no-jit"], [], ["--jit"])]
+    assert jit == [False, None, True]
 
 
 def test_a_diverged_training_exits_1_with_one_line(tmp_path, capsys):
+    path = tmp_path / "tiny.npz"
+    np.savez(path, images=np.random.default_rng(0).integers(0, 4, (40, 4, 4, 1)))
     out = tmp_path / "run"
-    args = ["train", "--levels", "1", "--steps-per-level", "1", "--hidden-channels", "4", *TINY,
-            "--lr", "1e30", "--out", str(out)]
+    args = ["train", "--dataset", str(path), "--num-levels", "4", "--levels", "1", "--steps-per-level", "1",
+            "--hidden-channels", "4", *TINY, "--lr", "1e30", "--out", str(out)]
     assert cli.main(args) == 1
     captured = capsys.readouterr()
     assert captured.err.strip() == "tfinv train: training diverged (non-finite bits/dim); try a smaller --lr"
