@@ -26,11 +26,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfinv.export import export_flow
 from tfinv.export.manifest import FORMAT, ManifestError, read_manifest
-from tfinv.models import Glow
 from tfinv.serving import Client
-from tfinv.testing.contract import perturb_weights, relative_error
+from tfinv.testing.contract import relative_error
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HEAVY = ("tensorflow", "keras", "tensorflow_probability", "tf_keras")
@@ -39,18 +37,13 @@ WHEELS = pathlib.Path(os.environ.get("TFINV_TEST_WHEELS", pathlib.Path.home() / 
 
 
 @pytest.fixture(scope="module")
-def glow():
-    model = Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8, num_levels=17)
-    model.initialize(tf.random.stateless_uniform((16, 8, 8, 1), [1, 2], 0.5, 16.5))
-    perturb_weights(model, 0.05)
-    return model
+def glow(onnx_glow):
+    return onnx_glow[0]  # conftest.py: a small Glow and its ONNX export, shared read-only
 
 
 @pytest.fixture(scope="module")
-def export_dir(glow, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lean_export")
-    export_flow(glow, out, name="digits")
-    return out
+def export_dir(onnx_glow):
+    return onnx_glow[1]
 
 
 _FRESH = textwrap.dedent("""
