@@ -50,3 +50,19 @@ def onnx_glow(tmp_path_factory):
         out = tmp_path_factory.mktemp("onnx_glow_export")
         export_flow(model, out, name="digits", saved_model=False)
     return model, out
+
+
+@pytest.fixture(scope="session")
+def tfinv_wheel(tmp_path_factory):
+    """A wheel of tfinv built once from this tree (``pip wheel --no-deps``), for the tests that
+    install it into a fresh venv (the packaging test and the lean serving install)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(repo)], check=True, cwd=out, capture_output=True, timeout=300)
+    (wheel,) = out.glob("tfinv-*.whl")
+    return wheel
