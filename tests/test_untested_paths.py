@@ -93,7 +93,10 @@ def test_sample_num_levels_overrides_the_models(glow_emerging_run, tmp_path):
     assert_png_shows(out, model.sample(4, temperature=0.7, seed=2), 5)
 
 
-def test_a_registered_model_trains_through_the_cli(tmp_path):
+def test_a_registered_model_trains_through_the_cli_and_divergence_exits_1(tmp_path, capsys):
+    """One run, two paths: a model added with `register_model` is built and trained by ``tfinv
+    train``; at ``--lr 1e30`` its training diverges, which is exit status 1 with one line on stderr
+    (the outputs are still written, their non-finite figures as JSON nulls)."""
     built = []
 
     def build(args, input_shape, num_levels):
@@ -104,11 +107,15 @@ def test_a_registered_model_trains_through_the_cli(tmp_path):
     cli.register_model("tiny-test-flow", "a test model")(build)
     try:
         out = tmp_path / "run"
-        assert cli.main(["train", "--model", "tiny-test-flow", *TINY, "--out", str(out)]) == 0
+        assert cli.main(["train", "--model", "tiny-test-flow", *TINY, "--lr", "1e30", "--out", str(out)]) == 1
     finally:
         del cli.MODEL_BUILDERS["tiny-test-flow"]
     assert built == [((8, 8, 1), 17)]
-    assert json.loads((out / "metrics.json").read_text())["model"] == "tiny-test-flow"
+    assert capsys.readouterr().err.strip() == \
+        "tfinv train: training diverged (non-finite bits/dim); try a smaller --lr"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "tiny-test-flow" and metrics["config"]["cli"]["lr"] == 1e30
+    assert metrics["train_bits_per_dim"] is None and metrics["test_bits_per_dim"] is None  # JSON has no NaN
     with pytest.raises(ValueError, match="task must be one of"):
         cli.register_model("x", "y", task="regression")
 
@@ -271,19 +278,6 @@ def test_train_jit_reaches_the_compiled_train_step_and_evaluation(tmp_path, monk
     # --no-jit is False (graph mode), no flag is None (FlowModel.compile's "auto").
     jit = [cli.build_parser().parse_args(["train", "--out", "o", *flag]).jit for flag in (["--no-jit"], [], ["--jit"])]
     assert jit == [False, None, True]
-
-
-def test_a_diverged_training_exits_1_with_one_line(tmp_path, capsys):
-    path = tmp_path / "tiny.npz"
-    np.savez(path, images=np.random.default_rng(0).integers(0, 4, (40, 4, 4, 1)))
-    out = tmp_path / "run"
-    args = ["train", "--dataset", str(path), "--num-levels", "4", "--levels", "1", "--steps-per-level", "1",
-            "--hidden-channels", "4", *TINY, "--lr", "1e30", "--out", str(out)]
-    assert cli.main(args) == 1
-    captured = capsys.readouterr()
-    assert captured.err.strip() == "tfinv train: training diverged (non-finite bits/dim); try a smaller --lr"
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train_bits_per_dim"] is None and metrics["test_bits_per_dim"] is None  # JSON has no NaN
 
 
 # ----------------------------------------------------------------------------- missing extras
