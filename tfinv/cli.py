@@ -403,7 +403,7 @@ def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, t
         test_bpd = training.dataset_bits_per_dim(model, test_images, **evaluation)
         samples = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
         if not chief:
-            return 0
+            return _save_as_worker(model)
         # Every output is written into a staging folder that replaces OUT in one step.
         with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
             files.save_model_atomic(model, os.path.join(staging, "model.keras"))
@@ -459,6 +459,24 @@ def _is_chief() -> bool:
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
 
 
+def _save_as_worker(model) -> int:
+    """A non-chief worker's part of the chief's save: the same save into a private temporary
+    folder, then removed. Saving reads synchronised variables through collective ops that every
+    worker of a multi-worker strategy must join (a worker that skipped it would leave the chief
+    waiting for it); only the chief's copy is kept. Returns 0."""
+    import shutil
+    import tempfile
+
+    from tfinv import files
+
+    scratch = tempfile.mkdtemp(prefix="tfinv-worker-save-")
+    try:
+        files.save_model_atomic(model, os.path.join(scratch, "model.keras"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
 def _foreign_entries(out: str) -> tuple[str, ...]:
     """Entries of an existing run folder that tfinv did not write: kept in the new folder."""
     if not os.path.isdir(out):
@@ -500,7 +518,7 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
         test_scores = model.evaluate(data.dequantized_dataset(test_images, test_labels, **evaluation),
                                      return_dict=True, verbose=0)
         if not chief:
-            return 0
+            return _save_as_worker(model)
         with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
             files.save_model_atomic(model, os.path.join(staging, "model.keras"))
             metrics = _write_metrics(
@@ -674,13 +692,59 @@ def _unavailable(name: str, err: Exception):
     return run
 
 
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand of ``argv`` (its first token that is not an option), or None."""
+    return next((token for token in argv if not token.startswith("-")), None)
+
+
+def _lean_command(name: str | None):
+    """The ``register`` function of plugin command ``name`` if it runs without TensorFlow (it says
+    so with ``register.needs_tensorflow = False``, as ``tfinv serve`` and ``tfinv query`` do),
+    else None."""
+    if name is None or name in ("train", "sample"):
+        return None
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP, name=name):
+        try:
+            register = entry.load()
+        except ImportError:  # reported by the full parser's stub
+            return None
+        return register if getattr(register, "needs_tensorflow", True) is False else None
+    return None
+
+
+def _lean_parser(name: str, register) -> argparse.ArgumentParser:
+    """A ``tfinv`` parser holding only plugin command ``name`` (built without importing TensorFlow)."""
+    parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
+    parser.add_argument("--verbose", action="store_true", dest="tf_logging", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(commands)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfinv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     0 on success, 2 on a usage error (one line on stderr, no traceback), 1 if training diverged,
     130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup).
+
+    Commands that need no TensorFlow (``tfinv serve``, ``tfinv query``, ``tfinv serve-config``)
+    run without importing it: ``tfinv serve`` is the same lean ONNX server as ``tfinv-serve``.
+    Every other command imports TensorFlow first, with its start-up logging held back when this
+    process is the ``tfinv`` console command (`tfinv._startup`; ``tfinv --verbose`` shows it).
     """
-    parser = build_parser()
+    from tfinv import _startup
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _command_name(argv)
+    lean = _lean_command(name)
+    if lean is not None:
+        parser = _lean_parser(name, lean)
+    else:
+        if _startup.is_quiet_command():
+            _startup.import_tensorflow(quiet=True)
+        parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse reports its own errors (and --help) this way
