@@ -675,10 +675,16 @@ def _add_plugin_commands(commands) -> None:
             stub.add_argument("ignored", nargs="*")
             stub.set_defaults(func=_unavailable(entry.name, err))
             continue
-        before = set(commands.choices)
-        register(commands)
-        for name in set(commands.choices) - before:
-            commands.choices[name].set_defaults(plugin_command=True)
+        _register_plugin(commands, register)
+
+
+def _register_plugin(commands, register) -> None:
+    """Adds a plugin's subcommands, marked so that an extra it imports on first use and finds
+    missing is reported in one line (`main`)."""
+    before = set(commands.choices)
+    register(commands)
+    for name in set(commands.choices) - before:
+        commands.choices[name].set_defaults(plugin_command=True)
 
 
 def _missing_extras(name: str, err: Exception) -> str:
@@ -719,15 +725,15 @@ def _lean_parser(name: str, register) -> argparse.ArgumentParser:
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument("--verbose", action="store_true", dest="tf_logging", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    register(commands)
+    _register_plugin(commands, register)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfinv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    0 on success, 2 on a usage error (one line on stderr, no traceback), 1 if training diverged,
-    130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup).
+    0 on success, 2 on a usage error or a missing extra (one line on stderr, no traceback), 1 if
+    training diverged, 130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup).
 
     Commands that need no TensorFlow (``tfinv serve``, ``tfinv query``, ``tfinv serve-config``)
     run without importing it: ``tfinv serve`` is the same lean ONNX server as ``tfinv-serve``.
