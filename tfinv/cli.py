@@ -1070,15 +1070,31 @@ def _add_plugin_commands(commands) -> None:
         try:
             register = entry.load()
         except ImportError as err:  # the stage's optional dependencies are not installed
-            stub = commands.add_parser(entry.name, help=f"(unavailable: {err})")
+            # The stub takes any arguments (no option prefix), so `tfinv serve --port 0` and
+            # `--help` alike get the missing-dependency message rather than an argparse error.
+            stub = commands.add_parser(entry.name, help=f"(unavailable: {err})", add_help=False, prefix_chars="\0")
+            stub.add_argument("ignored", nargs="*")
             stub.set_defaults(func=_unavailable(entry.name, err))
             continue
-        register(commands)
+        _register_plugin(commands, register)
+
+
+def _register_plugin(commands, register) -> None:
+    """Adds a plugin's subcommands, marked so that an extra it imports on first use and finds
+    missing is reported in one line (`main`)."""
+    before = set(commands.choices)
+    register(commands)
+    for name in set(commands.choices) - before:
+        commands.choices[name].set_defaults(plugin_command=True)
+
+
+def _missing_extras(name: str, err: Exception) -> str:
+    return f"'tfinv {name}' needs extra dependencies: {err} (pip install 'tfinv[export,serving]')"
 
 
 def _unavailable(name: str, err: Exception):
     def run(args: argparse.Namespace) -> int:
-        raise UsageError(f"'tfinv {name}' needs extra dependencies: {err} (pip install 'tfinv[export,serving]')")
+        raise UsageError(_missing_extras(name, err))
 
     return run
 
@@ -1110,16 +1126,16 @@ def _lean_parser(name: str, register) -> argparse.ArgumentParser:
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument("--verbose", action="store_true", dest="tf_logging", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    register(commands)
+    _register_plugin(commands, register)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfinv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    0 on success, 2 on a usage error (one line on stderr, no traceback), 1 if training diverged,
-    130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup), 75 if a worker
-    of a multi-worker job failed (one line: restart every worker with ``--resume``).
+    0 on success, 2 on a usage error or a missing extra (one line on stderr, no traceback), 1 if
+    training diverged, 130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup),
+    75 if a worker of a multi-worker job failed (one line: restart every worker with ``--resume``).
 
     Commands that need no TensorFlow (``tfinv serve``, ``tfinv query``, ``tfinv serve-config``)
     run without importing it: ``tfinv serve`` is the same lean ONNX server as ``tfinv-serve``.
@@ -1145,6 +1161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except UsageError as err:
         print(f"tfinv {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # a stage's extra (onnx, uvicorn, ...) imported on first use
+        if not getattr(args, "plugin_command", False):
+            raise
+        print(f"tfinv {args.command}: error: {_missing_extras(args.command, err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a destination that became unwritable, a full disk: the user's to fix
         print(f"tfinv {args.command}: error: {err}", file=sys.stderr)
