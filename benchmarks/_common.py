@@ -76,3 +76,15 @@ def save_calibration_plot(curves: dict, path: str, title: str = "Calibration of 
     os.makedirs(directory, exist_ok=True)
     write_bytes_atomic(path, buffer.getvalue())
     return os.path.abspath(path)
+
+
+def trainable_parameters(model) -> int:
+    """Number of trainable parameters (fixed operator matrices such as an FBP layer's excluded)."""
+    return int(sum(int(np_prod(w.shape)) for w in model.trainable_weights))
+
+
+def np_prod(shape) -> int:
+    result = 1
+    for s in shape:
+        result *= int(s)
+    return result

@@ -41,7 +41,7 @@ from tfinv.data.digits import DIGITS_NUM_LEVELS, digits_arrays  # noqa: E402
 from tfinv.data.image_grid import save_image_grid  # noqa: E402
 from tfinv.models import ConditionalGlow  # noqa: E402
 
-from _common import log, save_calibration_plot, stdout_to_stderr  # noqa: E402
+from _common import log, save_calibration_plot, stdout_to_stderr, trainable_parameters  # noqa: E402
 
 TASKS = ("superres", "inpaint", "deblur")
 
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     log(f"{args.task}: {args.epochs} epochs in {train_seconds:.0f} s, loss {history.history['loss'][-1]:.3f}")
 
     # The CNN regressor: same pairs (clean u in [0, 1] from y), same epochs, MSE, at most the cINN's size.
-    regressor = ip.matched_cnn_regressor(y_train.shape[1:], (8, 8, 1), model.count_params())
+    regressor = ip.matched_cnn_regressor(y_train.shape[1:], (8, 8, 1), trainable_parameters(model))
     regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
     start = time.perf_counter()
     regressor.fit(y_train, train_counts.astype(np.float32) / scale, batch_size=args.batch_size, epochs=args.epochs,
@@ -137,8 +137,8 @@ def main(argv=None) -> dict:
         "psnr_single_sample": ip.psnr(to_unit(samples[0]), truth, 1.0),
         "psnr_cnn_regressor": ip.psnr(cnn_estimate, truth, 1.0),
         "psnr_observation_baseline": ip.psnr(np.clip(naive_estimate(args.task, y_test), 0, 1), truth, 1.0),
-        "cinn_parameters": int(model.count_params()),
-        "cnn_regressor_parameters": int(regressor.count_params()),
+        "cinn_parameters": int(trainable_parameters(model)),
+        "cnn_regressor_parameters": int(trainable_parameters(regressor)),
         "cnn_regressor_width": int(regressor.get_layer("conv_0").filters),
         "cnn_regressor_train_seconds": regressor_seconds,
         "mean_posterior_std": float(std.mean()),
