@@ -693,6 +693,8 @@ def _sample(args: argparse.Namespace) -> int:
     with _as_usage_error():
         out = files.check_output_file(args.out, "--out", suffix=".png")
         npy = files.check_output_file(args.npy, "--npy", suffix=".npy") if args.npy is not None else None
+    context = _read_context(args.context) if args.context is not None else None
+    with _as_usage_error():
         model = tfinv.load_model(args.model)
     num_levels = args.num_levels or getattr(model, "num_levels", None)
     if num_levels is None:
@@ -701,7 +703,7 @@ def _sample(args: argparse.Namespace) -> int:
     if args.context is not None and not conditional:
         raise UsageError(f"{args.model!r} is not a conditional model (it takes no observation); drop --context")
     if conditional:
-        return _sample_posterior(args, model, out, npy, num_levels)
+        return _sample_posterior(args, model, context, out, npy, num_levels)
     if npy is not None:
         raise UsageError("--npy saves the posterior samples of a conditional model (with --context)")
     with _as_usage_error():
@@ -711,15 +713,12 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_context(path: str | None, model_path: str, observation_shape: tuple[int, ...]):
-    """``--context FILE``: a ``.npy`` array of observations, ``(N,) + observation_shape`` or one
-    ``observation_shape``; returned as float32 ``(N,) + observation_shape``."""
+def _read_context(path: str):
+    """``--context FILE``, read before the model is loaded (fail fast): a finite, real, non-empty
+    ``.npy`` array (its shape is checked against the model by `_context_for`)."""
     import numpy as np
 
-    expected = f"a .npy array of float observations of shape (N, {', '.join(map(str, observation_shape))}) " \
-               f"or {tuple(observation_shape)}"
-    if path is None:
-        raise UsageError(f"{model_path!r} is a conditional model: pass --context FILE, {expected}")
+    expected = "a .npy array of float observations"
     if os.path.isdir(path):
         raise UsageError(f"--context {path!r} is a folder; expected {expected}")
     try:
@@ -733,23 +732,34 @@ def _load_context(path: str | None, model_path: str, observation_shape: tuple[in
     if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)) \
             or np.issubdtype(y.dtype, np.bool_):
         raise UsageError(f"--context {path!r} has dtype {y.dtype}; expected {expected}")
-    if y.shape == tuple(observation_shape):
-        y = y[None]
-    if y.shape[1:] != tuple(observation_shape) or len(y) == 0:
-        raise UsageError(f"--context {path!r} has shape {y.shape}; expected {expected}")
+    if y.size == 0:
+        raise UsageError(f"--context {path!r} is empty (shape {y.shape}); expected {expected}")
     y = y.astype(np.float32)
     if not np.all(np.isfinite(y)):
         raise UsageError(f"--context {path!r} holds non-finite values; expected finite observations")
     return y
 
 
-def _sample_posterior(args: argparse.Namespace, model, out: str, npy: str | None, num_levels: int) -> int:
+def _context_for(y, path: str | None, model_path: str, observation_shape: tuple[int, ...]):
+    """The observations ``y`` (from `_read_context`) as ``(N,) + observation_shape``."""
+    expected = f"a .npy array of float observations of shape (N, {', '.join(map(str, observation_shape))}) " \
+               f"or {tuple(observation_shape)}"
+    if y is None:
+        raise UsageError(f"{model_path!r} is a conditional model: pass --context FILE, {expected}")
+    if y.shape == tuple(observation_shape):
+        y = y[None]
+    if y.shape[1:] != tuple(observation_shape):
+        raise UsageError(f"--context {path!r} has shape {y.shape}; expected {expected}")
+    return y
+
+
+def _sample_posterior(args: argparse.Namespace, model, context, out: str, npy: str | None, num_levels: int) -> int:
     """``tfinv sample --context FILE``: ``--n`` posterior samples for every observation in FILE."""
     import numpy as np
 
     from tfinv import data, files
 
-    y = _load_context(args.context, args.model, tuple(model.context_shape))
+    y = _context_for(context, args.context, args.model, tuple(model.context_shape))
     with _as_usage_error():
         samples = model.posterior_samples(y, k=args.n, temperature=args.temperature, seed=args.seed)
     # One row per observation, its samples side by side.
