@@ -678,7 +678,8 @@ def _train_inverse(args: argparse.Namespace, out: str, backup: str, train_images
         y_train = operator(train_images.astype(np.float32) / scale, seed=args.seed)
         y_test = operator(test_images.astype(np.float32) / scale, seed=args.seed + 1)
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels, operator=operator)
-    _record_options(args, backup)
+    if chief:
+        _record_options(args, backup)
     with _interrupts_reported(backup):
         result = training.fit_conditional_flow(
             model, train_images, y_train, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -697,7 +698,7 @@ def _train_inverse(args: argparse.Namespace, out: str, backup: str, train_images
         calibration = ip.calibration(samples, x_test)
         naive = _naive_estimate(operator, y_test, input_shape)
         if not chief:
-            return 0
+            return _save_as_worker(model)
         show = min(8, len(test_images))
         rows = [naive[:show], truth[:show]] + [unit[j, :show] for j in range(min(4, args.posterior_samples))]
         rows += [mean[:show], std[:show] / max(float(std[:show].max()), 1e-12)]
