@@ -15,7 +15,7 @@ scikit-image's ``iradon``, ramp filter) followed by three convolutions. Prints o
 * ``calibration``: coverage of the central q-intervals (q = 0.1..0.9) of the test ``x``
   (fixed dequantisation noise) and its mean error against q;
 * ``sampling``: draws whose inverse pass overflowed (a non-finite pixel; redrawn with new seeds,
-  up to 5 times) out of all draws, and how many were left non-finite;
+  up to 30 times) out of all draws, and how many were left non-finite;
 * ``test_bits_per_dim_conditional``; ``png`` (rows: 2 test phantoms and Shepp-Logan; columns:
   phantom, sinogram, FBP, CNN, posterior mean, posterior std, 3 samples); ``calibration_png``.
 
@@ -87,7 +87,7 @@ def to_unit(x: np.ndarray) -> np.ndarray:
     return np.clip((x - 0.5) / (LEVELS - 1), 0.0, 1.0)
 
 
-def finite_posterior_samples(model, y: np.ndarray, k: int, seed: int, rounds: int = 5) -> tuple[np.ndarray, dict]:
+def finite_posterior_samples(model, y: np.ndarray, k: int, seed: int, rounds: int = 30) -> tuple[np.ndarray, dict]:
     """``k`` posterior samples per observation ``(k, N, H, W, 1)``; a draw whose inverse pass
     overflowed (any non-finite pixel) is redrawn with a new seed, up to ``rounds`` times. Returns
     the samples and the counts of non-finite draws (first pass) and of those left after redrawing."""
