@@ -105,13 +105,17 @@ class GlowStep(InvertibleSequential):
         context_shape: shape of one context for a conditional step (the coupling's conditioner
             sees it, see `tfinv.layers.bases.coupling_layer.CouplingLayer`); ``None``: unconditional.
         context_features: channels of the coupling's context features.
+        conditioner: a serialised Keras layer (``keras.saving.serialize_keras_object``) used as
+            the coupling's conditioner instead of the default `tfinv.nets.GlowConvNet`, e.g. a
+            `tfinv.nets.BottleneckConvNet` with ``out_channels=None`` (each step deserialises its
+            own copy; the coupling sets the width).
 
     References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3 and Fig. 2a.
     """
 
     def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0,
                  linear: str = "inv_conv1x1", context_shape: Sequence[int] | None = None,
-                 context_features: int = 16, **kwargs):
+                 context_features: int = 16, conditioner: dict | None = None, **kwargs):
         if coupling not in COUPLINGS:
             raise ValueError(f"GlowStep coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
         if linear not in LINEAR_LAYERS:
@@ -123,6 +127,11 @@ class GlowStep(InvertibleSequential):
                              f"'additive' with context_shape={context_shape}")
         conditioning = ({} if coupling == "quad" else
                         {"context_shape": context_shape, "context_features": context_features})
+        if conditioner is not None:
+            if coupling == "quad" or not isinstance(conditioner, dict):
+                raise ValueError("GlowStep conditioner must be a serialised Keras layer (dict) for an affine or "
+                                 f"additive coupling, got {type(conditioner).__name__} with coupling={coupling!r}")
+            conditioning["conditioner"] = keras.saving.deserialize_keras_object(conditioner)
         steps = [
             ActNorm(name="act_norm"),
             LINEAR_LAYERS[linear](seed=seed, name="linear"),
@@ -134,6 +143,7 @@ class GlowStep(InvertibleSequential):
         self.seed = int(seed)
         self.linear = linear
         self.context_features = int(context_features)
+        self.conditioner = conditioner
 
     def get_config(self):
         config = super().get_config()
@@ -144,4 +154,6 @@ class GlowStep(InvertibleSequential):
         if self.context_shape is not None:
             config["context_shape"] = list(self.context_shape)
             config["context_features"] = self.context_features
+        if self.conditioner is not None:
+            config["conditioner"] = self.conditioner
         return config

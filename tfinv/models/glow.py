@@ -28,14 +28,17 @@ def glow_layers(
     learned_prior: bool = False,
     context_shape: Sequence[int] | None = None,
     context_features: int = 16,
+    conditioner: dict | None = None,
 ) -> list[InvertibleLayer]:
     """Glow's layers: ``[LogitPreprocess, level_0, FactorOut([level_1, FactorOut([... level_{L-1},
-    (LearnedPrior,) Flatten])])]``, each level a `Squeeze` then ``steps_per_level`` `GlowStep`s."""
+    (LearnedPrior,) Flatten])])]``, each level a `Squeeze` then ``steps_per_level`` `GlowStep`s
+    (``conditioner``: a serialised conditioner template for every coupling, see `GlowStep`)."""
 
     def level(index: int) -> InvertibleSequential:
         steps = [
             GlowStep(hidden_channels, coupling, seed=seed + 1000 * index + step, linear=linear,
-                     context_shape=context_shape, context_features=context_features, name=f"step_{step}")
+                     context_shape=context_shape, context_features=context_features, conditioner=conditioner,
+                     name=f"step_{step}")
             for step in range(steps_per_level)
         ]
         return InvertibleSequential([Squeeze(name="squeeze")] + steps, name=f"level_{index}")

@@ -38,7 +38,8 @@ class CouplingLayer(InvertibleLayer):
         conditioner: a Keras layer/model mapping ``(B, H, W, C_a)`` to
             ``(B, H, W, params_per_channel * C_b)`` (channel mask) or ``(B, H, W, C)`` to
             ``(B, H, W, params_per_channel * C)`` (checkerboard). ``None`` builds the default
-            zero-initialised `tfinv.nets.GlowConvNet`.
+            zero-initialised `tfinv.nets.GlowConvNet`. A conditioner whose ``out_channels`` is
+            ``None`` gets the width the coupling needs when the coupling is built.
         hidden_channels: width of the default conditioner.
         context_shape: shape of one context (no batch axis) for a conditional coupling.
         context_encoder: a Keras layer ``encoder(context, like=x_a) -> (B, H, W, F)``; ``None``
@@ -109,6 +110,8 @@ class CouplingLayer(InvertibleLayer):
             from tfinv.nets import GlowConvNet
 
             self.conditioner = GlowConvNet(self.hidden_channels, out_channels, name="conditioner")
+        elif getattr(self.conditioner, "out_channels", 0) is None:  # a template: its width is ours to set
+            self.conditioner.out_channels = out_channels
         cond_shape = (None, height, width, cond_in)
         self.conditioner.build(cond_shape)
         got = tuple(self.conditioner.compute_output_shape(cond_shape))
