@@ -36,7 +36,7 @@ class ResidualFlow(FlowModel):
         blocks_per_level: residual blocks per scale.
         hidden_features: width of every block's ``g``.
         coefficient: Lipschitz coefficient ``c`` of every spectrally normalised map.
-        activation: ``"lipswish"`` or ``"clipswish"``.
+        activation: ``"lipswish"``, ``"clipswish"`` or ``"cpila"``.
         num_levels: pixel levels for `LogitPreprocess` (17 for digits); ``None``: no preprocessing.
         estimator, exact_terms, series_terms, neumann_gradient, memory_efficient, inference_terms,
         inference_probes, inverse_tolerance, max_inverse_iterations: the blocks' options

@@ -393,3 +393,8 @@ def residual_cases() -> Iterator[Case]:
         lambda: layers.MonotoneBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
                                      preactivation=False, inference_terms=30, seed=4),
         (2, 4, 4, 2), perturb=0.3, float64_round_trip_tol=1e-6)
+    yield RefreshedCase(
+        "MonotoneBlock-vector-cpila",
+        lambda: layers.MonotoneBlock(hidden_features=6, num_hidden_layers=1, activation="cpila", vector=True,
+                                     coefficient=0.9, preactivation=False, inference_terms=30, seed=5),
+        (2, 5), perturb=0.3, float64_round_trip_tol=1e-6)
