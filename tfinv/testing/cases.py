@@ -290,6 +290,7 @@ def cases() -> Iterator[Case]:
         (2, 4, 4, 2),
     )
     yield from residual_cases()
+    yield from cross_unit_cases()
 
 
 def conditional_cases() -> Iterator[Case]:
@@ -363,6 +364,16 @@ class RefreshedCase(Case):
         layer, x = super().build(seed)
         layer.refresh_spectral_norm()
         return layer, x
+
+
+def cross_unit_cases() -> Iterator[Case]:
+    """DenseFlow's densely connected cross-unit coupling, deterministic variant (exact log-det)."""
+    from tfinv import layers
+
+    yield Case(
+        "CrossUnitCoupling",
+        lambda: layers.CrossUnitCoupling(units=3, growth=1, hidden_channels=4),
+        (2, 4, 4, 4), perturb=0.05)
 
 
 def residual_cases() -> Iterator[Case]:
