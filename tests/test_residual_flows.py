@@ -350,3 +350,22 @@ def test_residual_flow_log_det_and_onnx_graphs():
     assert "Loop" in info.op_types and info.max_relative_error <= 1e-4
     _, info = prepare(model, "forward", test_input=x.numpy(), tolerance=1e-4)
     assert info.max_relative_error <= 1e-4
+
+
+# ------------------------------------------------------------------ DenseFlow cross-unit coupling
+def test_cross_unit_coupling_is_densely_connected_and_rejects_bad_shapes():
+    """The contract case (`cases.py`, CrossUnitCoupling) checks round trip, log-det vs autodiff,
+    ONNX; here: the conditioner of unit i sees x_0 and every earlier unit's output, and a bad
+    channel count or configuration is a clear error."""
+    layer = layers.CrossUnitCoupling(units=3, growth=1, hidden_channels=4)
+    layer.build((None, 4, 4, 4))  # C_0 = 2: x_0 (2) + d_1 (1) + d_2 (1)
+    # h_1 = [x_0, o_0] = 2 + 2 channels; h_2 = [x_0, o_0, o_1] = 2 + 2 + 3 (the concatenation is
+    # what the forward pass feeds them: a different width would fail in the call below).
+    assert [int(net.conv_in.kernel.shape[-2]) for net in layer.cross] == [4, 7]
+    z, log_det = layer.forward_and_log_det(tf.random.stateless_normal((2, 4, 4, 4), seed=[3, 4]))
+    assert z.shape == (2, 4, 4, 4) and log_det.shape == (2,)
+    with pytest.raises(ValueError, match="C - \\(units - 1\\) \\* growth >= 2"):
+        layers.CrossUnitCoupling(units=3, growth=2).build((None, 4, 4, 4))
+    for bad in ({"units": 1}, {"growth": 0}):
+        with pytest.raises(ValueError, match="CrossUnitCoupling needs"):
+            layers.CrossUnitCoupling(**bad)

@@ -32,7 +32,7 @@ The deterministic part does fit if the padding is data instead of noise: split t
 ``e_i = mu_i(h_i) + sigma_i(h_i) d_i``, with the same densely connected conditioner input
 ``h_i``. The map is then a ``D -> D`` bijection with an exact log-det (sum of the units' log-dets
 plus ``sum log sigma_i``). Its inverse runs the units backwards (which gives back every ``h_i``)
-and then solves for each ``d_i``. See `tfinv.layers.CrossUnitCoupling` where available.
+and then solves for each ``d_i``. This is `tfinv.layers.CrossUnitCoupling`.
 """
 
 from __future__ import annotations
