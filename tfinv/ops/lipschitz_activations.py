@@ -12,17 +12,18 @@ channel axis: C -> 2C). Its Jacobian stacks ``diag(f'(x))`` and ``diag(-f'(-x))`
 ``max_x sqrt(f'(x)^2 + f'(-x)^2) / 1.004``, again a function of ``beta x`` only, <= 1 (the constant
 1.004 is this maximum, measured numerically).
 
-CPila (Monotone Flows, arXiv:2210.08176, §4): Pila with ``k = 5``,
+CPila (Monotone Flows, arXiv:2210.08176): Pila with ``k = 5``,
 ``pila(x) = x`` for ``x > 0`` and ``(k^2 x^3 / 2 - k x^2 + x) exp(k x)`` for ``x <= 0``
 (``C^2`` at 0: value 0, slope 1, curvature 0), concatenated as
 ``x -> [pila(x - 0.2), pila(-x - 0.2)] / 1.06`` (C -> 2C). Its derivative is
 ``pila'(x) = h(k x)`` with ``h(u) = exp(u) (u^3/2 + u^2/2 - u + 1)`` for ``u <= 0`` (1 above).
-Bound: ``h'(u) = exp(u) u^2 (u/2 + 2)``, so on ``u <= 0`` ``h`` falls to its minimum
-``h(-4) = -19 e^-4 = -0.348`` and rises to ``h(0) = 1``: ``|pila'| <= 1``. The concatenation's
-Jacobian norm ``max_x sqrt(pila'(x - 0.2)^2 + pila'(-x - 0.2)^2)`` is reached at ``|x| = 0.6``
-(one slope 1, the other ``h(-4)``): ``sqrt(1 + 361 e^-8) = 1.05882 < 1.06`` (for ``|x| <= 0.2``
-both slopes are in ``[h(-2), 1]`` and the norm stays below 1.041; checked on a dense grid in
-the tests), so CPila is 1-Lipschitz (``<= 0.9989``).
+Bound: ``h'(u) = exp(u) u^2 (u/2 + 2)``, so on ``u <= 0`` ``h`` falls from 0 (at ``-inf``) to its
+minimum ``h(-4) = -19 e^-4 = -0.348`` and rises to ``h(0) = 1``: ``|pila'| <= 1``. CPila's
+Jacobian norm is ``max_x sqrt(pila'(x - 0.2)^2 + pila'(-x - 0.2)^2)``. For ``|x| > 0.2`` one
+slope is 1 and the other is ``h(u)`` with ``u < -2``, largest in size at ``u = -4`` (``|x| = 0.6``):
+``sqrt(1 + 361 e^-8) = 1.05882 < 1.06``. For ``|x| <= 0.2`` both slopes are in ``[h(-2), 1]`` and
+the norm is at most 1.043 (at ``|x| = 0.075``; grid-checked in the tests). So CPila is
+1-Lipschitz (``<= 0.9989``).
 """
 
 from __future__ import annotations
