@@ -15,7 +15,8 @@ from tfinv import layers, models, nets
 from tfinv.layers.bases.residual_layer import FixedPointError
 from tfinv.ops import residual as residual_ops
 from tfinv.ops import spectral_norm as sn_ops
-from tfinv.ops.lipschitz_activations import c_lip_swish_linearize, lip_swish_linearize
+from tfinv.ops.lipschitz_activations import (C_PILA_SCALE, c_lip_swish_linearize, c_pila_linearize,
+                                             lip_swish_linearize, pila_linearize)
 from tfinv.testing import contract
 from tfinv.testing.cases import RefreshedCase
 
@@ -111,6 +112,35 @@ def test_lip_swish_and_c_lip_swish_are_1_lipschitz_with_correct_derivatives(beta
     assert 0.99 <= c_norm <= 1.0  # tight: the 1.004 normalisation is the measured maximum
 
 
+def test_c_pila_derivative_is_exact_and_c_pila_is_1_lipschitz():
+    """Closed-form derivatives vs autodiff (float64, 1e-12); the concatenation's Jacobian norm on a
+    dense grid (step 3e-5) is the derived maximum sqrt(1 + 361 e^-8) / 1.06, which is <= 1."""
+    t = tf.constant(np.linspace(-20, 20, 1333333), tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(t)
+        value, derivative = pila_linearize(t)
+        c_value, c_derivative = c_pila_linearize(t[:, None])
+        c_0, c_1 = c_value[:, 0], c_value[:, 1]
+    x = t.numpy()
+    k = 5.0
+    np.testing.assert_allclose(value, np.where(x > 0, x, (k * k * x**3 / 2 - k * x * x + x) * np.exp(k * x)),
+                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(derivative, tape.gradient(value, t), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(c_derivative[:, 0], tape.gradient(c_0, t), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(c_derivative[:, 1], tape.gradient(c_1, t), rtol=1e-12, atol=1e-15)
+    assert np.all(np.isfinite(tape.gradient(value, t)))  # the masked exponential never overflows
+    assert float(tf.reduce_max(tf.abs(derivative))) <= 1.0
+    assert abs(float(tf.reduce_min(derivative)) + 19 * np.exp(-4)) <= 1e-9  # pila's minimum slope, at x = -0.8
+    c_norm = tf.sqrt(tf.reduce_sum(c_derivative**2, -1)).numpy()
+    bound = np.sqrt(1 + 361 * np.exp(-8)) / C_PILA_SCALE
+    assert c_norm.max() <= bound * (1 + 1e-12) and bound <= 1.0
+    assert abs(c_norm.max() - bound) <= 1e-9  # attained (at |x| = 0.6): the derivation is tight
+    assert abs(abs(x[c_norm.argmax()]) - 0.6) <= 1e-4
+    # The Lipschitz bound by finite differences of the map itself (secant slopes of the pair).
+    secant = np.linalg.norm(np.diff(c_value.numpy(), axis=0), axis=1) / np.diff(x)
+    assert secant.max() <= bound * (1 + 1e-9)
+
+
 # ------------------------------------------------------------------ estimated log-det contract
 def _block_cases():
     yield RefreshedCase(
@@ -175,6 +205,22 @@ def test_monotone_block_jacobian_within_cayley_bounds():
     assert singular.max() <= (1 + lip) / (1 - lip) * (1 + 1e-4)
     assert singular.min() >= (1 - lip) / (1 + lip) * (1 - 1e-4)
     assert not np.allclose(singular, 1.0, atol=1e-2)  # not the identity
+
+
+def test_monotone_block_with_c_pila():
+    """The CPila branch (channels doubled by every activation) keeps the block's guarantees:
+    measured Lip(g) < c and fixed points converge to 1e-5 (the log-det estimators do not depend on
+    the activation; the vector CPila contract case in `cases.py` checks log-det, ONNX, jit, fit)."""
+    layer, x = RefreshedCase(
+        "monotone-cpila", lambda: layers.MonotoneBlock(hidden_features=6, num_hidden_layers=1, coefficient=0.9,
+                                                       activation="cpila", preactivation=False,
+                                                       inference_terms=30, seed=5),
+        (2, 3, 3, 2), perturb=0.3).build()
+    assert isinstance(layer.net.pieces[1], nets.CPila) and layer.net.pieces[0].kernel.shape[-1] == 6
+    assert layer.net.pieces[2].kernel.shape[-2] == 12  # CPila doubled the hidden channels
+    lip = contract.check_lipschitz(layer, x, points=2)
+    assert 0.05 < lip < layer.coefficient  # a real, non-trivial branch
+    contract.check_fixed_point(layer, x, tol=1e-5)
 
 
 def test_truncated_series_bias_shrinks_with_terms():
@@ -324,3 +370,22 @@ def test_residual_flow_log_det_export_and_serving(tmp_path):
         np.testing.assert_allclose(np.ravel(log_prob), model.log_prob(x).numpy(), rtol=1e-4, atol=1e-3)
         inverse = predict("inverse", {"z": z.tolist()})
         assert contract.relative_error(np.asarray(inverse["x"], np.float32), x.numpy()) <= 1e-4
+
+
+# ------------------------------------------------------------------ DenseFlow cross-unit coupling
+def test_cross_unit_coupling_is_densely_connected_and_rejects_bad_shapes():
+    """The contract case (`cases.py`, CrossUnitCoupling) checks round trip, log-det vs autodiff,
+    ONNX; here: the conditioner of unit i sees x_0 and every earlier unit's output, and a bad
+    channel count or configuration is a clear error."""
+    layer = layers.CrossUnitCoupling(units=3, growth=1, hidden_channels=4)
+    layer.build((None, 4, 4, 4))  # C_0 = 2: x_0 (2) + d_1 (1) + d_2 (1)
+    # h_1 = [x_0, o_0] = 2 + 2 channels; h_2 = [x_0, o_0, o_1] = 2 + 2 + 3 (the concatenation is
+    # what the forward pass feeds them: a different width would fail in the call below).
+    assert [int(net.conv_in.kernel.shape[-2]) for net in layer.cross] == [4, 7]
+    z, log_det = layer.forward_and_log_det(tf.random.stateless_normal((2, 4, 4, 4), seed=[3, 4]))
+    assert z.shape == (2, 4, 4, 4) and log_det.shape == (2,)
+    with pytest.raises(ValueError, match="C - \\(units - 1\\) \\* growth >= 2"):
+        layers.CrossUnitCoupling(units=3, growth=2).build((None, 4, 4, 4))
+    for bad in ({"units": 1}, {"growth": 0}):
+        with pytest.raises(ValueError, match="CrossUnitCoupling needs"):
+            layers.CrossUnitCoupling(**bad)

@@ -9,6 +9,7 @@ from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.conv_sylvester import ConvSylvester
 from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.c_in_c_conv import CInCConv
+from tfinv.layers.cross_unit_coupling import CrossUnitCoupling
 from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
 from tfinv.layers.emerging_conv import EmergingConv
@@ -58,6 +59,7 @@ __all__ = [
     "CInCChainConv",
     "CInCConv",
     "ConvExp",
+    "CrossUnitCoupling",
     "ConvSylvester",
     "CyclicShift",
     "DataAdaptiveConv",

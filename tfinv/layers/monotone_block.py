@@ -27,12 +27,14 @@ class MonotoneBlock(LipschitzBranchLayer):
     deterministic otherwise).
     Shapes: ``(B, H, W, C)`` (or ``(B, D)`` with ``vector=True``); log-det ``(B,)``.
 
-    Our variant: the block uses the Cayley-operator parametrisation of Ahn et al. with our
-    LipSwish/CLipSwish branch (their CPila activation is not implemented), and both directions
-    are fixed-point solves; the forward's gradient is backpropagated through the iterations
-    (not by implicit differentiation).
+    Our variant: the block uses the Cayley-operator parametrisation of Ahn et al.; the branch's
+    activation is the paper's CPila with ``activation="cpila"`` (`tfinv.nets.CPila`; the paper's
+    choice for Monotone Flows), while the default stays LipSwish (``"clipswish"`` also works).
+    Both directions are fixed-point solves; the forward's gradient is backpropagated through the
+    iterations (not by implicit differentiation).
 
-    Args: as `InvertibleResidualBlock`.
+    Args: as `InvertibleResidualBlock` (``activation``: ``"lipswish"``, ``"clipswish"`` or
+    ``"cpila"``).
 
     References: Ahn, Kim, Hong & Kim, "Invertible Monotone Operators for Normalizing Flows",
     arXiv:2210.08176; Chen et al., "Residual Flows", arXiv:1906.02735.

@@ -1,4 +1,39 @@
-"""Residual Flow (Chen et al., arXiv:1906.02735): a multi-scale flow of invertible residual blocks."""
+"""Residual Flow (Chen et al., arXiv:1906.02735): a multi-scale flow of invertible residual blocks.
+
+DenseFlow (Grcić, Grubišić & Šegvić, "Densely connected normalizing flows", arXiv:2010.02502) and
+the layer contract. Issue 16 lists DenseFlow's densely connected cross-unit coupling "if it fits
+the contract"; as published, it does not, for three reasons:
+
+* It is dimension-increasing. Before each invertible unit of a dense block (after the first) the
+  representation is padded with ``G`` new channels, ``x_i = [u_{i-1}(x_{i-1}), e_i]``, so a block
+  maps ``D`` numbers to ``D + (k - 1) G``. Its Jacobian is not square: there is no
+  ``log |det J|``, ``forward_log_det_jacobian`` is undefined, and the "inverse" (run the units
+  backwards and drop the padded channels) is a projection, so ``forward(inverse(z)) != z``.
+* It is stochastic. The padding is noise, ``e_i = mu_i(h_i) + sigma_i(h_i) eta``,
+  ``eta ~ N(0, I)``, with ``h_i`` the concatenation of the inputs of all previous units of the
+  block (the cross-unit coupling). ``forward`` is then not a function of ``x``: two calls differ,
+  and the contract's checks (log-det against ``slogdet`` of the autodiff Jacobian, a
+  deterministic ONNX forward graph equal to TF, two builds identical) have nothing to compare.
+* Its "log-det" is not a log-det. Each padding contributes ``-log q(e_i | h_i) =
+  -log N(eta) + sum log sigma_i``, so ``log p(z) + sum log-det`` is a one-sample estimate of
+  ``E_q[log p(x, e) - log q(e | x)]``, a variational lower bound on ``log p(x)`` whose gap is
+  ``KL(q(e | x) || p(e | x))`` (augmented flows, VFlow). It is biased low, so it is neither an
+  exact log-det nor an unbiased estimate of one, which is what the estimated-log-det contract
+  (the residual layers here) needs. ``FlowModel.log_prob`` and ``bits_per_dim`` would silently
+  become a bound.
+
+Fitting DenseFlow would need a separate contract for stochastic, dimension-changing layers
+(SurVAE flows, Nielsen et al., arXiv:2007.02731): a layer declares a stochastic forward and
+returns a likelihood contribution instead of a log-det, and models report bounds
+(importance-weighted for evaluation). tfinv does not have that contract.
+
+The deterministic part does fit if the padding is data instead of noise: split the input into
+``[x_0, d_1, ..., d_{k-1}]``, reveal ``d_i`` before unit ``i`` as
+``e_i = mu_i(h_i) + sigma_i(h_i) d_i``, with the same densely connected conditioner input
+``h_i``. The map is then a ``D -> D`` bijection with an exact log-det (sum of the units' log-dets
+plus ``sum log sigma_i``). Its inverse runs the units backwards (which gives back every ``h_i``)
+and then solves for each ``d_i``. This is `tfinv.layers.CrossUnitCoupling`.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +71,7 @@ class ResidualFlow(FlowModel):
         blocks_per_level: residual blocks per scale.
         hidden_features: width of every block's ``g``.
         coefficient: Lipschitz coefficient ``c`` of every spectrally normalised map.
-        activation: ``"lipswish"`` or ``"clipswish"``.
+        activation: ``"lipswish"``, ``"clipswish"`` or ``"cpila"``.
         num_levels: pixel levels for `LogitPreprocess` (17 for digits); ``None``: no preprocessing.
         estimator, exact_terms, series_terms, neumann_gradient, memory_efficient, inference_terms,
         inference_probes, inverse_tolerance, max_inverse_iterations: the blocks' options

@@ -2,6 +2,7 @@
 
 from tfinv.nets.bottleneck_conv_net import BottleneckConvNet
 from tfinv.nets.c_lip_swish import CLipSwish
+from tfinv.nets.c_pila import CPila
 from tfinv.nets.context_encoder import ContextEncoder
 from tfinv.nets.dense_lipschitz_net import DenseLipschitzNet
 from tfinv.nets.glow_conv_net import GlowConvNet, ZeroConv2D
@@ -11,5 +12,5 @@ from tfinv.nets.mlp import MLP
 from tfinv.nets.spectral_norm_conv2d import SpectralNormConv2D
 from tfinv.nets.spectral_norm_dense import SpectralNormDense
 
-__all__ = ["BottleneckConvNet", "CLipSwish", "ContextEncoder", "DenseLipschitzNet", "GlowConvNet", "LipSwish", "LipschitzNet",
+__all__ = ["BottleneckConvNet", "CLipSwish", "CPila", "ContextEncoder", "DenseLipschitzNet", "GlowConvNet", "LipSwish", "LipschitzNet",
            "MLP", "SpectralNormConv2D", "SpectralNormDense", "ZeroConv2D"]

@@ -6,12 +6,13 @@ import keras
 import tensorflow as tf
 
 from tfinv.nets.c_lip_swish import CLipSwish
+from tfinv.nets.c_pila import CPila
 from tfinv.nets.lip_swish import LipSwish
 from tfinv.nets.spectral_norm_conv2d import SpectralNormConv2D
 from tfinv.nets.spectral_norm_dense import SpectralNormDense
 from tfinv.ops.spectral_norm import check_coefficient
 
-ACTIVATIONS = {"lipswish": LipSwish, "clipswish": CLipSwish}
+ACTIVATIONS = {"lipswish": LipSwish, "clipswish": CLipSwish, "cpila": CPila}
 KINDS = ("conv", "dense")
 
 
@@ -22,8 +23,8 @@ class LipschitzNet(keras.layers.Layer):
 
     The Residual Flows branch for images is ``act -> conv k x k -> act -> conv 1x1 -> act ->
     conv k x k`` (``preactivation=True``, two hidden layers); ``kind="dense"`` uses dense layers
-    on the last axis (vectors). With ``activation="clipswish"`` every activation doubles the
-    channels it passes on (i-DenseNet's CLipSwish).
+    on the last axis (vectors). With ``activation="clipswish"`` (i-DenseNet's CLipSwish) or
+    ``"cpila"`` (Monotone Flows' CPila) every activation doubles the channels it passes on.
 
     `linearize` returns ``g(x)`` and a Jacobian-vector product at ``x`` computed in forward mode
     (kernels and activation derivatives kept from the one forward pass), so the power series of
@@ -34,7 +35,7 @@ class LipschitzNet(keras.layers.Layer):
         hidden_features: width of the hidden layers.
         num_hidden_layers: hidden layers (``n = num_hidden_layers + 1`` linear maps).
         kernel_size: outer convolutions' size (the inner ones are 1x1); ignored for dense.
-        activation: ``"lipswish"`` or ``"clipswish"``.
+        activation: ``"lipswish"``, ``"clipswish"`` or ``"cpila"``.
         coefficient: ``c``, the bound on each linear map's spectral norm.
         power_iterations: power-iteration steps per training update.
         preactivation: start with an activation (Residual Flows' order).

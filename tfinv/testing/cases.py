@@ -294,6 +294,7 @@ def cases() -> Iterator[Case]:
         (2, 4, 4, 2),
     )
     yield from residual_cases()
+    yield from cross_unit_cases()
 
 
 def conditional_cases() -> Iterator[Case]:
@@ -369,6 +370,16 @@ class RefreshedCase(Case):
         return layer, x
 
 
+def cross_unit_cases() -> Iterator[Case]:
+    """DenseFlow's densely connected cross-unit coupling, deterministic variant (exact log-det)."""
+    from tfinv import layers
+
+    yield Case(
+        "CrossUnitCoupling",
+        lambda: layers.CrossUnitCoupling(units=3, growth=1, hidden_channels=4),
+        (2, 4, 4, 4), perturb=0.05)
+
+
 def residual_cases() -> Iterator[Case]:
     """Invertible residual layers (estimated log-dets), in their deterministic evaluation form
     with the exact trace (``inference_probes=None``), so the standard log-det check applies; the
@@ -397,3 +408,8 @@ def residual_cases() -> Iterator[Case]:
         lambda: layers.MonotoneBlock(hidden_features=8, num_hidden_layers=1, coefficient=0.9,
                                      preactivation=False, inference_terms=30, seed=4),
         (2, 4, 4, 2), perturb=0.3, float64_round_trip_tol=1e-6)
+    yield RefreshedCase(
+        "MonotoneBlock-vector-cpila",
+        lambda: layers.MonotoneBlock(hidden_features=6, num_hidden_layers=1, activation="cpila", vector=True,
+                                     coefficient=0.9, preactivation=False, inference_terms=30, seed=5),
+        (2, 5), perturb=0.3, float64_round_trip_tol=1e-6)
