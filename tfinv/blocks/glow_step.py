@@ -105,13 +105,15 @@ class GlowStep(InvertibleSequential):
         context_shape: shape of one context for a conditional step (the coupling's conditioner
             sees it, see `tfinv.layers.bases.coupling_layer.CouplingLayer`); ``None``: unconditional.
         context_features: channels of the coupling's context features.
+        conditioner_actnorm: ActNorm inside the coupling's conditioner, after each hidden
+            convolution (Glow's paper; ``affine``/``additive`` only).
 
     References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3 and Fig. 2a.
     """
 
     def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0,
                  linear: str = "inv_conv1x1", context_shape: Sequence[int] | None = None,
-                 context_features: int = 16, **kwargs):
+                 context_features: int = 16, conditioner_actnorm: bool = False, **kwargs):
         if coupling not in COUPLINGS:
             raise ValueError(f"GlowStep coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
         if linear not in LINEAR_LAYERS:
@@ -121,8 +123,12 @@ class GlowStep(InvertibleSequential):
         if coupling == "quad" and context_shape is not None:
             raise ValueError("GlowStep coupling='quad' (QuadCoupling) takes no context; use 'affine' or "
                              f"'additive' with context_shape={context_shape}")
+        if coupling == "quad" and conditioner_actnorm:
+            raise ValueError("GlowStep coupling='quad' (QuadCoupling) has its own conditioners; "
+                             "conditioner_actnorm needs 'affine' or 'additive'")
         conditioning = ({} if coupling == "quad" else
-                        {"context_shape": context_shape, "context_features": context_features})
+                        {"context_shape": context_shape, "context_features": context_features,
+                         "conditioner_actnorm": bool(conditioner_actnorm)})
         steps = [
             ActNorm(name="act_norm"),
             LINEAR_LAYERS[linear](seed=seed, name="linear"),
@@ -134,6 +140,7 @@ class GlowStep(InvertibleSequential):
         self.seed = int(seed)
         self.linear = linear
         self.context_features = int(context_features)
+        self.conditioner_actnorm = bool(conditioner_actnorm)
 
     def get_config(self):
         config = super().get_config()
@@ -141,6 +148,8 @@ class GlowStep(InvertibleSequential):
         config.pop("event_ndims")
         config = {**config, "hidden_channels": self.hidden_channels, "coupling": self.coupling,
                   "seed": self.seed, "linear": self.linear}
+        if self.conditioner_actnorm:
+            config["conditioner_actnorm"] = True
         if self.context_shape is not None:
             config["context_shape"] = list(self.context_shape)
             config["context_features"] = self.context_features

@@ -257,6 +257,9 @@ def cases() -> Iterator[Case]:
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="emerging"), (2, 4, 4, 4))
     yield Case("GlowStep-inverse_conv",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_conv"), (2, 4, 4, 4))
+    # Glow's paper conditioner: ActNorm after each hidden convolution, initialised from data
+    yield Case("GlowStep-conditioner-actnorm",
+               lambda: blocks.GlowStep(hidden_channels=small, seed=2, conditioner_actnorm=True), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
     yield Case("Flatten", lambda: layers.Flatten(), (2, 3, 4, 2), rearrangement="reshape")
