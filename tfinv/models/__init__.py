@@ -7,6 +7,7 @@ from tfinv.models.flow_gmm import FlowGMM
 from tfinv.models.glow import Glow
 from tfinv.models.i_dense_net import IDenseNet
 from tfinv.models.i_rev_net import IRevNet
+from tfinv.models.i_u_net import IUNet
 from tfinv.models.invertible_cnn import InvertibleCNN
 from tfinv.models.mixer_flow import MixerFlow
 from tfinv.models.residual_flow import ResidualFlow
@@ -14,4 +15,4 @@ from tfinv.models.rev_net import RevNet
 from tfinv.models.rev_vit import RevViT
 
 __all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "Glow", "IDenseNet", "IRevNet",
-           "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevNet", "RevViT"]
+           "IUNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevNet", "RevViT"]

@@ -112,6 +112,7 @@ class Case:
 def cases() -> Iterator[Case]:
     """Yields a `Case` for every public layer class (``tfinv.layers.__all__``) and block."""
     from tfinv import blocks, layers, nets
+    from tfinv.models import IUNet
 
     small = 8  # conditioner width: keeps Jacobians and fits cheap
     yield Case("ActNorm", lambda: layers.ActNorm(), (2, 4, 4, 3))
@@ -144,6 +145,19 @@ def cases() -> Iterator[Case]:
                lambda: layers.LearnableLeakyReLU(initial_slope=0.3, per_channel=False),
                (2, 4, 4, 3), draw=_signed_away_from_zero)
     yield Case("OrthogonalDownsampling", lambda: layers.OrthogonalDownsampling(), (2, 4, 4, 3))
+    # iUNet's learnable resampling (arXiv:2005.05220): per-channel orthogonal stride-2 kernels
+    yield Case("InvertibleDownsampling-cayley", lambda: layers.InvertibleDownsampling(), (2, 4, 4, 3))
+    yield Case("InvertibleDownsampling-exp-squeeze",
+               lambda: layers.InvertibleDownsampling(method="exp", init="squeeze"), (2, 4, 4, 2))
+    yield Case("InvertibleDownsampling-householder",
+               lambda: layers.InvertibleDownsampling(method="householder"), (2, 4, 4, 2))
+    yield Case("InvertibleUpsampling", lambda: layers.InvertibleUpsampling(), (2, 2, 2, 8))
+    yield Case("ChannelSkip",
+               lambda: layers.ChannelSkip(blocks.InvertibleSequential(
+                   [layers.InvertibleDownsampling(), layers.InvConv1x1(seed=1), layers.InvertibleUpsampling()])),
+               (2, 4, 4, 3))
+    # the fully invertible U-Net: two levels, a reversible stack nested in the skip connection
+    yield Case("IUNet", lambda: IUNet((1, 1), hidden_channels=4), (2, 4, 4, 2))
     yield Case("HaarDownsampling", lambda: layers.HaarDownsampling(), (2, 4, 4, 3))
     yield Case("Woodbury", lambda: layers.Woodbury(seed=1), (2, 4, 4, 4))
     yield Case("Woodbury-C6-ranks", lambda: layers.Woodbury(channel_rank=2, spatial_rank=3, seed=1),
