@@ -101,11 +101,14 @@ class InvertibleDownsampling(InvertibleLayer):
     # ------------------------------------------------------------- maps
     def kernel_matrices(self) -> tf.Tensor:
         """The orthogonal ``Q_c``, shape ``(C, f^2, f^2)`` (output index first)."""
-        raw = self.rotation_weight
+        # float64 on the (tiny, parameter-only) matrices: the exponential's squarings in float32
+        # leave |det Q| - 1 ~ 1e-6 per matrix, a visible log-det error summed over the pixels
+        raw = tf.cast(self.rotation_weight, tf.float64)
         rotation = orthogonal.orthogonal_matrix(raw, self.method)
         if self.method == "householder":
             rotation = -rotation
-        return tf.linalg.matmul(tf.constant(self._initial, raw.dtype), rotation)
+        q = tf.linalg.matmul(tf.constant(self._initial, tf.float64), rotation)
+        return tf.cast(q, self.rotation_weight.dtype)
 
     def channel_matrix(self) -> tf.Tensor:
         """The block-diagonal ``(f^2 C, f^2 C)`` matrix of the map after space-to-depth: row
