@@ -38,11 +38,21 @@ from _common import log  # noqa: E402
 from revvit_memory import _reset_peak, _status_kb  # noqa: E402
 
 NETWORKS = ("irevnet", "revnet")
+MEMORY_NETWORKS = NETWORKS + ("iunet",)
 MODES = {"reversible": True, "ordinary": False}
 
 
 def build(network: str, blocks: int, image_shape, memory_efficient: bool = True, channels: int = 16):
-    from tfinv.models import IRevNet, RevNet
+    import keras
+
+    from tfinv.models import IRevNet, IUNet, RevNet
+
+    if network == "iunet":
+        # an iUNet with three levels of `blocks` couplings per side, then a linear classifier
+        # head (memory only: the loss needs a scalar, the iUNet's output has the input's shape)
+        unet = IUNet((blocks,) * 3, hidden_channels=channels, memory_efficient=memory_efficient)
+        inputs = keras.Input(tuple(image_shape[:-1]) + (4,))
+        return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(unet(inputs))))
 
     if network == "irevnet":
         return IRevNet(image_shape, blocks_per_stage=(blocks, blocks), channels=channels,
@@ -93,7 +103,8 @@ def worker(args) -> dict:
     model = build(args.network, args.depth, (args.image, args.image, 1), MODES[args.mode])
     model.compile(keras.optimizers.SGD(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.standard_normal((args.batch, args.image, args.image, 1)).astype(np.float32))
+    channels = 4 if args.network == "iunet" else 1
+    x = tf.constant(rng.standard_normal((args.batch, args.image, args.image, channels)).astype(np.float32))
     y = tf.constant(rng.integers(0, 10, args.batch))
     for n in (1, 2):
         model.train_on_batch(x[:n], y[:n])
@@ -114,7 +125,7 @@ def worker(args) -> dict:
 def memory(args) -> tuple[list[dict], dict]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     rows = []
-    for network in NETWORKS:
+    for network in args.networks:
         for depth in sorted(args.depths):
             for mode in MODES:
                 out = subprocess.run(
@@ -137,7 +148,7 @@ def memory(args) -> tuple[list[dict], dict]:
                   for mode in MODES}
         | {f"reversible_over_ordinary_at_depth_{high}": round(get(network, high, "reversible")
                                                               / get(network, high, "ordinary"), 3)}
-        for network in NETWORKS
+        for network in args.networks
     }
     return rows, summary
 
@@ -154,7 +165,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--network", choices=NETWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--networks", nargs="+", default=list(MEMORY_NETWORKS), choices=MEMORY_NETWORKS,
+                        help="networks of the memory part (iunet: IUNet((d, d, d)) on 4-channel images)")
+    parser.add_argument("--network", choices=MEMORY_NETWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=sorted(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -167,7 +180,8 @@ def main(argv=None) -> int:
                               "results": accuracy(args)}
     if "memory" in args.parts:
         rows, summary = memory(args)
-        report["memory"] = {"config": {"image": [args.image, args.image, 1], "batch": args.batch,
+        report["memory"] = {"config": {"image": [args.image, args.image, 1], "iunet_image_channels": 4,
+                                       "batch": args.batch,
                                        "channels": 16, "depths_blocks_per_stage": sorted(args.depths),
                                        "steps": args.steps},
                             "measure": "train_step_peak_mb = VmHWM - VmRSS around the full-batch steps",
