@@ -46,6 +46,9 @@ def test_resampling_trains_away_from_its_initialisation_and_stays_orthogonal(met
     q = down.kernel_matrices().numpy()
     assert np.abs(q - orthogonal.haar_matrix(2)).max() > 1e-3
     np.testing.assert_allclose(q @ np.swapaxes(q, -1, -2), np.broadcast_to(np.eye(4), q.shape), atol=1e-6)
+    # the layer's log-det is 0: the float32 matrices must have |det| = 1 to float32 rounding
+    # (the exponential's squarings run in float64; in float32 they left ~1e-6 per matrix)
+    assert np.abs(np.linalg.slogdet(q.astype(np.float64))[1]).max() < 3e-7
     # the energy (an orthogonal map's invariant) and the round trip hold for the moved weights
     z = down(X)
     np.testing.assert_allclose(float(tf.reduce_sum(z**2)), float(tf.reduce_sum(X**2)), rtol=1e-5)
