@@ -86,3 +86,16 @@ def test_conditioner_actnorm_is_identity_before_initialisation():
     y = norm.initialize(x).numpy().reshape(-1, 5)
     np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-5)
     np.testing.assert_allclose(y.std(0), 1.0, rtol=1e-5)
+
+
+def test_cli_flags_build_the_paper_configuration(tmp_path):
+    from tfinv import cli
+
+    args = cli.build_parser().parse_args(
+        ["train", "--out", str(tmp_path), "--levels", "1", "--steps-per-level", "1", "--hidden-channels", "4",
+         "--learned-prior", "--conditioner-actnorm"])
+    model = cli._build_glow(args, (8, 8, 1), 17)
+    assert model.learned_prior and model.conditioner_actnorm
+    default = cli._build_glow(cli.build_parser().parse_args(["train", "--out", str(tmp_path), "--levels", "1",
+                                                             "--steps-per-level", "1"]), (8, 8, 1), 17)
+    assert not default.learned_prior and not default.conditioner_actnorm
