@@ -32,6 +32,11 @@ class IRevNet(keras.Model):
     W/2^d, channels * 4^(d - initial_downsampling))`` with ``d`` the total number of downsamplings;
     H and W divisible by ``2^d``.
 
+    Measured (``benchmarks/reversible_networks.py``): on the digits, 98.6 % test accuracy after 30
+    epochs with the defaults, input rebuilt from the final features to 2.4e-7 (relative max);
+    a training step's peak memory 7.0 / 7.3 / 7.2 MB at 2 / 8 / 32 blocks per stage (32x32
+    images, batch 32), 7.5 / 14.1 / 35.4 MB with ordinary backprop.
+
     Where this differs from the paper: the residual functions have no batch normalisation (see
     `tfinv.nets.conv_residual`: it would couple the examples of a batch and be updated twice by
     the reversible backward pass), and the paper's stages (ImageNet: 4 stages, 100 blocks, 48

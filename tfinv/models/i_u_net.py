@@ -37,6 +37,9 @@ class IUNet(ReversibleStack):
     Memory: the network is a `ReversibleStack` whose skip connections hold `ReversibleStack`s,
     so with ``memory_efficient=True`` backprop rebuilds activations level by level from outputs
     and stores none of the couplings' activations: training memory stays flat as ``a_i`` grows.
+    Measured (``benchmarks/reversible_networks.py --parts memory --networks iunet --depths 5 30``,
+    three levels, 32x32x4 images, batch 32): a training step's peak 19.6 MB at 5 couplings per
+    level and side, 17.9 MB at 30; with ordinary backprop 83.5 MB and 392.7 MB.
 
     Where this differs from the paper: the channel mixings are LU 1x1 convolutions (`InvConv1x1`,
     the paper's are orthogonal, log-det 0); the couplings' conditioners are Glow's network instead

@@ -29,6 +29,10 @@ class RevNet(keras.Model):
     network is not (stem and downsampling units lose information); it is a classifier.
     Shapes: ``(B, H, W, C) -> (B, num_classes)``; H and W divisible by ``2^(stages - 1)``.
 
+    Measured (``benchmarks/reversible_networks.py``): on the digits, 89.7 % test accuracy after 30
+    epochs with the defaults; a training step's peak memory 15.7 / 15.9 / 16.4 MB at 2 / 8 / 32
+    blocks per stage (32x32 images, batch 32), 23.0 / 59.1 / 208.7 MB with ordinary backprop.
+
     Where this differs from the paper: the residual functions have no batch normalisation (see
     `tfinv.nets.conv_residual`), and the paper's CIFAR/ImageNet stage sizes are arguments, not
     defaults (the defaults fit 8x8 digits).
