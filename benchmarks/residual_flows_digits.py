@@ -10,8 +10,8 @@ the default Glow's (~76k). Prints one JSON object:
   ``n`` terms, and 4 stored probes — against the dense-Jacobian exact log-det of a trained model;
 * ``estimator``: for one trained block, variance, bias and time of one log-det draw vs the
   number of series terms (truncated series) and of the Russian-roulette estimator;
-* ``memory``: peak RSS growth (Linux ``VmHWM`` after resetting it, minus RSS before ``fit``) of
-  training steps (batch ``--memory-batch``) with plain backprop through a truncated series, with
+* ``memory``: peak RSS growth (Linux ``VmHWM`` after resetting it, minus RSS before ``fit``;
+  after one traced warm-up step) of training steps (batch ``--memory-batch``) with plain backprop through a truncated series, with
   the Neumann gradient, and with the Neumann gradient plus the memory-saving backward pass; each
   in its own process.
 
@@ -197,12 +197,15 @@ def memory_probe(mode: str, args) -> dict:
     model = make_model("ResidualFlow", args, **overrides)
     model.initialize(batch)
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
+    # One step first: the train function is traced and its graph built (a peak of its own).
+    steps = tf.data.Dataset.from_tensors(batch)
+    model.fit(steps, epochs=1, verbose=0)
     # ru_maxrss keeps the start-up peak (TF and data loading reach ~2.5 GB here), which hid the
     # training peak: reset the kernel's high-water mark (VmHWM) instead and read it after fit.
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _status_mb("VmRSS")
-    model.fit(tf.data.Dataset.from_tensors(batch).repeat(args.memory_steps), epochs=1, verbose=0)
+    model.fit(steps.repeat(args.memory_steps), epochs=1, verbose=0)
     return {"mode": mode, "peak_rss_growth_mb": round(_status_mb("VmHWM") - before, 1),
             "rss_before_fit_mb": round(before, 1)}
 

@@ -145,3 +145,83 @@ def test_keras_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(x), model.predict_proba(x), atol=1e-6)
     np.testing.assert_allclose(loaded.log_prob(x).numpy(), model.log_prob(x).numpy(), rtol=1e-6)
     np.testing.assert_array_equal(loaded.base.loc.numpy(), model.base.loc.numpy())
+
+
+# ---------------------------------------------------------------- consistency regulariser, sampling
+def _consistent_model(weight=0.7, rampup=4):
+    model = FlowGMM.glow((4, 4, 1), num_classes=K, levels=1, steps_per_level=2, hidden_channels=8,
+                         num_levels=17, seed=0, mean_scale=2.0, consistency_weight=weight,
+                         consistency_shift=1, consistency_rampup=rampup)
+    model.initialize(_data(16, 0))
+    rng = np.random.default_rng(7)
+    for w in model.trainable_weights:
+        w.assign(w.numpy() + 0.05 * rng.standard_normal(w.shape).astype(np.float32))
+    return model
+
+
+def test_translate_moves_each_example_with_zero_fill():
+    model = _consistent_model()
+    x = _data(3, seed=11)
+    shifts = np.array([[1, 0], [0, -1], [-1, 1]])
+    got = model.translate(tf.constant(x), tf.constant(shifts)).numpy()
+    for image, (dy, dx), out in zip(x, shifts, got):
+        expected = np.zeros_like(image)
+        for i in range(4):
+            for j in range(4):
+                if 0 <= i - dy < 4 and 0 <= j - dx < 4:
+                    expected[i, j] = image[i - dy, j - dx]
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_consistency_loss_is_the_nll_under_the_label_predicted_on_the_translation():
+    model = _consistent_model()
+    x = _data(8, seed=12)
+    labels = np.array([-1, 0, -1, -1, 2, -1, 1, -1])
+    shifts = np.random.default_rng(3).integers(-1, 2, (8, 2))
+    comp, log_det = _hand_terms(model, x)
+    comp_shifted, _ = _hand_terms(model, model.translate(tf.constant(x), tf.constant(shifts)).numpy())
+    predicted = np.argmax(comp_shifted, -1)  # uniform weights: Bayes' rule is the argmax of log N
+    per_example = -(comp[np.arange(8), predicted] + log_det) * (labels == -1)
+    z, ld = model.forward(x)
+    got = model.consistency_loss(tf.constant(x), z, ld, tf.constant(labels), shifts=tf.constant(shifts))
+    np.testing.assert_allclose(got.numpy(), per_example.mean(), rtol=1e-5)
+    assert got.numpy() > 1.0  # a real NLL: the five unlabelled examples contribute
+
+
+def test_compute_loss_adds_the_ramped_regulariser_in_training_only():
+    model = _consistent_model(weight=0.7, rampup=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+    x, labels = _data(8, seed=13), tf.constant([-1, 1, -1, -1, 0, -1, -1, 3])
+    plain = model.compute_loss(x, labels, model(x), training=False).numpy()
+    np.testing.assert_allclose(plain, model.negative_log_likelihood(x, labels.numpy()).numpy().mean(), rtol=1e-5)
+    tf.random.set_seed(5)
+    total = model.compute_loss(x, labels, model(x), training=True).numpy()
+    tf.random.set_seed(5)
+    shifts = tf.random.uniform([8, 2], -1, 2, tf.int32)
+    z, ld = model.forward(x)
+    term = model.consistency_loss(tf.constant(x), z, ld, labels, shifts=shifts).numpy()
+    assert term > 1.0  # a real NLL, not a vanishing term
+    # step 0 of a 4-step ramp: lambda(0) = 0.7 / 4
+    np.testing.assert_allclose(total - plain, 0.7 / 4 * term, rtol=1e-4)
+    # (fit with the regulariser runs in tests/test_flowgmm_cli.py: `tfinv train --consistency-weight`)
+    config = model.get_config()
+    assert (config["consistency_weight"], config["consistency_shift"], config["consistency_rampup"]) == (0.7, 1, 4)
+    with pytest.raises(ValueError, match="consistency_weight"):
+        FlowGMM.glow((4, 4, 1), num_classes=K, levels=1, consistency_weight=-1.0)
+
+
+def test_class_samples_land_on_their_means_and_interpolation_hits_its_ends():
+    model = _model()
+    labels = np.array([0, 3, 1, 2, 3])
+    samples = model.sample_classes(labels, temperature=1e-3, seed=4)
+    z, _ = model.forward(samples)
+    loc = model.base.loc.numpy().reshape(K, -1)
+    # z = mu_y + 1e-3 eps (|eps| ~ 4 in D = 16) up to the flow's float32 round trip
+    assert np.max(np.linalg.norm(z.numpy() - loc[labels], axis=-1)) < 0.02
+    assert np.array_equal(model.predict_classes(samples.numpy()), labels)
+    path = model.interpolate(loc[0], loc[2], 3)
+    z_path, _ = model.forward(path)
+    expected = np.stack([loc[0], 0.5 * (loc[0] + loc[2]), loc[2]])
+    np.testing.assert_allclose(z_path.numpy(), expected, atol=2e-3)
+    with pytest.raises(ValueError, match=r"labels in \[0, 4\)"):
+        model.sample_classes(np.array([0, -1]))

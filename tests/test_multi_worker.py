@@ -30,6 +30,8 @@ ARGS = ["train", "--model", "glow", "--dataset", "digits", "--levels", "1", "--s
         "--hidden-channels", "8", "--max-train", "128", "--max-test", "32", "--batch-size", "32",
         "--epochs", "3", "--num-samples", "4", "--verbose", "0", "--seed", "3"]
 TIMEOUT = 600  # seconds for a whole job (two workers sharing two cores)
+# The module's fixture runs four jobs at once: beyond the suite's 300 s per test on a loaded machine.
+pytestmark = pytest.mark.timeout(1500)
 
 
 def _weights(path):

@@ -88,3 +88,39 @@ def test_typicality_entropy_threshold_and_scores():
     # |log p| ~ 40 in float32: the difference of two such numbers is exact to ~40 * 6e-8 each
     np.testing.assert_allclose(scores, -np.abs(-held_lp[:7] - test.entropy), atol=2e-5)
     assert auroc(test.batch_scores(held, 100), test.batch_scores(far, 100)) > 0.99
+
+
+# ---------------------------------------------------------------- the remedy: bottlenecked conditioners
+def test_bottleneck_glow_conditioners_squeeze_through_their_code_and_survive_save_load(tmp_path):
+    import keras
+
+    from tfinv.nets import BottleneckConvNet
+    from tfinv.ood import bottleneck_glow
+
+    model = bottleneck_glow((4, 4, 1), levels=1, steps_per_level=2, hidden_channels=6, bottleneck=3, seed=1)
+    x = np.random.default_rng(4).uniform(0, 17, (6, 4, 4, 1)).astype(np.float32)
+    model.initialize(x)
+    rng = np.random.default_rng(5)
+    for w in model.trainable_weights:
+        w.assign(w.numpy() + 0.1 * rng.standard_normal(w.shape).astype(np.float32))
+    nets = [layer for layer in model._flatten_layers() if isinstance(layer, BottleneckConvNet)]
+    assert len(nets) == 2 and all(n.out_channels == 4 and n.encode.units == 3 for n in nets)  # C=4 after squeeze
+    # the conditioner's output depends on its input only through the 3-dimensional code: the
+    # Jacobian of its 16 outputs w.r.t. its 8 inputs has rank <= 3 (a plain convolutional conditioner has no such bound)
+    import tensorflow as tf
+
+    net = nets[0]
+    inputs = tf.constant(rng.standard_normal((1, 2, 2, 2)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        out = net(inputs)
+    jacobian = tape.jacobian(out, inputs).numpy().reshape(16, 8)
+    singular = np.linalg.svd(jacobian, compute_uv=False)
+    assert singular[0] > 1e-3 and np.all(singular[3:] < 1e-6 * singular[0]), singular
+    z, log_det = model.forward(x)
+    back = model.inverse(z).numpy()
+    np.testing.assert_allclose(back, x, rtol=1e-4, atol=1e-4)
+    path = str(tmp_path / "bottleneck.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.log_prob(x).numpy(), model.log_prob(x).numpy(), rtol=1e-6)

@@ -1,4 +1,4 @@
-"""The ``tfinv`` command line: ``tfinv train`` and ``tfinv sample`` (plus ``tfinv export`` and
+"""The ``tfinv`` command line: ``tfinv train``, ``tfinv sample`` and ``tfinv diagnose`` (plus ``tfinv export`` and
 ``tfinv serve``, which the export and serving stages register through entry points).
 
 Examples::
@@ -7,11 +7,20 @@ Examples::
     tfinv train --dataset faces.npz --num-levels 256 --levels 3 --out runs/faces
     tfinv sample --model runs/glow-digits/model.keras --n 64 --temperature 0.7 --out grid.png
     tfinv train --model revvit --epochs 30 --dim 32 --depth 4 --out runs/revvit-digits
+    tfinv diagnose --model runs/glow-digits/model.keras --out runs/glow-digits/diagnostics
+    tfinv train --model flowgmm --labels 100 --epochs 20 --out runs/flowgmm-digits
+    tfinv ood --model runs/glow-digits/model.keras --data digits --out ood.json --histogram ood.png
 
 ``train`` writes ``DIR/model.keras``, ``DIR/samples.png`` (a grid of samples) and
 ``DIR/metrics.json`` (bits/dim of the train and test splits, time, parameters, config). For a
 classifier (``--model revvit``) it trains on the labels and writes ``DIR/model.keras`` and
-``DIR/metrics.json`` (train and test accuracy); no samples.
+``DIR/metrics.json`` (train and test accuracy); no samples. ``--model flowgmm`` is
+semi-supervised: ``--labels N`` keeps N training labels in total (class-balanced, ``N // K`` per
+class, the remainder drawn at random; seeded by ``--seed``), the other training images are
+unlabelled; it writes ``DIR/samples.png`` with one row of class-conditional samples per class and
+``metrics.json`` with the test accuracy of the Bayes classifier and the bits/dim.
+``ood`` scores an in-distribution set against OOD sets with `tfinv.ood` and writes a JSON report
+(AUROC per score and set), optionally a histogram PNG of the scores.
 User errors (bad data, a file that is not a tfinv model, an impossible configuration, an
 unusable destination, a bad option) print one line ``tfinv <command>: error: ...`` and exit with
 code 2; `main` returns the exit code. Destinations are checked before any training.
@@ -68,9 +77,11 @@ class ModelBuilder:
             the shape of one image and the data's pixel levels; a classifier's builder also gets
             ``num_classes=`` (the number of label values).
         description: one line for ``--help``.
-        task: ``"density"`` (a `FlowModel` trained by maximum likelihood on images alone) or
+        task: ``"density"`` (a `FlowModel` trained by maximum likelihood on images alone),
             ``"classification"`` (a model returning logits, trained on ``(image, label)`` pairs
-            with sparse categorical cross-entropy).
+            with sparse categorical cross-entropy) or ``"semi_supervised"`` (a
+            `tfinv.models.FlowGMM` trained on images with ``--labels`` of their labels, ``-1``
+            for the others; the builder also gets ``num_classes=``).
     """
 
     build: Callable[..., Any]
@@ -78,7 +89,7 @@ class ModelBuilder:
     task: str = "density"
 
 
-TASKS = ("density", "classification")
+TASKS = ("density", "classification", "semi_supervised")
 #: ``--strategy`` choices (`tfinv.training.make_strategy`), listed here so --help needs no TensorFlow.
 STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -157,6 +168,28 @@ def _build_revvit(args: argparse.Namespace, input_shape: tuple[int, ...], num_le
         image_shape=input_shape,
         input_scale=1.0 / num_levels,
         name="revvit",
+    )
+
+
+@register_model(
+    "flowgmm",
+    "FlowGMM (tfinv.models.FlowGMM): a Glow with one Gaussian per class, semi-supervised on --labels labels",
+    task="semi_supervised",
+)
+def _build_flowgmm(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int, num_classes: int):
+    from tfinv.models import FlowGMM
+
+    return FlowGMM.glow(
+        input_shape,
+        num_classes,
+        levels=args.levels,
+        steps_per_level=args.steps_per_level,
+        hidden_channels=args.hidden_channels,
+        coupling=args.coupling,
+        num_levels=num_levels,
+        seed=args.seed,
+        consistency_weight=args.consistency_weight,
+        name="flowgmm",
     )
 
 
@@ -340,14 +373,17 @@ def _train(args: argparse.Namespace) -> int:
     with _as_usage_error():
         out = files.check_output_directory(args.out, "--out")
     backup = _prepare_backup(args, out)
-    classify = MODEL_BUILDERS[args.model].task == "classification"
+    task = MODEL_BUILDERS[args.model].task
+    classify = task == "classification"
+    if args.labels is not None and task != "semi_supervised":
+        raise UsageError(f"--labels applies to semi-supervised models (flowgmm), not --model {args.model}")
     with _as_usage_error():
         num_levels = data.resolve_num_levels(args.dataset, args.num_levels)
         train_images, train_labels = data.load_arrays(
-            args.dataset, "train", key=args.key, num_levels=num_levels, with_labels=classify
+            args.dataset, "train", key=args.key, num_levels=num_levels, with_labels=task != "density"
         )
         test_images, test_labels = data.load_arrays(
-            args.dataset, "test", key=args.key, num_levels=num_levels, with_labels=classify
+            args.dataset, "test", key=args.key, num_levels=num_levels, with_labels=task != "density"
         )
     train_images = train_images[: args.max_train]
     test_images = test_images[: args.max_test]
@@ -398,6 +434,11 @@ def _train_in_scope(args, out, backup, strategy, classify, train_images, train_l
     # BackupAndRestore assumes a shared file system); only the chief writes it and the outputs.
     chief = _is_chief()
     keras.utils.set_random_seed(args.seed)
+    if MODEL_BUILDERS[args.model].task == "semi_supervised":
+        train_split = (train_images, train_labels[: args.max_train])
+        test_split = (test_images, test_labels[: args.max_test])
+        with strategy.scope():
+            return _train_flowgmm(args, out, backup, train_split, test_split, num_levels, started, chief)
     if classify:
         train_split = (train_images, train_labels[: args.max_train])
         test_split = (test_images, test_labels[: args.max_test])
@@ -572,6 +613,199 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
     return 0
 
 
+def _train_flowgmm(args: argparse.Namespace, out: str, backup: str, train_split, test_split,
+                   num_levels: int, started: float, chief: bool = True) -> int:
+    """``tfinv train --model flowgmm``: semi-supervised FlowGMM on ``--labels`` labels, report accuracy."""
+    import numpy as np
+
+    from tfinv import data, files, training
+    from tfinv.models.flow_gmm import UNLABELLED, oversample_labelled, semi_supervised_labels
+
+    (train_images, train_labels), (test_images, test_labels) = train_split, test_split
+    input_shape = tuple(int(s) for s in train_images.shape[1:])
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    num_labelled = len(train_labels) if args.labels is None else args.labels
+    if num_labelled > len(train_labels):
+        raise UsageError(f"--labels {num_labelled}: expected at most the {len(train_labels)} training images")
+    with _as_usage_error():
+        kept = semi_supervised_labels(train_labels, num_labelled, num_classes, seed=args.seed)
+        images, labels = (oversample_labelled(train_images, kept, args.labelled_fraction)
+                          if 0 < num_labelled < len(kept) else (train_images, kept))
+        model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels, num_classes=num_classes)
+    if chief:
+        _record_options(args, backup)
+    with _interrupts_reported(backup):
+        result = training.fit_flow(
+            model, images, labels=labels, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+            seed=args.seed, validation_images=test_images, jit_compile="auto" if args.jit is None else args.jit,
+            verbose=args.verbose, backup_dir=backup,
+        )
+        evaluation = dict(batch_size=args.batch_size, seed=args.seed, jit_compile=bool(args.jit))
+        train_bpd = training.dataset_bits_per_dim(model, train_images, **evaluation)
+        test_bpd = training.dataset_bits_per_dim(model, test_images, **evaluation)
+        noise = np.random.default_rng(args.seed).uniform(0.0, 1.0, test_images.shape)
+        test_accuracy = float(np.mean(model.predict_classes(test_images + noise.astype(np.float32)) == test_labels))
+        per_class = max(1, args.num_samples // num_classes)
+        samples = model.sample_classes(np.repeat(np.arange(num_classes), per_class),
+                                       temperature=args.temperature, seed=args.seed)
+        if not chief:
+            return _save_as_worker(model)
+        with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
+            files.save_model_atomic(model, os.path.join(staging, "model.keras"))
+            data.save_image_grid(samples.numpy(), os.path.join(staging, "samples.png"), num_levels, columns=per_class)
+            metrics = _write_metrics(
+                os.path.join(staging, "metrics.json"), args, model, result, started,
+                task="semi_supervised", num_levels=num_levels, input_shape=list(input_shape),
+                num_classes=num_classes, num_train=int(len(train_images)), num_test=int(len(test_images)),
+                num_labelled=int(np.sum(kept != UNLABELLED)), num_unlabelled=int(np.sum(kept == UNLABELLED)),
+                test_accuracy=training.finite_or_none(test_accuracy),
+                train_bits_per_dim=training.finite_or_none(train_bpd),
+                test_bits_per_dim=training.finite_or_none(test_bpd),
+            )
+    print(
+        f"test accuracy {test_accuracy:.4f} with {metrics['num_labelled']} labels, test bits/dim {test_bpd:.4f} "
+        f"after {metrics['epochs']} epoch(s){_resumed(result)} in {result.fit_seconds:.1f} s; "
+        f"wrote {', '.join(_written(out, RUN_FILES))}"
+    )
+    if not (math.isfinite(train_bpd) and math.isfinite(test_bpd)):
+        print("tfinv train: training diverged (non-finite bits/dim); try a smaller --lr", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- ood
+#: Scores in the report of ``tfinv ood`` (`tfinv.ood`).
+OOD_SCORES = ("log_likelihood", "typicality", "typicality_batch", "complexity_corrected")
+
+
+def _ood(args: argparse.Namespace) -> int:
+    """``tfinv ood``: AUROC of `tfinv.ood`'s scores, in-distribution test split vs OOD sets."""
+    import numpy as np
+
+    import tfinv
+    from tfinv import data, files, ood
+
+    started = time.perf_counter()
+    with _as_usage_error():
+        out = files.check_output_file(args.out, "--out", suffix=".json")
+        histogram = None if args.histogram is None else files.check_output_file(args.histogram, "--histogram",
+                                                                               suffix=".png")
+        model = tfinv.load_model(args.model)
+        num_levels = data.resolve_num_levels(args.data, args.num_levels)
+        reference, _ = data.load_arrays(args.data, "train", key=args.key, num_levels=num_levels)
+        test, _ = data.load_arrays(args.data, "test", key=args.key, num_levels=num_levels)
+    if len(test) < 2 * args.typicality_m:
+        raise UsageError(f"--data {args.data}: its test split has {len(test)} images; expected at least "
+                         f"2 * --typicality-m = {2 * args.typicality_m}")
+    rng = np.random.default_rng(args.seed)
+    sets: dict[str, np.ndarray] = {}
+    with _as_usage_error():
+        for name in args.ood:
+            if name in ood.SYNTHETIC_OOD_SETS:
+                sets[name] = ood.synthetic_ood_set(name, test, num_levels, seed=args.seed + len(sets))
+            else:
+                images, _ = data.load_arrays(name, "all", key=args.key, num_levels=num_levels)
+                sets[os.path.basename(os.fspath(name))] = images
+        # every set is checked against the model before any scoring
+        ood.check_images(model, test, f"--data {args.data}")
+        for name, images in sets.items():
+            ood.check_images(model, images, f"OOD set {name!r}")
+
+    def dequantise(counts):
+        return counts.astype(np.float32) + rng.uniform(0.0, 1.0, counts.shape).astype(np.float32)
+
+    # entropy from the train split; the test split's first half calibrates the threshold, the second is scored
+    half = len(test) // 2
+    with _as_usage_error():
+        typicality = ood.TypicalityTest(model, batch_size=args.batch_size).fit(
+            dequantise(reference), dequantise(test[:half]), test_batch_size=args.typicality_m,
+            alpha=args.alpha, seed=args.seed)
+        inside = dequantise(test[half:])
+
+        def scores_of(x, what, seed):
+            log_p = ood.log_likelihood_scores(model, x, args.batch_size, what)
+            batches = max(1, min(200, len(x) // args.typicality_m * 4))
+            return {
+                "log_likelihood": log_p,
+                "typicality": -np.abs(-log_p - typicality.entropy),
+                "typicality_batch": typicality.batch_scores(x, batches, seed=seed),
+                "complexity_corrected": log_p / math.log(2.0) + ood.complexity_bits(x, num_levels),
+            }
+
+        in_scores = scores_of(inside, "--data", 1)
+        table: dict[str, dict[str, float]] = {score: {} for score in OOD_SCORES}
+        groups: dict[str, dict[str, np.ndarray]] = {score: {"in-distribution": in_scores[score]} for score in OOD_SCORES}
+        bits = {"in-distribution": float(-np.mean(in_scores["log_likelihood"]) / (model.num_dims * math.log(2)))}
+        flagged = {"in-distribution": float(np.mean(-in_scores["typicality_batch"] > typicality.threshold))}
+        for index, (name, counts) in enumerate(sets.items()):
+            x = dequantise(counts)
+            if len(x) < args.typicality_m:
+                raise ValueError(f"OOD set {name!r} has {len(x)} images; expected at least --typicality-m "
+                                 f"{args.typicality_m}")
+            out_scores = scores_of(x, f"OOD set {name!r}", 2 + index)
+            for score in OOD_SCORES:
+                table[score][name] = ood.auroc(in_scores[score], out_scores[score])
+                groups[score][name] = out_scores[score]
+            bits[name] = float(-np.mean(out_scores["log_likelihood"]) / (model.num_dims * math.log(2)))
+            flagged[name] = float(np.mean(-out_scores["typicality_batch"] > typicality.threshold))
+    report = {
+        "model": os.fspath(args.model),
+        "data": os.fspath(args.data),
+        "num_levels": num_levels,
+        "num_reference": int(len(reference)),
+        "num_calibration": int(half),
+        "num_in_distribution_scored": int(len(inside)),
+        "ood_sets": {name: int(len(v)) for name, v in sets.items()},
+        "auroc": table,
+        "bits_per_dim": bits,
+        "typicality": {"entropy_nats": typicality.entropy, "M": args.typicality_m, "alpha": args.alpha,
+                       "threshold": typicality.threshold, "fraction_of_batches_flagged": flagged},
+        "histogram": histogram,
+        "seed": args.seed,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+    if histogram is not None:
+        import tensorflow as tf
+
+        picture = ood.score_histogram_image(groups)
+        files.write_bytes_atomic(histogram, tf.io.encode_png(picture).numpy())
+    with files.atomic_write(out) as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    for score in OOD_SCORES:
+        print(f"{score:>22}: " + ", ".join(f"{name} {value:.3f}" for name, value in table[score].items()))
+    print(f"wrote {out}" + (f" and {histogram}" if histogram else ""))
+    return 0
+
+
+def _ood_set(text: str) -> str:
+    if text in ("inverted", "uniform_noise", "constant", "shuffled") or text.endswith(".npz") or os.path.isfile(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected inverted, uniform_noise, constant, shuffled or the path of an .npz file, got {text!r}")
+
+
+def _probability(text: str) -> float:
+    value = _number(float, text, "a number in (0, 1)")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(float, text, "a finite number >= 0")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _number(int, text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
 # ---------------------------------------------------------------- sample
 def _sample(args: argparse.Namespace) -> int:
     import tfinv
@@ -590,9 +824,75 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- diagnose
+def _diagnose(args: argparse.Namespace) -> int:
+    """``tfinv diagnose``: invertibility diagnostics of a saved model on data (`tfinv.diagnostics`)."""
+    import numpy as np
+
+    from tfinv import data, diagnostics, files
+
+    model_dir = os.path.dirname(os.path.abspath(args.model))
+    with _as_usage_error():
+        out = files.check_output_directory(args.out or os.path.join(model_dir, "diagnostics"), "--out")
+        model = diagnostics.load_diagnosable(args.model)
+        model_levels = getattr(model, "num_levels", None)
+        # an .npz file's levels default to the model's (a named dataset has its own)
+        num_levels = data.resolve_num_levels(args.dataset, args.num_levels if args.num_levels is not None or
+                                             os.fspath(args.dataset) in data.NAMED_DATASETS else model_levels)
+        if model_levels is not None and int(model_levels) != num_levels:
+            raise ValueError(f"{args.model!r} was trained on {model_levels} pixel levels, but --dataset "
+                             f"{args.dataset} has {num_levels}; pass the model's data")
+        images, labels = data.load_arrays(args.dataset, args.split, key=args.key, num_levels=num_levels)
+    if len(images) < 2:
+        raise UsageError(f"--dataset {args.dataset} ({args.split} split) has {len(images)} image(s); "
+                         f"the diagnostics need at least 2")
+    rng = np.random.default_rng(args.seed)
+    chosen = np.sort(rng.choice(len(images), size=min(args.examples, len(images)), replace=False))
+    # dequantised as in training: integer counts plus uniform noise in [0, 1)
+    x = images[chosen].astype(np.float32) + rng.uniform(0.0, 1.0, images[chosen].shape).astype(np.float32)
+    context = _label_context(model, labels, chosen, args)
+    with _as_usage_error():
+        report = diagnostics.diagnose(
+            model, x, context, iterations=args.iterations, seed=args.seed, layers=args.layers,
+            condition_threshold=args.condition_threshold, error_threshold=args.error_threshold,
+            progress=args.verbose > 0,
+        )
+    report["model"]["file"] = os.path.abspath(args.model)
+    report["data"] = {"dataset": os.fspath(args.dataset), "split": args.split, "num_levels": num_levels,
+                      "indices": [int(i) for i in chosen]}
+    written = diagnostics.write_report(report, out)
+    lipschitz = report["bi_lipschitz"]
+    worst = max((s["relative_max"] for s in report.get("stress_test", {}).get("sets", {}).values()), default=None)
+    print(
+        f"Lip(f) >= {_maybe(lipschitz['forward']['max'])}, Lip(f^-1) >= {_maybe(lipschitz['inverse']['max'])}, "
+        f"largest relative reconstruction error {_maybe(worst)}; {len(report['flags'])} flag(s) over "
+        f"{len(report['layers'])} layer(s); wrote {written[0]} and {len(written) - 1} PNG(s)"
+    )
+    return 0
+
+
+def _label_context(model, labels, chosen, args: argparse.Namespace):
+    """One-hot labels as the context of a class-conditional model (``context_shape == (K,)``)."""
+    import numpy as np
+
+    shape = getattr(model, "context_shape", None)
+    if shape is None:
+        return None
+    if len(shape) != 1 or labels is None or int(labels.max()) >= int(shape[0]):
+        raise UsageError(
+            f"{args.model!r} is conditional (context of shape {tuple(shape)}); tfinv diagnose gives it one-hot "
+            f"labels, so it needs a dataset with integer labels below {shape[0]}"
+            + ("" if len(shape) == 1 else f", and a model whose context is a vector, not {tuple(shape)}"))
+    return np.eye(int(shape[0]), dtype=np.float32)[labels[chosen]]
+
+
+def _maybe(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``tfinv`` argument parser (subcommands ``train`` and ``sample``)."""
+    """The ``tfinv`` argument parser (subcommands ``train``, ``sample``, ``diagnose`` and ``ood``)."""
     from tfinv.blocks.glow_step import COUPLINGS, LINEAR_LAYERS
 
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
@@ -647,6 +947,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--conditioner-actnorm", action="store_true",
         help="Glow: ActNorm after each hidden convolution of the coupling conditioners (Glow's paper)",
+        "--labels", type=_non_negative_int, default=None,
+        help="flowgmm: number of labelled training images in total (class-balanced: N // K per class, "
+        "the remainder at random); the others are unlabelled. Default: all labelled",
+    )
+    train.add_argument(
+        "--labelled-fraction", type=_probability, default=0.5,
+        help="flowgmm: labelled images are repeated to make about this share of every epoch",
+    )
+    train.add_argument(
+        "--consistency-weight", type=_non_negative_float, default=0.0,
+        help="flowgmm: weight of the paper's consistency regulariser on unlabelled images (0: off)",
     )
     train.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     train.add_argument("--seed", type=_seed, default=0, help="seed of weights, shuffling, noise and samples")
@@ -692,6 +1003,60 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--scale", type=_positive_int, default=4, help="pixel upscaling of the PNG")
     sample.add_argument("--out", default="samples.png", help="PNG file to write")
     sample.set_defaults(func=_sample)
+
+    diagnose = commands.add_parser(
+        "diagnose", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="invertibility diagnostics of a saved model: bi-Lipschitz estimates, condition numbers, "
+        "log-dets, exploding-inverse stress test",
+        description="Load a .keras model saved by `tfinv train` and write OUT/diagnostics.json, "
+        "OUT/summary.png and a PNG per layer (tfinv.diagnostics; Behrmann et al., arXiv:2006.09347).",
+    )
+    diagnose.add_argument("--model", required=True, help="path of a .keras file written by tfinv (a flow, or revvit)")
+    diagnose.add_argument("--out", default=None, help="report folder (default: diagnostics/ beside the model)")
+    diagnose.add_argument("--dataset", default="digits", help="'digits' (embedded) or the path of an .npz file")
+    diagnose.add_argument("--key", default=None, help="image array name in an .npz file (default 'images')")
+    diagnose.add_argument("--num-levels", type=_positive_int, default=None,
+                          help="pixel levels of an .npz file (default: the model's, else 256)")
+    diagnose.add_argument("--split", default="test", choices=["train", "test", "all"], help="data split used")
+    diagnose.add_argument("--examples", type=_positive_int, default=64, help="data points (at least 2 used)")
+    diagnose.add_argument("--iterations", type=_positive_int, default=20, help="power iterations per estimate")
+    diagnose.add_argument("--layers", default="leaves", choices=["leaves", "all", "none"],
+                          help="layers reported: the finest, every container too, or only the whole map")
+    diagnose.add_argument("--condition-threshold", type=_positive_float, default=1e3,
+                          help="flag layers whose local condition number exceeds this")
+    diagnose.add_argument("--error-threshold", type=_positive_float, default=1e-3,
+                          help="flag relative reconstruction errors above this")
+    diagnose.add_argument("--seed", type=_seed, default=0, help="seed of the data points, start vectors, stress sets")
+    diagnose.add_argument("--verbose", type=int, choices=[0, 1], default=1, help="progress bar")
+    diagnose.set_defaults(func=_diagnose)
+
+    detect = commands.add_parser(
+        "ood", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="score out-of-distribution sets with a saved flow: AUROC report (JSON) and a histogram PNG",
+        description="Load a .keras flow saved by tfinv and score the test split of --data (in-distribution) "
+        "against OOD sets with tfinv.ood: log-likelihood, typicality per example and per batch of M, "
+        "complexity-corrected likelihood. The typicality test takes its entropy from the train split of "
+        "--data and its threshold from the first half of the test split; the second half is scored. "
+        "Writes --out (JSON, whole or not at all) and, with --histogram, a PNG of the score histograms "
+        "(in-distribution in blue).",
+    )
+    detect.add_argument("--model", required=True, help="path of a .keras flow written by tfinv")
+    detect.add_argument("--data", default="digits", help="in-distribution data: 'digits' or the path of an .npz file")
+    detect.add_argument("--key", default=None, help="image array name in the .npz files (default 'images')")
+    detect.add_argument("--num-levels", type=_positive_int, default=None,
+                        help="pixel levels of the .npz files (default 256; digits: 17)")
+    detect.add_argument(
+        "--ood", type=_ood_set, nargs="+", default=["inverted", "uniform_noise", "constant", "shuffled"],
+        help="OOD sets: .npz files (all their images) or sets made from the test split of --data: "
+        "inverted, uniform_noise, constant, shuffled",
+    )
+    detect.add_argument("--typicality-m", type=_positive_int, default=10, help="batch size M of the typicality test")
+    detect.add_argument("--alpha", type=_probability, default=0.01, help="level of the typicality test")
+    detect.add_argument("--batch-size", type=_positive_int, default=256, help="evaluation batch size")
+    detect.add_argument("--seed", type=_seed, default=0, help="seed of the dequantisation noise and bootstrap")
+    detect.add_argument("--out", default="ood.json", help="JSON report to write")
+    detect.add_argument("--histogram", default=None, help="PNG of the score histograms to write")
+    detect.set_defaults(func=_ood)
     _add_plugin_commands(commands)
     return parser
 
@@ -730,7 +1095,7 @@ def _lean_command(name: str | None):
     """The ``register`` function of plugin command ``name`` if it runs without TensorFlow (it says
     so with ``register.needs_tensorflow = False``, as ``tfinv serve`` and ``tfinv query`` do),
     else None."""
-    if name is None or name in ("train", "sample"):
+    if name is None or name in ("train", "sample", "diagnose", "ood"):
         return None
     from importlib.metadata import entry_points
 

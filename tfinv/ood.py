@@ -17,6 +17,9 @@ and Kirichenko et al. document).
   return ``-S(x) = log2 p(x) + L(x)``. Our variant compresses with zlib (deflate, level 9; PNG's
   compressor without PNG's row filters) instead of PNG/FLIF.
 * `auroc`: the Mann-Whitney statistic with ties counted one half.
+* `bottleneck_glow`: Kirichenko et al.'s remedy: a Glow whose coupling conditioners pass through
+  a low-dimensional bottleneck (`tfinv.nets.BottleneckConvNet`), so they cannot just copy local
+  pixel correlations; the likelihood of such a flow is the better OOD score they report.
 
 References: Nalisnick et al., arXiv:1906.02994; Serrà et al., arXiv:1909.11480; Kirichenko,
 Izmailov & Wilson, arXiv:2006.08545.
@@ -31,13 +34,20 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "SYNTHETIC_OOD_SETS",
     "TypicalityTest",
     "auroc",
+    "bottleneck_glow",
     "check_images",
     "complexity_bits",
     "complexity_corrected_scores",
     "log_likelihood_scores",
+    "score_histogram_image",
+    "synthetic_ood_set",
 ]
+
+#: OOD sets built from in-distribution integer images (`synthetic_ood_set`).
+SYNTHETIC_OOD_SETS = ("inverted", "uniform_noise", "constant", "shuffled")
 
 
 def check_images(model: Any, x: Any, what: str = "x") -> np.ndarray:
@@ -181,3 +191,92 @@ def auroc(in_scores: Any, out_scores: Any) -> float:
     average_rank = first_rank + (counts - 1) / 2.0
     rank_sum_in = float(np.sum(average_rank[inverse[: a.size]]))
     return (rank_sum_in - a.size * (a.size + 1) / 2.0) / (a.size * b.size)
+
+
+def synthetic_ood_set(name: str, images: Any, num_levels: int, seed: int = 0) -> np.ndarray:
+    """An OOD set shaped like ``images`` (integer levels in ``[0, num_levels)``, ``(N, H, W, C)``).
+
+    ``inverted``: ``num_levels - 1 - x``; ``uniform_noise``: i.i.d. uniform levels; ``constant``:
+    one uniform random level per image; ``shuffled``: each image's pixels (all of ``H W C``) under
+    its own random permutation. Seeded.
+    """
+    if name not in SYNTHETIC_OOD_SETS:
+        raise ValueError(f"unknown synthetic OOD set {name!r}: expected one of {list(SYNTHETIC_OOD_SETS)}")
+    x = np.asarray(images)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"synthetic_ood_set needs a non-empty batch of images (N, ...), got shape {x.shape}")
+    levels = int(num_levels)
+    rng = np.random.default_rng(seed)
+    if name == "inverted":
+        out = levels - 1 - x.astype(np.int64)
+    elif name == "uniform_noise":
+        out = rng.integers(0, levels, x.shape)
+    elif name == "constant":
+        out = np.broadcast_to(rng.integers(0, levels, (len(x),) + (1,) * (x.ndim - 1)), x.shape)
+    else:
+        flat = x.reshape(len(x), -1)
+        out = np.stack([row[rng.permutation(flat.shape[1])] for row in flat]).reshape(x.shape)
+    return np.ascontiguousarray(out).astype(x.dtype if np.issubdtype(x.dtype, np.integer) else np.int64)
+
+
+def score_histogram_image(groups: dict[str, dict[str, np.ndarray]], bins: int = 40, panel: tuple[int, int] = (90, 240),
+                          ) -> np.ndarray:
+    """Histograms of scores as one RGB uint8 picture (no plotting library): one panel per score.
+
+    ``groups[score][set_name]`` are the per-example scores of one set; in each panel (shared bins
+    over the panel's sets) the first set is drawn in blue, the others in red, orange, green, ...
+    as outlines of their normalised histograms (each set's highest bin fills the panel).
+    Returns ``(rows, width, 3)``.
+    """
+    colours = np.array([[40, 90, 220], [220, 50, 40], [240, 150, 20], [30, 160, 60], [150, 60, 200],
+                        [90, 90, 90], [0, 170, 170]], np.uint8)
+    height, width = int(panel[0]), int(panel[1])
+    panels = []
+    for sets in groups.values():
+        canvas = np.full((height, width, 3), 255, np.uint8)
+        finite = [np.asarray(v, np.float64)[np.isfinite(v)] for v in sets.values()]
+        finite = [v for v in finite if v.size]
+        if finite:
+            low = min(float(v.min()) for v in finite)
+            high = max(float(v.max()) for v in finite)
+            edges = np.linspace(low, high if high > low else low + 1.0, int(bins) + 1)
+            for index, values in enumerate(finite):
+                counts, _ = np.histogram(values, edges)
+                tops = (height - 1 - np.round((height - 2) * counts / max(counts.max(), 1))).astype(int)
+                colour = colours[index % len(colours)]
+                for b in range(int(bins)):
+                    left, right = b * width // int(bins), (b + 1) * width // int(bins)
+                    canvas[tops[b], left:right] = colour  # top of the bar
+                    if counts[b]:
+                        canvas[tops[b]:, left] = colour  # its left side
+        canvas[-1, :] = 0
+        panels.append(canvas)
+        panels.append(np.full((4, width, 3), 200, np.uint8))
+    return np.concatenate(panels[:-1], 0) if panels else np.full((height, width, 3), 255, np.uint8)
+
+
+def bottleneck_glow(input_shape: Any = (8, 8, 1), levels: int = 2, steps_per_level: int = 2, hidden_channels: int = 32,
+                    bottleneck: int = 16, num_levels: int | None = 17, seed: int = 0, name: str = "bottleneck_glow",
+                    **kwargs: Any):
+    """A multi-scale Glow (`tfinv.models.glow.glow_layers`) whose every coupling conditioner is a
+    `tfinv.nets.BottleneckConvNet` with a ``bottleneck``-dimensional code: Kirichenko et al.'s
+    remedy for likelihood-based OOD detection (their st-networks with a bottleneck).
+
+    Returns a `tfinv.FlowModel` (standard normal base); ``**kwargs`` go to `FlowModel`.
+    Shapes: ``(B, H, W, C) -> (B, H W C)``. References: arXiv:2006.08545, §7.
+    """
+    import keras
+
+    from tfinv.core.flow_model import FlowModel
+    from tfinv.models.glow import glow_layers
+    from tfinv.nets.bottleneck_conv_net import BottleneckConvNet
+
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or shape[0] % 2**int(levels) or shape[1] % 2**int(levels):
+        raise ValueError(f"bottleneck_glow needs input_shape (H, W, C) with H, W divisible by {2**int(levels)}, "
+                         f"got {shape}")
+    template = keras.saving.serialize_keras_object(
+        BottleneckConvNet(hidden_channels, bottleneck, out_channels=None, name="conditioner"))
+    layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), "affine", num_levels, int(seed),
+                         conditioner=template)
+    return FlowModel(layers, input_shape=shape, name=name, **kwargs)

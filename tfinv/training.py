@@ -253,6 +253,7 @@ def fit_flow(
     drop_remainder: bool = False,
     optimizer: keras.optimizers.Optimizer | None = None,
     initialize: bool = True,
+    labels: np.ndarray | None = None,
 ) -> FitResult:
     """Trains a flow by maximum likelihood on integer images; returns a `FitResult`.
 
@@ -278,6 +279,8 @@ def fit_flow(
         drop_remainder: drop each epoch's last, smaller batch (equal step shapes).
         optimizer: the optimizer (default ``keras.optimizers.Adam(learning_rate)``).
         initialize: run the data-dependent initialisation (False if the model already had it).
+        labels: ``(N,)`` integer labels fed to ``fit`` as ``y`` beside the images (a
+            `tfinv.models.FlowGMM` takes ``-1`` for unlabelled examples); ``None``: images alone.
     """
     images = np.asarray(images)
     if initialize:
@@ -291,8 +294,9 @@ def fit_flow(
                                               shuffle=False, fixed_noise=True)
 
     def make_batches(first_epoch: int) -> tf.data.Dataset:
-        return data.dequantized_epochs(images, epochs=epochs, first_epoch=first_epoch, batch_size=batch_size,
-                                       seed=seed, drop_remainder=drop_remainder)
+        return data.dequantized_epochs(images, labels, epochs=epochs, first_epoch=first_epoch,
+                                       batch_size=batch_size, seed=seed, drop_remainder=drop_remainder,
+                                       with_labels=labels is not None)
 
     return _fit(model, make_batches, len(images), epochs=epochs, batch_size=batch_size,
                 validation_data=validation, backup_dir=backup_dir, callbacks=callbacks,

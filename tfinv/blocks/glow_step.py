@@ -107,13 +107,18 @@ class GlowStep(InvertibleSequential):
         context_features: channels of the coupling's context features.
         conditioner_actnorm: ActNorm inside the coupling's conditioner, after each hidden
             convolution (Glow's paper; ``affine``/``additive`` only).
+        conditioner: a serialised Keras layer (``keras.saving.serialize_keras_object``) used as
+            the coupling's conditioner instead of the default `tfinv.nets.GlowConvNet`, e.g. a
+            `tfinv.nets.BottleneckConvNet` with ``out_channels=None`` (each step deserialises its
+            own copy; the coupling sets the width).
 
     References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3 and Fig. 2a.
     """
 
     def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0,
                  linear: str = "inv_conv1x1", context_shape: Sequence[int] | None = None,
-                 context_features: int = 16, conditioner_actnorm: bool = False, **kwargs):
+                 context_features: int = 16, conditioner: dict | None = None,
+                 conditioner_actnorm: bool = False, **kwargs):
         if coupling not in COUPLINGS:
             raise ValueError(f"GlowStep coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
         if linear not in LINEAR_LAYERS:
@@ -129,6 +134,11 @@ class GlowStep(InvertibleSequential):
         conditioning = ({} if coupling == "quad" else
                         {"context_shape": context_shape, "context_features": context_features,
                          "conditioner_actnorm": bool(conditioner_actnorm)})
+        if conditioner is not None:
+            if coupling == "quad" or not isinstance(conditioner, dict):
+                raise ValueError("GlowStep conditioner must be a serialised Keras layer (dict) for an affine or "
+                                 f"additive coupling, got {type(conditioner).__name__} with coupling={coupling!r}")
+            conditioning["conditioner"] = keras.saving.deserialize_keras_object(conditioner)
         steps = [
             ActNorm(name="act_norm"),
             LINEAR_LAYERS[linear](seed=seed, name="linear"),
@@ -141,6 +151,7 @@ class GlowStep(InvertibleSequential):
         self.linear = linear
         self.context_features = int(context_features)
         self.conditioner_actnorm = bool(conditioner_actnorm)
+        self.conditioner = conditioner
 
     def get_config(self):
         config = super().get_config()
@@ -153,4 +164,6 @@ class GlowStep(InvertibleSequential):
         if self.context_shape is not None:
             config["context_shape"] = list(self.context_shape)
             config["context_features"] = self.context_features
+        if self.conditioner is not None:
+            config["conditioner"] = self.conditioner
         return config

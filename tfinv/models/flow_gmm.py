@@ -9,14 +9,16 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import math
+
 import numpy as np
 import tensorflow as tf
 
 from tfinv.core.distributions import GaussianMixture
-from tfinv.core.flow_model import FlowModel
+from tfinv.core.flow_model import FlowModel, _check_sample_arguments
 from tfinv.core.invertible_layer import InvertibleLayer
 
-__all__ = ["FlowGMM", "UNLABELLED", "check_labels", "semi_supervised_labels"]
+__all__ = ["FlowGMM", "UNLABELLED", "check_labels", "oversample_labelled", "semi_supervised_labels"]
 
 #: The sentinel label of an unlabelled example.
 UNLABELLED = -1
@@ -78,6 +80,27 @@ def semi_supervised_labels(labels: Any, num_labelled: int, num_classes: int, see
     return out
 
 
+def oversample_labelled(images: Any, labels: Any, fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """All examples, the labelled ones (``label >= 0``) repeated so that they make about ``fraction``
+    of the result (at least once each); the paper also oversamples its few labels.
+
+    Raises:
+        ValueError: ``fraction`` not in ``(0, 1)`` or ``images`` and ``labels`` of different lengths.
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"the labelled fraction must be in (0, 1), got {fraction}")
+    images, labels = np.asarray(images), np.asarray(labels)
+    if len(images) != len(labels):
+        raise ValueError(f"need one label per image: {len(images)} images, {len(labels)} labels")
+    labelled = np.flatnonzero(labels != UNLABELLED)
+    unlabelled = np.flatnonzero(labels == UNLABELLED)
+    if len(labelled) == 0 or len(unlabelled) == 0:
+        return images, labels
+    repeats = max(1, int(round(fraction * len(unlabelled) / ((1.0 - fraction) * len(labelled)))))
+    index = np.concatenate([unlabelled, np.tile(labelled, repeats)])
+    return images[index], labels[index]
+
+
 @keras.saving.register_keras_serializable(package="tfinv")
 class FlowGMM(FlowModel):
     """A flow ``z = f(x)`` with the base ``p(z) = (1/K) sum_k N(z; mu_k, I)``, one component per class.
@@ -93,7 +116,19 @@ class FlowGMM(FlowModel):
 
     Means are fixed draws ``mean_scale * N(0, I)`` (seeded, as in the paper's image experiments,
     which keep them fixed; ``trainable_means=True`` learns them); scales are 1 and weights uniform
-    and do not train. Our variant omits the paper's consistency regulariser.
+    and do not train.
+
+    Consistency regulariser (``consistency_weight = lambda > 0``; the paper's §4): for an
+    unlabelled input seen as two perturbations ``x'`` and ``x''``, the extra loss
+    ``lambda(t) * -log p(x' | y'')`` with ``y'' = argmax_k p(k | x'')`` held constant (no gradient
+    through the prediction): the flow is pulled to put ``x'`` into the component it assigns to
+    ``x''``. ``x'`` is the training input itself (random dequantisation plus the pipeline's own
+    augmentation) and ``x''`` a random translation of it by up to ``consistency_shift`` pixels
+    per axis with zero fill (the reference code's random crop with padding; digits have a zero
+    background). The term is averaged over the whole batch (labelled examples contribute zero;
+    the reference code also applies it to labelled ones) and ``lambda(t)`` ramps up linearly over
+    the first ``consistency_rampup`` optimiser steps. Only in training (``fit``), never in
+    ``evaluate``; one extra forward pass per step.
 
     Inverse / Log-det: those of the flow. Shapes: ``x (B,) + input_shape``; ``predict_proba(x)``
     ``(B, K)``. References: Izmailov et al., arXiv:1912.13025.
@@ -106,6 +141,9 @@ class FlowGMM(FlowModel):
         mean_scale: standard deviation of the fixed class means.
         trainable_means: learn the means.
         seed: seed of the means.
+        consistency_weight: ``lambda`` of the consistency regulariser (0: off).
+        consistency_shift: largest translation (pixels, per axis) of the second perturbation.
+        consistency_rampup: optimiser steps over which ``lambda(t)`` grows linearly to ``lambda``.
         base: a `GaussianMixture` with ``K`` components (given when deserialising; built otherwise).
         **kwargs: `FlowModel` arguments.
     """
@@ -118,6 +156,9 @@ class FlowGMM(FlowModel):
         mean_scale: float = 1.0,
         trainable_means: bool = False,
         seed: int = 0,
+        consistency_weight: float = 0.0,
+        consistency_shift: int = 1,
+        consistency_rampup: int = 1,
         base: GaussianMixture | dict | None = None,
         **kwargs: Any,
     ):
@@ -129,6 +170,16 @@ class FlowGMM(FlowModel):
         self.mean_scale = float(mean_scale)
         self.trainable_means = bool(trainable_means)
         self.seed = int(seed)
+        if not (math.isfinite(float(consistency_weight)) and float(consistency_weight) >= 0.0):
+            raise ValueError(f"FlowGMM consistency_weight must be finite and >= 0, got {consistency_weight}")
+        if int(consistency_shift) < 0 or int(consistency_rampup) < 1:
+            raise ValueError(
+                f"FlowGMM needs consistency_shift >= 0 and consistency_rampup >= 1, got {consistency_shift}, "
+                f"{consistency_rampup}"
+            )
+        self.consistency_weight = float(consistency_weight)
+        self.consistency_shift = int(consistency_shift)
+        self.consistency_rampup = int(consistency_rampup)
         if base is None:
             base = GaussianMixture(self.num_classes, mean_scale=self.mean_scale,
                                    trainable_means=self.trainable_means, trainable_scales=False,
@@ -151,6 +202,14 @@ class FlowGMM(FlowModel):
             raise ValueError(f"FlowGMM.glow needs input_shape (H, W, C) with H, W divisible by {2**levels}, got {shape}")
         layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling, num_levels, int(seed))
         return cls(layers, input_shape=shape, num_classes=num_classes, seed=seed, **kwargs)
+
+    @property
+    def num_levels(self) -> int | None:
+        """Pixel levels of the front `LogitPreprocess` (``None`` if the flow has none)."""
+        from tfinv.layers.logit_preprocess import LogitPreprocess
+
+        steps = getattr(self.flow, "steps", [self.flow])
+        return int(steps[0].num_levels) if steps and isinstance(steps[0], LogitPreprocess) else None
 
     # ---------------------------------------------------------------- densities
     def class_logits(self, z: tf.Tensor) -> tf.Tensor:
@@ -225,9 +284,89 @@ class FlowGMM(FlowModel):
             ]
             with tf.control_dependencies(checks):
                 y = tf.identity(y)
-        return self._loss_from_nll(self._nll(z, log_det, y), sample_weight)
+        loss = self._loss_from_nll(self._nll(z, log_det, y), sample_weight)
+        if training and self.consistency_weight > 0.0 and x is not None:
+            loss += self._consistency_scale() * self.consistency_loss(x, z, log_det, y)
+        return loss
+
+    # ---------------------------------------------------------------- consistency
+    def translate(self, x: tf.Tensor, shifts: tf.Tensor) -> tf.Tensor:
+        """``x`` (``(B, H, W, C)``) moved by integer ``shifts`` ``(B, 2)`` (rows, columns), each in
+        ``[-s, s]`` with ``s = consistency_shift``; pixels entering from outside are 0."""
+        s = self.consistency_shift
+        if len(self.data_shape) != 3:
+            raise ValueError(f"FlowGMM's consistency translation needs images (H, W, C), got {self.data_shape}")
+        if s == 0:
+            return x
+        height, width = self.data_shape[0], self.data_shape[1]
+        padded = tf.pad(x, [[0, 0], [s, s], [s, s], [0, 0]])
+        # every possible window, then one per example: (2s+1)^2 crops, cheap for small s
+        crops = tf.stack([padded[:, s - dy: s - dy + height, s - dx: s - dx + width, :]
+                          for dy in range(-s, s + 1) for dx in range(-s, s + 1)], axis=1)
+        shifts = tf.cast(shifts, tf.int32)
+        index = (shifts[:, 0] + s) * (2 * s + 1) + (shifts[:, 1] + s)
+        return tf.gather(crops, index, axis=1, batch_dims=1)
+
+    def consistency_loss(self, x, z, log_det, labels=None, shifts=None) -> tf.Tensor:
+        """``mean_batch(unlabelled * -log p(x | argmax_k p(k | x'')))``, ``x''`` a random translation of ``x``.
+
+        ``z, log_det = forward(x)`` (already computed by the train step); the prediction on
+        ``x''`` carries no gradient. ``labels``: ``-1`` marks the unlabelled examples (``None``:
+        all are unlabelled). ``shifts`` ``(B, 2)``: the translations (default: uniform in
+        ``[-s, s]``, drawn from TensorFlow's global generator).
+        """
+        x = tf.convert_to_tensor(x, z.dtype)
+        if shifts is None:
+            shifts = tf.random.uniform([tf.shape(x)[0], 2], -self.consistency_shift, self.consistency_shift + 1,
+                                       tf.int32)
+        z_other, _ = self.forward(self.translate(x, shifts))
+        predicted = tf.stop_gradient(tf.argmax(self.class_logits(z_other), axis=-1, output_type=tf.int32))
+        component = self.base.component_log_prob(z)
+        nll = -(tf.gather(component, predicted, axis=1, batch_dims=1) + log_det)
+        if labels is not None:
+            unlabelled = tf.cast(tf.equal(tf.reshape(labels, [-1]), UNLABELLED), nll.dtype)
+            nll = nll * unlabelled
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return tf.reduce_mean(nll) / replicas
+
+    def _consistency_scale(self) -> tf.Tensor:
+        """``lambda(t) = lambda * min(1, (t + 1) / rampup)``, ``t`` the optimiser's step count."""
+        step = tf.cast(self.optimizer.iterations, tf.float32) if self.optimizer is not None else tf.constant(0.0)
+        ramp = tf.minimum(1.0, (step + 1.0) / float(self.consistency_rampup))
+        return self.consistency_weight * ramp
+
+    # ---------------------------------------------------------------- class-conditional sampling
+    def sample_classes(self, labels, temperature: float = 1.0, seed: int | None = None) -> tf.Tensor:
+        """One sample of ``p(x | y)`` per entry of ``labels`` (ints in ``[0, K)``): ``f^{-1}(mu_y + T eps)``."""
+        labels = check_labels(labels, self.num_classes)
+        if labels.size == 0 or np.any(labels < 0):
+            raise ValueError(f"sample_classes needs a non-empty array of labels in [0, {self.num_classes})")
+        _, temperature = _check_sample_arguments(len(labels), temperature, self.compute_dtype)
+        shape = (len(labels),) + tuple(self.base.noise_shape)
+        eps = (tf.random.normal(shape) if seed is None
+               else tf.random.stateless_normal(shape, seed=[int(seed), 0]))
+        z = self.base.sample_latent(eps, temperature, component=tf.constant(labels, tf.int32))
+        return self.inverse(z)
+
+    def interpolate(self, z_from, z_to, num_steps: int) -> tf.Tensor:
+        """Images ``f^{-1}((1 - t) z_from + t z_to)`` for ``t = 0, 1/(n-1), ..., 1``; shape ``(n,) + data_shape``.
+
+        ``z_from``, ``z_to``: latents of shape ``latent_shape`` (e.g. ``base.loc[k]``, a class mean,
+        or ``forward(x)[0][i]``).
+        """
+        if int(num_steps) < 2:
+            raise ValueError(f"interpolate needs num_steps >= 2, got {num_steps}")
+        z_from = tf.reshape(tf.cast(z_from, tf.float32), (1, -1))
+        z_to = tf.reshape(tf.cast(z_to, tf.float32), (1, -1))
+        if z_from.shape[1] != self.num_dims or z_to.shape[1] != self.num_dims:
+            raise ValueError(f"interpolate needs latents of {self.num_dims} entries, got {z_from.shape[1]}, {z_to.shape[1]}")
+        t = tf.reshape(tf.linspace(0.0, 1.0, int(num_steps)), (-1, 1))
+        z = (1.0 - t) * z_from + t * z_to
+        return self.inverse(tf.reshape(z, (int(num_steps),) + tuple(self.latent_shape)))
 
     # ---------------------------------------------------------------- config
     def get_config(self) -> dict:
         return {**super().get_config(), "num_classes": self.num_classes, "mean_scale": self.mean_scale,
-                "trainable_means": self.trainable_means, "seed": self.seed}
+                "trainable_means": self.trainable_means, "seed": self.seed,
+                "consistency_weight": self.consistency_weight, "consistency_shift": self.consistency_shift,
+                "consistency_rampup": self.consistency_rampup}

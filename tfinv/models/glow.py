@@ -28,15 +28,17 @@ def glow_layers(
     learned_prior: bool = False,
     context_shape: Sequence[int] | None = None,
     context_features: int = 16,
+    conditioner: dict | None = None,
     conditioner_actnorm: bool = False,
 ) -> list[InvertibleLayer]:
     """Glow's layers: ``[LogitPreprocess, level_0, FactorOut([level_1, FactorOut([... level_{L-1},
-    (LearnedPrior,) Flatten])])]``, each level a `Squeeze` then ``steps_per_level`` `GlowStep`s."""
+    (LearnedPrior,) Flatten])])]``, each level a `Squeeze` then ``steps_per_level`` `GlowStep`s
+    (``conditioner``: a serialised conditioner template for every coupling, see `GlowStep`)."""
 
     def level(index: int) -> InvertibleSequential:
         steps = [
             GlowStep(hidden_channels, coupling, seed=seed + 1000 * index + step, linear=linear,
-                     context_shape=context_shape, context_features=context_features,
+                     context_shape=context_shape, context_features=context_features, conditioner=conditioner,
                      conditioner_actnorm=conditioner_actnorm, name=f"step_{step}")
             for step in range(steps_per_level)
         ]
@@ -136,7 +138,7 @@ class Glow(FlowModel):
         layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling,
                              None if num_levels is None else int(num_levels), int(seed), linear,
                              bool(learned_prior), context_shape, int(context_features),
-                             bool(conditioner_actnorm))
+                             conditioner_actnorm=bool(conditioner_actnorm))
         super().__init__(layers, input_shape=shape, context_shape=context_shape, **kwargs)
         self.levels = int(levels)
         self.steps_per_level = int(steps_per_level)

@@ -1,5 +1,6 @@
 """Plain Keras networks: coupling conditioners and the Lipschitz-constrained residual branches."""
 
+from tfinv.nets.bottleneck_conv_net import BottleneckConvNet
 from tfinv.nets.c_lip_swish import CLipSwish
 from tfinv.nets.context_encoder import ContextEncoder
 from tfinv.nets.dense_lipschitz_net import DenseLipschitzNet
@@ -11,5 +12,6 @@ from tfinv.nets.mlp import MLP
 from tfinv.nets.spectral_norm_conv2d import SpectralNormConv2D
 from tfinv.nets.spectral_norm_dense import SpectralNormDense
 
-__all__ = ["CLipSwish", "ConditionerActNorm", "ContextEncoder", "DenseLipschitzNet", "GlowConvNet",
-           "InjectivePadding", "LipSwish", "LipschitzNet", "MLP", "SpectralNormConv2D", "SpectralNormDense", "ZeroConv2D"]
+__all__ = ["BottleneckConvNet", "CLipSwish", "ConditionerActNorm", "ContextEncoder", "DenseLipschitzNet",
+           "GlowConvNet", "InjectivePadding", "LipSwish", "LipschitzNet", "MLP", "SpectralNormConv2D",
+           "SpectralNormDense", "ZeroConv2D"]

@@ -38,7 +38,8 @@ class CouplingLayer(InvertibleLayer):
         conditioner: a Keras layer/model mapping ``(B, H, W, C_a)`` to
             ``(B, H, W, params_per_channel * C_b)`` (channel mask) or ``(B, H, W, C)`` to
             ``(B, H, W, params_per_channel * C)`` (checkerboard). ``None`` builds the default
-            zero-initialised `tfinv.nets.GlowConvNet`.
+            zero-initialised `tfinv.nets.GlowConvNet`. A conditioner whose ``out_channels`` is
+            ``None`` gets the width the coupling needs when the coupling is built.
         hidden_channels: width of the default conditioner.
         conditioner_actnorm: the default conditioner with ActNorm after its hidden convolutions
             (Glow's paper, ``GlowConvNet(actnorm=True)``); `initialize` initialises them from data.
@@ -117,6 +118,8 @@ class CouplingLayer(InvertibleLayer):
 
             self.conditioner = GlowConvNet(self.hidden_channels, out_channels,
                                            actnorm=self.conditioner_actnorm, name="conditioner")
+        elif getattr(self.conditioner, "out_channels", 0) is None:  # a template: its width is ours to set
+            self.conditioner.out_channels = out_channels
         cond_shape = (None, height, width, cond_in)
         self.conditioner.build(cond_shape)
         got = tuple(self.conditioner.compute_output_shape(cond_shape))
