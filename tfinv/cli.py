@@ -947,6 +947,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--conditioner-actnorm", action="store_true",
         help="Glow: ActNorm after each hidden convolution of the coupling conditioners (Glow's paper)",
+    )
+    train.add_argument(
         "--labels", type=_non_negative_int, default=None,
         help="flowgmm: number of labelled training images in total (class-balanced: N // K per class, "
         "the remainder at random); the others are unlabelled. Default: all labelled",
