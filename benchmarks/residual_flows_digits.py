@@ -11,7 +11,7 @@ the default Glow's (~76k). Prints one JSON object:
 * ``estimator``: for one trained block, variance, bias and time of one log-det draw vs the
   number of series terms (truncated series) and of the Russian-roulette estimator;
 * ``memory``: peak RSS growth (Linux ``VmHWM`` after resetting it, minus RSS before ``fit``;
-  after one traced warm-up step) of training steps (batch ``--memory-batch``) with plain backprop through a truncated series, with
+  the train step's tracing included, the same in every mode) of training steps (batch ``--memory-batch``) with plain backprop through a truncated series, with
   the Neumann gradient, and with the Neumann gradient plus the memory-saving backward pass; each
   in its own process.
 
@@ -197,9 +197,9 @@ def memory_probe(mode: str, args) -> dict:
     model = make_model("ResidualFlow", args, **overrides)
     model.initialize(batch)
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
-    # One step first: the train function is traced and its graph built (a peak of its own).
+    # No warm-up step: memory a traced step allocated stays with the process's allocator, and a
+    # later step's peak would not show above it. Tracing adds the same to every mode.
     steps = tf.data.Dataset.from_tensors(batch)
-    model.fit(steps, epochs=1, verbose=0)
     # ru_maxrss keeps the start-up peak (TF and data loading reach ~2.5 GB here), which hid the
     # training peak: reset the kernel's high-water mark (VmHWM) instead and read it after fit.
     with open("/proc/self/clear_refs", "w") as f:

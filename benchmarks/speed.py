@@ -14,18 +14,19 @@ dequantised batches; the figures are:
   360 generated test images (``--size 32``).
 
 Paths: tfinv ``eager`` (``run_eagerly=True``; inference ``inference_mode="eager"``),
-``compiled`` (``jit_compile=False, steps_per_execution=1``; inference ``"graph"``) and
-``default`` (plain ``model.compile()`` and plain ``model.sample`` / ``log_prob``: XLA where the
-model compiles, ``steps_per_execution=8``); TFP ``tfb.Glow`` (``GlowDefaultNetwork`` of width 64)
-under ``tf.function`` and under XLA; normflows (PyTorch eager, the library's own mode).
+``default`` (plain ``model.compile()`` and plain ``model.sample`` / ``log_prob``: on a CPU no XLA
+training and one step per call, XLA inference where the model compiles) and ``xla``
+(``jit_compile=True``; inference ``"xla"``); TFP ``tfb.Glow`` (``GlowDefaultNetwork`` of width
+64) under ``tf.function`` and under XLA; normflows (PyTorch eager, the library's own mode).
 ``--vector`` adds the vector flow of issue 13 on the 64 flattened pixels (3 x [VectorActNorm,
-VectorInvLinear, 2 VectorAffineCoupling]) on the three tfinv paths. BayesFlow is not measured:
-it is not installed here (see the report).
+VectorInvLinear, 2 VectorAffineCoupling], 75,264 trained parameters) on the three tfinv paths
+and the same flow in BayesFlow 2 (``CouplingFlow``, see `bayesflow_vector`).
 
-Benchmark-only dependencies (not tfinv's): ``torch`` (CPU wheel) and ``normflows`` installed
-into the benchmark's venv (``pip install torch normflows``); without them the normflows rows are
-``{"error": ...}``. TFP is a tfinv dependency already. Bits/dim are not reported (that needs a
-full 1500-step run per library; see ``benchmarks/train_digits.py``).
+Benchmark-only dependencies (not tfinv's): ``torch`` (CPU wheel), ``normflows`` and
+``bayesflow`` (Keras 3; installs without changing TensorFlow or Keras) installed into the
+benchmark's venv; without them their rows are ``{"error": ...}``. TFP is a tfinv dependency
+already. Bits/dim are not reported (that needs a full 1500-step run per library; see
+``benchmarks/train_digits.py``). The PNG needs matplotlib (the ``benchmarks`` extra).
 
 Run: ``python benchmarks/speed.py [--size 8|32] [--steps 40] [--repeats 3] [--vector]
 [--out speed.json] [--plot speed.png]``. Machines are shared and noisy: compare ratios within
@@ -117,6 +118,9 @@ def _tfinv_run(model, path, train, test, steps, repeats) -> dict:
     elif path == "compiled":
         model.compile(optimizer=optimizer, jit_compile=False, steps_per_execution=1)
         model.inference_mode = "graph"
+    elif path == "xla":
+        model.compile(optimizer=optimizer, jit_compile=True, steps_per_execution=1)
+        model.inference_mode = "xla"
     else:
         model.compile(optimizer=optimizer)  # the defaults under test
     ds = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train), seed=0).repeat()
@@ -162,8 +166,66 @@ def tfinv_vector(path, train, test, steps, repeats) -> dict:
     model = FlowModel(layers, input_shape=(64,))
     flat = lambda a: (a.reshape(len(a), -1) / NUM_LEVELS - 0.5).astype(np.float32)
     row = _tfinv_run(model, path, flat(train), flat(test), steps, repeats)
-    row["num_parameters"] = int(model.count_params())
+    row["num_parameters"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))  # as the peers
     return row
+
+
+def bayesflow_vector(train, test, steps, repeats) -> dict:
+    """BayesFlow 2's ``CouplingFlow`` with the same vector flow as `tfinv_vector`: 3 x [ActNorm,
+    learned 64 x 64 linear map ("orthogonal" permutation: a free matrix, log-det by ``det``),
+    dual affine coupling with 32 -> 64 -> 64 -> 64 ReLU MLPs (no residual, no dropout)]: 75,264
+    trained parameters, as tfinv's. Trained by one ``tf.function`` step (Keras Adam 1e-3), the
+    loss ``-mean log p(x)`` from ``flow(x, density=True)``; on CPU BayesFlow's own ``fit`` path
+    is a ``tf.function`` too (Keras's "auto" picks no XLA there)."""
+    try:
+        import bayesflow as bf
+    except ImportError as error:  # benchmark-only dependency
+        return {"error": f"bayesflow not installed: {error}"}
+    import keras
+
+    keras.utils.set_random_seed(0)
+    flow = bf.networks.CouplingFlow(
+        depth=3, transform="affine", permutation="orthogonal", use_actnorm=True,
+        subnet_kwargs={"widths": (WIDTH, WIDTH), "activation": "relu", "residual": False, "dropout": 0.0})
+    flat = lambda a: (a.reshape(len(a), -1) / NUM_LEVELS - 0.5).astype(np.float32)
+    train, test = flat(train), flat(test)
+    flow.build((None, train.shape[1]))
+    variables = flow.trainable_variables
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(variables)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            _, log_density = flow(x, inverse=False, density=True, training=True)
+            loss = -tf.reduce_mean(log_density)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    data = [tf.constant(b) for b in batches(train, steps)]
+    started = time.perf_counter()
+    for b in data:
+        step(b)
+    float(step(data[0]))
+    warmup_s = time.perf_counter() - started
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in data:
+            loss = step(b)
+        float(loss)
+        rates.append(BATCH * steps / (time.perf_counter() - start))
+    test_t = tf.constant(test)
+    sample = tf.function(lambda: flow.sample((64,)))
+    log_prob = tf.function(lambda x: flow.log_prob(x))
+    return {
+        "train_images_per_second": statistics.median(rates),
+        "train_first_run_seconds": warmup_s,
+        "sample64_ms": median_ms(lambda: sample().numpy(), 15),
+        "log_prob_test_ms": median_ms(lambda: log_prob(test_t).numpy(), 7),
+        "num_parameters": int(sum(np.prod(v.shape) for v in variables)),
+        "bayesflow": getattr(bf, "__version__", "?"),
+    }
 
 
 # ----------------------------------------------------------------------------- TFP
@@ -287,44 +349,21 @@ def normflows_glow(shape, train, test, steps, repeats) -> dict:
 
 
 # ----------------------------------------------------------------------------- plot
+_LIBRARY_COLOURS = {"tfinv": "tab:blue", "tfp": "tab:orange", "normflows": "tab:green", "bayesflow": "tab:red"}
+_LIBRARY_NAMES = {"tfinv": "tfinv", "tfp": "TFP", "normflows": "normflows", "bayesflow": "BayesFlow"}
+_LABELS = {
+    "tfinv_eager": "tfinv Glow, eager", "tfinv_default": "tfinv Glow, default", "tfinv_xla": "tfinv Glow, XLA",
+    "tfp_function": "TFP Glow, tf.function", "tfp_xla": "TFP Glow, XLA", "normflows": "normflows Glow (PyTorch)",
+    "tfinv_vector_eager": "tfinv vector flow, eager", "tfinv_vector_default": "tfinv vector flow, default",
+    "tfinv_vector_xla": "tfinv vector flow, XLA", "bayesflow_vector": "BayesFlow vector flow, tf.function",
+}
+
+
 def write_plot(report: dict, path: str) -> None:
-    """Bar chart PNG: matplotlib when installed, else bars drawn with numpy and the small bitmap
-    font of ``revvit_memory.py`` (written with ``tf.io.encode_png``)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return _write_plot_numpy(report, path)
-    _write_plot_matplotlib(report, path)
-
-
-def _write_plot_numpy(report: dict, path: str) -> None:
-    from revvit_memory import _text
-
-    runs = {k: v for k, v in report["runs"].items() if "error" not in v}
-    metrics = ["train_images_per_second", "sample64_ms", "log_prob_test_ms"]
-    titles = ["TRAIN IMAGES/S (HIGHER BETTER)", "SAMPLE(64) MS (LOWER BETTER)", "LOG_PROB(360) MS (LOWER BETTER)"]
-    row_h, label_w, bar_w = 22, 230, 300
-    height = 60 + row_h * len(runs)
-    canvas = np.full((height, label_w + 3 * (bar_w + 40), 3), 255, np.uint8)
-    _text(canvas, 10, 8, report["data"].split(" (")[0] + " - GLOW L2 K4 W64 B64 - SHARED CPU UNDER LOAD", 2)
-    for m, (key, title) in enumerate(zip(metrics, titles)):
-        left = label_w + m * (bar_w + 40)
-        _text(canvas, left, 30, title, 1)
-        top = max(v.get(key, 0.0) for v in runs.values()) or 1.0
-        for r, (name, row) in enumerate(runs.items()):
-            y = 50 + r * row_h
-            if m == 0:
-                _text(canvas, 10, y + 3, name, 2)
-            colour = (31, 119, 180) if name.startswith("tfinv") else (255, 127, 14) if name.startswith("tfp") else (44, 160, 44)
-            value = row.get(key, 0.0)
-            canvas[y : y + row_h - 6, left : left + max(1, int(bar_w * 0.75 * value / top))] = colour
-            _text(canvas, left + int(bar_w * 0.75 * value / top) + 4, y + 4, f"{value:.4g}", 1)
-    tmp = path + ".tmp.png"
-    tf.io.write_file(tmp, tf.io.encode_png(canvas))
-    os.replace(tmp, path)
-
-
-def _write_plot_matplotlib(report: dict, path: str) -> None:
+    """Horizontal bar charts (matplotlib, from the ``benchmarks`` extra), one panel per figure:
+    training images/s (higher is better), ``sample(64)`` and ``log_prob`` latency in ms (lower is
+    better, log axis); bars coloured by library, each labelled with its value; the Glow runs and
+    the vector-flow runs are separated by a line. Written to a temporary file, then renamed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,25 +371,38 @@ def _write_plot_matplotlib(report: dict, path: str) -> None:
 
     runs = {k: v for k, v in report["runs"].items() if "error" not in v}
     names = list(runs)
-    metrics = [("train_images_per_second", "train images/s (higher is better)"),
-               ("sample64_ms", "sample(64) ms (lower is better)"),
-               ("log_prob_test_ms", "log_prob(360 test) ms (lower is better)")]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 0.5 * len(names) + 2.5))
-    colours = ["tab:blue" if n.startswith("tfinv") else "tab:orange" if n.startswith("tfp")
-               else "tab:green" for n in names]
-    for ax, (key, title) in zip(axes, metrics):
+    metrics = [("train_images_per_second", "training throughput (images/s)\nhigher is better", "linear"),
+               ("sample64_ms", "sample(64) latency (ms)\nlower is better", "log"),
+               ("log_prob_test_ms", "log_prob of the 360 test images (ms)\nlower is better", "log")]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 0.45 * len(names) + 2.6), sharey=True)
+    colours = [next(c for lib, c in _LIBRARY_COLOURS.items() if n.startswith(lib)) for n in names]
+    positions = np.arange(len(names))
+    first_vector = next((i for i, n in enumerate(names) if "vector" in n), None)
+    for ax, (key, title, scale) in zip(axes, metrics):
         values = [runs[n].get(key, 0.0) for n in names]
-        ax.barh(names, values, color=colours)
+        ax.barh(positions, values, color=colours, height=0.7)
+        ax.set_xscale(scale)
         ax.set_title(title, fontsize=10)
-        ax.set_xscale("log" if key != "train_images_per_second" else "linear")
-        for y, v in enumerate(values):
-            ax.text(v, y, f" {v:.3g}", va="center", fontsize=8)
-        ax.invert_yaxis()
-    fig.suptitle(f"{report['data']} (Glow L={LEVELS}, K={STEPS_PER_LEVEL}, width {WIDTH}, batch {BATCH}); "
-                 "2 shared CPU cores, under load", fontsize=10)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
+        ax.grid(axis="x", alpha=0.3, which="both")
+        right = max(values) * (1.35 if scale == "linear" else 4.0)
+        ax.set_xlim(right=right, left=0 if scale == "linear" else min(values) / 2)
+        for y, v in zip(positions, values):
+            ax.text(v, y, f" {v:,.0f}" if v >= 100 else f" {v:.3g}", va="center", fontsize=8)
+        if first_vector:
+            ax.axhline(first_vector - 0.5, color="grey", linewidth=0.8, linestyle="--")
+    axes[0].set_yticks(positions, [_LABELS.get(n, n) for n in names], fontsize=9)
+    axes[0].invert_yaxis()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for lib, c in _LIBRARY_COLOURS.items()
+               if any(n.startswith(lib) for n in names)]
+    fig.legend(handles, [_LIBRARY_NAMES[lib] for lib in _LIBRARY_COLOURS if any(n.startswith(lib) for n in names)],
+               loc="lower center", ncol=4, fontsize=9, frameon=False)
+    fig.suptitle(f"{report['data']}: Glow L={LEVELS}, K={STEPS_PER_LEVEL}, width {WIDTH}, batch {BATCH}, "
+                 "Adam 1e-3; all runs in one process on 2 shared CPU cores (compare ratios, not absolute values)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -369,16 +421,17 @@ def main(argv=None) -> int:
     shape = tuple(train.shape[1:])
     runs = {
         "tfinv_eager": lambda: tfinv_glow(shape, "eager", train, test, args.steps, args.repeats),
-        "tfinv_compiled": lambda: tfinv_glow(shape, "compiled", train, test, args.steps, args.repeats),
         "tfinv_default": lambda: tfinv_glow(shape, "default", train, test, args.steps, args.repeats),
+        "tfinv_xla": lambda: tfinv_glow(shape, "xla", train, test, args.steps, args.repeats),
         "tfp_function": lambda: tfp_glow(shape, False, train, test, args.steps, args.repeats),
         "tfp_xla": lambda: tfp_glow(shape, True, train, test, args.steps, args.repeats),
         "normflows": lambda: normflows_glow(shape, train, test, args.steps, args.repeats),
     }
     if args.vector and args.size == 8:
-        for path in ("eager", "compiled", "default"):
+        for path in ("eager", "default", "xla"):
             runs[f"tfinv_vector_{path}"] = (
                 lambda p=path: tfinv_vector(p, train, test, args.steps * 2, args.repeats))
+        runs["bayesflow_vector"] = lambda: bayesflow_vector(train, test, args.steps * 2, args.repeats)
     if args.only:
         runs = {k: v for k, v in runs.items() if k in args.only}
     results = {}
@@ -398,7 +451,6 @@ def main(argv=None) -> int:
                          "batch": BATCH, "optimizer": "Adam 1e-3", "steps": args.steps,
                          "repeats": args.repeats},
             "runs": results,
-            "bayesflow": "not measured (not installed in this environment)",
             "note": "2 shared CPU cores under load from other jobs: absolute figures are noisy, "
                     "compare ratios within one run",
             "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,
@@ -413,6 +465,14 @@ def main(argv=None) -> int:
             ratios[f"train_vs_{peer}"] = base["train_images_per_second"] / other["train_images_per_second"]
             ratios[f"sample64_speedup_vs_{peer}"] = other["sample64_ms"] / base["sample64_ms"]
             ratios[f"log_prob_speedup_vs_{peer}"] = other["log_prob_test_ms"] / base["log_prob_test_ms"]
+        vector, peer = results.get("tfinv_vector_default", {}), results.get("bayesflow_vector", {})
+        if vector and peer and "error" not in vector and "error" not in peer:
+            ratios["vector_train_vs_bayesflow"] = vector["train_images_per_second"] / peer["train_images_per_second"]
+            ratios["vector_sample64_speedup_vs_bayesflow"] = peer["sample64_ms"] / vector["sample64_ms"]
+            ratios["vector_log_prob_speedup_vs_bayesflow"] = peer["log_prob_test_ms"] / vector["log_prob_test_ms"]
+            xla = results.get("tfinv_vector_xla", {})
+            if xla and "error" not in xla:
+                ratios["vector_xla_train_vs_bayesflow"] = xla["train_images_per_second"] / peer["train_images_per_second"]
         report["tfinv_default_ratios"] = ratios
         text = json.dumps(report, indent=2, default=float)
         if args.out:

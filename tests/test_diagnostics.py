@@ -17,6 +17,7 @@ import tensorflow as tf
 from tfinv import diagnostics
 from tfinv.core.flow_model import FlowModel
 from tfinv.layers.vector_inv_linear import VectorInvLinear
+from tfinv.ops.lu import pack_lower_upper
 
 
 def _linear(n: int, log_scales, seed: int) -> VectorInvLinear:
@@ -24,9 +25,9 @@ def _linear(n: int, log_scales, seed: int) -> VectorInvLinear:
     layer = VectorInvLinear(seed=seed, name="linear")
     layer.build((None, n))
     rng = np.random.default_rng(seed)
-    layer.lower.assign(np.tril(rng.normal(0, 0.3, (n, n)), -1).astype(np.float32))
-    layer.upper.assign(np.triu(rng.normal(0, 0.3, (n, n)), 1).astype(np.float32))
-    layer.log_scale.assign(np.asarray(log_scales, np.float32))
+    lower = np.tril(rng.normal(0, 0.3, (n, n)), -1)
+    upper = np.triu(rng.normal(0, 0.3, (n, n)), 1)
+    layer.lower_upper.assign(pack_lower_upper(lower, upper, np.asarray(log_scales)).astype(np.float32))
     return layer
 
 
@@ -145,7 +146,7 @@ def test_monitor_records_bounds_in_history_and_warns_past_the_threshold(caplog):
     assert [r["epoch"] for r in monitor.records] == [0, 1]
     assert max(history.history["invertibility_reconstruction_error"]) < 1e-4
     # an inverse that no longer reconstructs: the monitor warns and logs
-    layer.log_scale.assign(np.array([9.0, -9.0, 0.0, 0.0], np.float32))
+    layer.lower_upper.assign(tf.linalg.set_diag(layer.lower_upper, np.array([9.0, -9.0, 0.0, 0.0], np.float32)))
     logs: dict = {}
     with caplog.at_level(logging.WARNING, logger="tfinv.diagnostics"), \
             pytest.warns(diagnostics.InvertibilityWarning, match="exceeds 0.0001"):

@@ -292,15 +292,35 @@ def test_model_fit_and_round_trip(small_model):
     assert any(not np.array_equal(a, b) for a, b in zip(model.get_weights(), clone.get_weights()))
 
 
-def test_residual_flow_log_det_and_onnx_graphs():
-    """The model's log-det and both ONNX graphs, the inverse a fixed-point ``Loop`` (ResidualFlow;
-    IDenseNet's block is covered by the layer contract, and a model export takes ~40 s here)."""
-    from tfinv.export.onnx import prepare
+@pytest.mark.timeout(900)  # a model export; minutes on a loaded machine
+def test_residual_flow_log_det_export_and_serving(tmp_path):
+    """The model's log-det, its export (both ONNX graphs checked against TF at 1e-4 by
+    `export_flow`; the inverse a fixed-point ``Loop``) and the ONNX server answering sample,
+    forward and log_prob as the TF model does (ResidualFlow; IDenseNet's block is covered by the
+    layer contract, and a model export takes ~40 s here)."""
+    import onnx
+    from starlette.testclient import TestClient
+
+    from tfinv.export import export_flow
+    from tfinv.serving import create_app
 
     model, x = _small_model("ResidualFlow")
     contract.check_log_det(model, x, 1e-4)  # deterministic form: exact trace, 25 terms
-    z = model.forward(x)[0].numpy()
-    _, info = prepare(model, "inverse", test_input=z, tolerance=1e-4)
-    assert "Loop" in info.op_types and info.max_relative_error <= 1e-4
-    _, info = prepare(model, "forward", test_input=x.numpy(), tolerance=1e-4)
-    assert info.max_relative_error <= 1e-4
+    export_flow(model, tmp_path, name="resflow", tolerance=1e-4)
+    assert "Loop" in {node.op_type for node in onnx.load(str(tmp_path / "inverse.onnx")).graph.node}
+    z, log_det = (t.numpy() for t in model.forward(x))
+    with TestClient(create_app(tmp_path)) as http:
+        def predict(signature, inputs):
+            response = http.post("/v1/models/resflow:predict", json={"signature_name": signature, "inputs": inputs})
+            assert response.status_code == 200, response.text
+            return response.json()["outputs"]
+
+        sample = np.asarray(predict("sample", {"n": 3, "seed": 7, "temperature": 0.8})["x"], np.float32)
+        assert contract.relative_error(sample, model.sample(3, temperature=0.8, seed=7)) <= 1e-4
+        forward = predict("forward", {"x": x.numpy().tolist()})
+        assert contract.relative_error(np.asarray(forward["z"], np.float32), z) <= 1e-4
+        np.testing.assert_allclose(forward["log_det"], log_det, rtol=1e-4, atol=1e-3)
+        log_prob = predict("log_prob", {"x": x.numpy().tolist()})
+        np.testing.assert_allclose(np.ravel(log_prob), model.log_prob(x).numpy(), rtol=1e-4, atol=1e-3)
+        inverse = predict("inverse", {"z": z.tolist()})
+        assert contract.relative_error(np.asarray(inverse["x"], np.float32), x.numpy()) <= 1e-4

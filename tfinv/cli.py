@@ -128,6 +128,7 @@ def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_leve
         linear=args.linear,
         learned_prior=getattr(args, "learned_prior", False),
         conditioner_actnorm=getattr(args, "conditioner_actnorm", False),
+        attention=getattr(args, "attention", None),
         name="glow",
     )
 
@@ -893,7 +894,7 @@ def _maybe(value) -> str:
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``tfinv`` argument parser (subcommands ``train``, ``sample``, ``diagnose`` and ``ood``)."""
-    from tfinv.blocks.glow_step import COUPLINGS, LINEAR_LAYERS
+    from tfinv.blocks.glow_step import ATTENTION_LAYERS, COUPLINGS, LINEAR_LAYERS
 
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument(
@@ -947,6 +948,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--conditioner-actnorm", action="store_true",
         help="Glow: ActNorm after each hidden convolution of the coupling conditioners (Glow's paper)",
+    )
+    train.add_argument(
+        "--attention", default=None, choices=sorted(ATTENTION_LAYERS),
+        help="invertible attention after every Glow step's coupling (iMap / iTrans, arXiv:2106.03959)",
     )
     train.add_argument(
         "--labels", type=_non_negative_int, default=None,

@@ -16,8 +16,11 @@ from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.emerging_conv import EmergingConv
+from tfinv.layers.entropy_weighted_shuffle import EntropyWeightedShuffle
 from tfinv.layers.f_in_c_conv import FInCConv
 from tfinv.layers.full_butterfly_layer import FullButterflyLayer
+from tfinv.layers.i_map_attention import IMapAttention
+from tfinv.layers.i_trans_attention import ITransAttention
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.inverse_flow_unit import InverseFlowUnit
@@ -80,6 +83,20 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     "inverse_conv": lambda seed, name: InverseConv(seed=seed, fit_kernel_to_image=True, name=name),
     # Inverse-Flow's unit: the inverses of the four corner convolutions, chained.
     "inverse_flow": lambda seed, name: InverseFlowUnit(seed=seed, fit_kernel_to_image=True, name=name),
+    # EIW-Flow (arXiv:2407.04958): Glow's 1x1 convolution, then the feature-dependent channel
+    # weighting and shuffle (weights from one half scale and reorder the other; the halves swap).
+    "entropy_weighted": lambda seed, name: InvertibleSequential(
+        [InvConv1x1(seed=seed, name="inv_conv1x1"), EntropyWeightedShuffle(seed=seed, name="shuffle")],
+        event_ndims=3, name=name,
+    ),
+}
+
+#: name -> ``factory(name) -> InvertibleLayer``: the attention layer appended to a step (after the
+#: coupling) by ``GlowStep(attention=name)`` / ``Glow(attention=name)`` (Sukthanker et al.,
+#: arXiv:2106.03959). iTrans takes ``parity=1``: it transforms the half the coupling conditioned on.
+ATTENTION_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
+    "imap": lambda name: IMapAttention(name=name),
+    "itrans": lambda name: ITransAttention(parity=1, name=name),
 }
 
 
@@ -92,9 +109,10 @@ def register_linear(name: str, factory: Callable[..., InvertibleLayer]) -> None:
 
 @keras.saving.register_keras_serializable(package="tfinv")
 class GlowStep(InvertibleSequential):
-    """``z = coupling(linear(ActNorm(x)))``; ``linear`` is `InvConv1x1` by default.
+    """``z = coupling(linear(ActNorm(x)))``; ``linear`` is `InvConv1x1` by default; with
+    ``attention``, ``z = attention(coupling(linear(ActNorm(x))))``.
 
-    Inverse: the three inverses in reverse order. Log-det: the sum of the three.
+    Inverse: the inverses in reverse order. Log-det: the sum of the parts.
     Shapes: ``(B, H, W, C) -> (B, H, W, C)`` with ``C >= 2``; log-det ``(B,)``.
 
     Args:
@@ -107,22 +125,28 @@ class GlowStep(InvertibleSequential):
         context_features: channels of the coupling's context features.
         conditioner_actnorm: ActNorm inside the coupling's conditioner, after each hidden
             convolution (Glow's paper; ``affine``/``additive`` only).
+        attention: ``None`` (Glow's step) or a name in `ATTENTION_LAYERS`: ``"imap"``
+            (`IMapAttention`) or ``"itrans"`` (`ITransAttention`), appended after the coupling.
         conditioner: a serialised Keras layer (``keras.saving.serialize_keras_object``) used as
             the coupling's conditioner instead of the default `tfinv.nets.GlowConvNet`, e.g. a
             `tfinv.nets.BottleneckConvNet` with ``out_channels=None`` (each step deserialises its
             own copy; the coupling sets the width).
 
-    References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3 and Fig. 2a.
+    References: Kingma & Dhariwal, "Glow", arXiv:1807.03039, §3 and Fig. 2a; attention:
+    Sukthanker et al., "Generative Flows with Invertible Attentions", arXiv:2106.03959.
     """
 
     def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0,
                  linear: str = "inv_conv1x1", context_shape: Sequence[int] | None = None,
                  context_features: int = 16, conditioner: dict | None = None,
-                 conditioner_actnorm: bool = False, **kwargs):
+                 conditioner_actnorm: bool = False, attention: str | None = None, **kwargs):
         if coupling not in COUPLINGS:
             raise ValueError(f"GlowStep coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
         if linear not in LINEAR_LAYERS:
             raise ValueError(f"GlowStep linear must be one of {sorted(LINEAR_LAYERS)}, got {linear!r}")
+        if attention is not None and attention not in ATTENTION_LAYERS:
+            raise ValueError(
+                f"GlowStep attention must be None or one of {sorted(ATTENTION_LAYERS)}, got {attention!r}")
         kwargs.pop("layers", None)
         kwargs.pop("event_ndims", None)
         if coupling == "quad" and context_shape is not None:
@@ -144,7 +168,10 @@ class GlowStep(InvertibleSequential):
             LINEAR_LAYERS[linear](seed=seed, name="linear"),
             COUPLINGS[coupling](hidden_channels=hidden_channels, name="coupling", **conditioning),
         ]
+        if attention is not None:
+            steps.append(ATTENTION_LAYERS[attention](name="attention"))
         super().__init__(steps, event_ndims=3, **kwargs)
+        self.attention = attention
         self.hidden_channels = int(hidden_channels)
         self.coupling = coupling
         self.seed = int(seed)
@@ -161,6 +188,8 @@ class GlowStep(InvertibleSequential):
                   "seed": self.seed, "linear": self.linear}
         if self.conditioner_actnorm:
             config["conditioner_actnorm"] = True
+        if self.attention is not None:
+            config["attention"] = self.attention
         if self.context_shape is not None:
             config["context_shape"] = list(self.context_shape)
             config["context_features"] = self.context_features

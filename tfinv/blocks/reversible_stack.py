@@ -44,12 +44,16 @@ class ReversibleStack(InvertibleSequential):
     gradient. The backward pass rebuilds a block only once the block above has its gradients
     (control dependencies), so TensorFlow's dataflow executor cannot run the whole inverse chain
     early and hold every block's activations at once. XLA (``jit_compile=True``) drops control
-    dependencies, so there the same ordering is a data dependency: the rebuilt input, its
-    cotangent and the block above's gradients pass together through an optimization barrier
-    (``XlaOptimizationBarrier``, as in JAX's remat), which the compiler may neither hoist nor
-    see through. Measured under XLA (``benchmarks/revvit_memory.py --jit``): the step's memory
-    still grows with depth (58 MB at depth 4, 168 MB at depth 32), less than ordinary backprop's
-    but not flat as without XLA.
+    dependencies and schedules straight-line code as it likes, so there every run of two or more
+    consecutive shape-preserving blocks is walked by a ``tf.while_loop``: an iteration's buffers
+    die before the next one starts, and the compiler can neither keep a block's rebuilt
+    activations nor merge them with the forward pass's; only the gradients are carried. Blocks
+    of one configuration (a RevViT's) share one loop body, their weights stacked and substituted
+    per iteration (``keras.StatelessScope``), so the compiled program does not grow with depth;
+    other runs pick their block with ``tf.switch_case``. Blocks that change the shape are unrolled, ordered by
+    an optimization barrier (``XlaOptimizationBarrier``, as in JAX's remat) over the rebuilt
+    input, its cotangent and the gradients of the block above. Measured figures:
+    ``benchmarks/revvit_memory.py --paths eager graph xla``.
 
     Args:
         blocks: the invertible blocks, applied in order in the forward direction.
@@ -92,22 +96,12 @@ class ReversibleStack(InvertibleSequential):
 
             def backward(dz, d_log_det, variables=None):
                 variables = list(variables or ())
-                y, dy = z, dz
-                grads = [None] * len(variables)
-                block_grads = []
-                for block in reversed(blocks):
-                    rebuild = getattr(block, "reconstruct_and_vjp", None) or functools.partial(
-                        vjp_by_recomputation, block
-                    )
-                    # The inverse chain needs only z: a dataflow executor would run all of it
-                    # ahead of the VJPs and hold every block's rebuilt activations at once.
-                    # Rebuilding a block only after the block above has its gradients keeps
-                    # one block's activations alive at a time.
-                    y, dy = _after(y, dy, [g for g in block_grads if isinstance(g, tf.Tensor)])
-                    y, dy, block_grads = rebuild(y, dy, d_log_det, variables)
-                    grads = add_gradients(grads, block_grads)
+                if _in_xla_context():
+                    dx, grads = _backward_in_loops(blocks, z, dz, d_log_det, variables)
+                else:
+                    dx, grads = _backward_unrolled(blocks, z, dz, d_log_det, variables)
                 grads = [tf.zeros_like(v) if g is None else g for v, g in zip(variables, grads)]
-                return dy, grads
+                return dx, grads
 
             return (z, log_det), backward
 
@@ -120,6 +114,138 @@ class ReversibleStack(InvertibleSequential):
         return config
 
 
+def _rebuild_function(block: InvertibleLayer):
+    return getattr(block, "reconstruct_and_vjp", None) or functools.partial(vjp_by_recomputation, block)
+
+
+def _in_xla_context() -> bool:
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _backward_unrolled(blocks, z, dz, d_log_det, variables):
+    """The backward pass as straight-line code, one block after the other from the top:
+    ``(dx, variable_grads)`` (``None`` where unconnected)."""
+    y, dy = z, dz
+    grads = [None] * len(variables)
+    block_grads = []
+    for block in reversed(blocks):
+        # The inverse chain needs only z: a dataflow executor would run all of it ahead of the
+        # VJPs and hold every block's rebuilt activations at once. Rebuilding a block only after
+        # the block above has its gradients keeps one block's activations alive at a time.
+        y, dy = _after(y, dy, [g for g in block_grads if isinstance(g, tf.Tensor)])
+        y, dy, block_grads = _rebuild_function(block)(y, dy, d_log_det, variables)
+        grads = add_gradients(grads, block_grads)
+    return dy, grads
+
+
+def _shape_preserving_runs(blocks, z_shape) -> list[list[InvertibleLayer]]:
+    """The blocks from the top, grouped into maximal runs of consecutive blocks whose input
+    shape equals their output shape (and so the run's shape): each run can be one loop."""
+    runs, shape = [], tuple(z_shape)
+    for block in reversed(blocks):
+        input_shape = tuple(block.compute_input_shape(shape))
+        if runs and input_shape == shape and runs[-1][1] == shape:
+            runs[-1][0].append(block)
+        else:
+            runs.append(([block], shape if input_shape == shape else None))
+        shape = input_shape
+    return [run for run, _ in runs]
+
+
+def _backward_in_loops(blocks, z, dz, d_log_det, variables):
+    """The backward pass under XLA: every run of two or more shape-preserving blocks is a
+    ``tf.while_loop`` over the blocks (`_stacked_loop` when the blocks are copies of one
+    configuration, else `_switch_loop`). A loop iteration's buffers are dead when the next one
+    starts, so the compiler cannot keep one block's rebuilt activations (or share them with the
+    forward pass by common-subexpression elimination) while the blocks below are processed: the
+    activation memory is that of one block whatever the depth. Blocks that change the shape run
+    unrolled, ordered as in `_backward_unrolled`."""
+    y, dy = z, dz
+    grads = [None] * len(variables)
+    for run in _shape_preserving_runs(blocks, z.shape):
+        if len(run) == 1:
+            y, dy = _after(y, dy, [g for g in grads if isinstance(g, tf.Tensor)])
+            y, dy, block_grads = _rebuild_function(run[0])(y, dy, d_log_det, variables)
+            grads = add_gradients(grads, block_grads)
+        elif _same_configuration(run):
+            y, dy, grads = _stacked_loop(run, y, dy, d_log_det, variables, grads)
+        else:
+            y, dy, grads = _switch_loop(run, y, dy, d_log_det, variables, grads)
+    return dy, grads
+
+
+def _configuration(block) -> tuple:
+    """What must agree for blocks to share one compiled body: class, configuration (the name
+    aside), and every variable's shape, dtype and trainability, in order."""
+    config = {k: v for k, v in block.get_config().items() if k != "name"}
+    return type(block), repr(config), [(tuple(v.shape), v.dtype, v.trainable) for v in block.variables]
+
+
+def _same_configuration(run) -> bool:
+    first = _configuration(run[0])
+    return all(_configuration(block) == first for block in run[1:])
+
+
+def _stacked_loop(run, y, dy, d_log_det, variables, grads):
+    """A run of blocks of one configuration as one loop body (as JAX's scan over layers): the
+    blocks' weights are stacked, and iteration ``i`` runs the first block's code with block
+    ``i``'s weights substituted (``keras.StatelessScope``), taking the gradients with respect to
+    those weight values. The compiled body is one block, whatever the depth."""
+    template = run[0]
+    slots = template.variables
+    stacked = [tf.stack([tf.convert_to_tensor(block.variables[j]) for block in run]) for j in range(len(slots))]
+    trainable = [j for j, v in enumerate(slots) if v.trainable]
+    index = {id(v): k for k, v in enumerate(variables)}
+
+    def body(i, y, dy, *arrays):
+        values = [tf.gather(s, i) for s in stacked]
+        with keras.StatelessScope(state_mapping=list(zip(slots, values))):
+            x, dx, block_grads = _rebuild_function(template)(y, dy, d_log_det, [values[j] for j in trainable])
+        arrays = [a.write(i, tf.zeros_like(values[j]) if g is None else g)
+                  for a, j, g in zip(arrays, trainable, block_grads)]
+        return (i + 1, tf.ensure_shape(x, y.shape), tf.ensure_shape(dx, dy.shape), *arrays)
+
+    arrays = [tf.TensorArray(stacked[j].dtype, size=len(run), element_shape=stacked[j].shape[1:]) for j in trainable]
+    _, y, dy, *arrays = tf.while_loop(
+        lambda i, *_: i < len(run), body, (tf.constant(0), y, dy, *arrays), parallel_iterations=1
+    )
+    grads = list(grads)
+    for slot, array in zip(trainable, arrays):
+        stacked_grads = array.stack()
+        for k, block in enumerate(run):
+            position = index.get(id(_backing_variable(block.variables[slot])))
+            if position is not None:
+                g = stacked_grads[k]
+                grads[position] = g if grads[position] is None else grads[position] + g
+    return y, dy, grads
+
+
+def _backing_variable(variable):
+    """The TensorFlow variable behind a Keras variable (what ``tf.custom_gradient`` lists)."""
+    return getattr(variable, "_value", variable)
+
+
+def _switch_loop(run, y, dy, d_log_det, variables, grads):
+    """A run of blocks of different configurations: the loop body picks block ``i`` with
+    ``tf.switch_case``; the gradients of every variable are the loop's carried state."""
+    carried = [tf.zeros_like(v) if g is None else g for v, g in zip(variables, grads)]
+
+    def make_branch(block, y, dy, carried):
+        def branch():
+            x, dx, block_grads = _rebuild_function(block)(y, dy, d_log_det, variables)
+            return [x, dx, *add_gradients(carried, block_grads)]
+        return branch
+
+    def body(i, y, dy, *carried):
+        x, dx, *carried = tf.switch_case(i, [make_branch(b, y, dy, list(carried)) for b in run])
+        return (i + 1, tf.ensure_shape(x, y.shape), tf.ensure_shape(dx, dy.shape), *carried)
+
+    _, y, dy, *grads = tf.while_loop(
+        lambda i, *_: i < len(run), body, (tf.constant(0), y, dy, *carried), parallel_iterations=1
+    )
+    return y, dy, grads
+
+
 def _after(y, dy, done: list):
     """``(y, dy)``, usable only once ``dy`` and the tensors ``done`` are computed.
 
@@ -127,7 +253,7 @@ def _after(y, dy, done: list):
     so there an optimization barrier over ``(y, dy, *done)`` makes it a data dependency
     (``done`` passes through unchanged and is not returned: its users keep the original tensors,
     which the barrier already forced)."""
-    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+    if _in_xla_context():
         y, dy, *_ = tf2xla.optimization_barrier(y, dy, *done)
         return y, dy
     with tf.control_dependencies([dy, *done]):

@@ -276,7 +276,7 @@ class FlowModel(CompiledInference, keras.Model):
         return context
 
     # ---------------------------------------------------------------- directions
-    @compiled
+    @compiled(xla_on_cpu=False)
     def forward(self, x, context=None) -> tuple[tf.Tensor, tf.Tensor]:
         """Data -> latent: ``(z, log|det dz/dx|)``, the log-det of shape ``(batch,)``."""
         x = self._check(x, self.data_shape, "x")
@@ -303,13 +303,13 @@ class FlowModel(CompiledInference, keras.Model):
         return self.forward(x, context)
 
     # ---------------------------------------------------------------- density
-    @compiled
+    @compiled(xla_on_cpu=False)
     def log_prob(self, x, context=None) -> tf.Tensor:
         """``log p(x | context)`` per example, shape ``(batch,)``."""
         z, log_det = self.forward(x, context)
         return self._base_log_prob(z, log_det)
 
-    @compiled
+    @compiled(xla_on_cpu=False)
     def bits_per_dim(self, x, context=None) -> tf.Tensor:
         """``-log p(x | context) / (D ln 2)`` per example."""
         return -self.log_prob(x, context) / (self.num_dims * math.log(2.0))

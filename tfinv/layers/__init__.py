@@ -13,12 +13,15 @@ from tfinv.layers.channel_skip import ChannelSkip
 from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
 from tfinv.layers.emerging_conv import EmergingConv
+from tfinv.layers.entropy_weighted_shuffle import EntropyWeightedShuffle
 from tfinv.layers.factor_out import FactorOut
 from tfinv.layers.f_in_c_conv import FInCConv
 from tfinv.layers.full_butterfly_layer import FullButterflyLayer
 from tfinv.layers.flatten import Flatten
 from tfinv.layers.haar_downsampling import HaarDownsampling
+from tfinv.layers.i_map_attention import IMapAttention
 from tfinv.layers.i_rev_net_block import IRevNetBlock
+from tfinv.layers.i_trans_attention import ITransAttention
 from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.inverse_flow_unit import InverseFlowUnit
@@ -62,12 +65,15 @@ __all__ = [
     "CyclicShift",
     "DataAdaptiveConv",
     "EmergingConv",
+    "EntropyWeightedShuffle",
     "FInCConv",
     "FullButterflyLayer",
     "FactorOut",
     "Flatten",
     "HaarDownsampling",
+    "IMapAttention",
     "IRevNetBlock",
+    "ITransAttention",
     "InvConv1x1",
     "InverseConv",
     "InverseFlowUnit",

@@ -78,7 +78,7 @@ class ConditioningNetworkMixin:
             return tf.zeros((0,) + tuple(self.feature_shape), context.dtype)
         return self.conditioning_network(context)
 
-    @compiled
+    @compiled(xla_on_cpu=False)
     def forward(self, x, context=None):
         x = self._check(x, self.data_shape, "x")
         return self.flow.forward_and_log_det(x, self._features(context, x))

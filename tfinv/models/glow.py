@@ -30,6 +30,7 @@ def glow_layers(
     context_features: int = 16,
     conditioner: dict | None = None,
     conditioner_actnorm: bool = False,
+    attention: str | None = None,
 ) -> list[InvertibleLayer]:
     """Glow's layers: ``[LogitPreprocess, level_0, FactorOut([level_1, FactorOut([... level_{L-1},
     (LearnedPrior,) Flatten])])]``, each level a `Squeeze` then ``steps_per_level`` `GlowStep`s
@@ -39,7 +40,7 @@ def glow_layers(
         steps = [
             GlowStep(hidden_channels, coupling, seed=seed + 1000 * index + step, linear=linear,
                      context_shape=context_shape, context_features=context_features, conditioner=conditioner,
-                     conditioner_actnorm=conditioner_actnorm, name=f"step_{step}")
+                     conditioner_actnorm=conditioner_actnorm, attention=attention, name=f"step_{step}")
             for step in range(steps_per_level)
         ]
         return InvertibleSequential([Squeeze(name="squeeze")] + steps, name=f"level_{index}")
@@ -98,12 +99,19 @@ class Glow(FlowModel):
             256 for 8-bit images); ``None`` models the data as given, with no preprocessing.
         seed: seed of the linear layers' initialisation.
         linear: the channel-mixing layer of every step, a name registered in
-            `tfinv.blocks.glow_step.LINEAR_LAYERS` (``"inv_conv1x1"``: Glow's LU 1x1 convolution).
+            `tfinv.blocks.glow_step.LINEAR_LAYERS` (``"inv_conv1x1"``: Glow's LU 1x1 convolution;
+            ``"entropy_weighted"``: the 1x1 convolution then EIW-Flow's channel weighting and shuffle,
+            `EntropyWeightedShuffle`, arXiv:2407.04958).
         learned_prior: Glow's learned split priors and learned top prior.
         conditioner_actnorm: ActNorm after each hidden convolution of every coupling's
             conditioner (the paper's network; initialised by `initialize`).
         context_shape: shape of one context for a conditional Glow (e.g. ``(10,)`` one-hot labels).
         context_features: channels of the context features given to each conditioner.
+        attention: ``None``, ``"imap"`` or ``"itrans"``: Sukthanker et al.'s invertible attention
+            (`IMapAttention`, `ITransAttention`, arXiv:2106.03959) appended to every step after its
+            coupling (`tfinv.blocks.glow_step.ATTENTION_LAYERS`; the placement after the coupling
+            is ours). ``"itrans"`` holds ``(H W / 4)^2`` attention matrices at the first level
+            (at most 4096 positions per level).
         base, validate_args, **kwargs: see `FlowModel`.
     """
 
@@ -121,6 +129,7 @@ class Glow(FlowModel):
         context_shape: Sequence[int] | None = None,
         context_features: int = 16,
         conditioner_actnorm: bool = False,
+        attention: str | None = None,
         **kwargs: Any,
     ):
         shape = tuple(int(s) for s in input_shape)
@@ -138,7 +147,7 @@ class Glow(FlowModel):
         layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling,
                              None if num_levels is None else int(num_levels), int(seed), linear,
                              bool(learned_prior), context_shape, int(context_features),
-                             conditioner_actnorm=bool(conditioner_actnorm))
+                             conditioner_actnorm=bool(conditioner_actnorm), attention=attention)
         super().__init__(layers, input_shape=shape, context_shape=context_shape, **kwargs)
         self.levels = int(levels)
         self.steps_per_level = int(steps_per_level)
@@ -150,6 +159,7 @@ class Glow(FlowModel):
         self.learned_prior = bool(learned_prior)
         self.context_features = int(context_features)
         self.conditioner_actnorm = bool(conditioner_actnorm)
+        self.attention = attention
 
     # ------------------------------------------------------------- views into the composition
     @property
@@ -183,4 +193,5 @@ class Glow(FlowModel):
             "learned_prior": self.learned_prior,
             "context_features": self.context_features,
             "conditioner_actnorm": self.conditioner_actnorm,
+            "attention": self.attention,
         }

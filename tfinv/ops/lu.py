@@ -39,24 +39,32 @@ def lu_factor_numpy(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return p, lower, upper
 
 
-def _triangles(lower_raw: tf.Tensor, upper_raw: tf.Tensor, log_scale, sign):
-    n = tf.shape(lower_raw)[0]
-    eye = tf.eye(n, dtype=lower_raw.dtype)
-    lower = tf.linalg.band_part(lower_raw, -1, 0) * (1.0 - eye) + eye
-    upper = tf.linalg.band_part(upper_raw, 0, -1) * (1.0 - eye) + tf.linalg.diag(
-        sign * tf.exp(log_scale)
-    )
+def _triangles(lower_upper: tf.Tensor, sign):
+    """``(L, U)`` from the packed parameters: ``L`` is the strictly lower triangle of
+    ``lower_upper`` with a unit diagonal, ``U`` its strictly upper triangle with the diagonal
+    ``sign * exp(diag(lower_upper))`` (the diagonal holds ``log|U_ii|``)."""
+    log_scale = tf.linalg.diag_part(lower_upper)
+    lower = tf.linalg.set_diag(tf.linalg.band_part(lower_upper, -1, 0), tf.ones_like(log_scale))
+    upper = tf.linalg.set_diag(tf.linalg.band_part(lower_upper, 0, -1), sign * tf.exp(log_scale))
     return lower, upper
 
 
-def lu_weight(perm, lower_raw, upper_raw, log_scale, sign) -> tf.Tensor:
-    """``W = P L U`` from raw parameters (entries outside each triangle are ignored)."""
-    lower, upper = _triangles(lower_raw, upper_raw, log_scale, sign)
+def pack_lower_upper(lower: np.ndarray, upper: np.ndarray, log_scale: np.ndarray) -> np.ndarray:
+    """The packed ``n x n`` parameter of `lu_weight`: strictly lower triangle of ``lower``,
+    strictly upper triangle of ``upper``, ``log_scale`` on the diagonal."""
+    packed = np.tril(lower, -1) + np.triu(upper, 1)
+    packed[np.diag_indices_from(packed)] = log_scale
+    return packed
+
+
+def lu_weight(perm, lower_upper, sign) -> tf.Tensor:
+    """``W = P L U`` from the packed parameters (see `pack_lower_upper`)."""
+    lower, upper = _triangles(lower_upper, sign)
     return perm @ lower @ upper
 
 
-def lu_inverse_weight(perm, lower_raw, upper_raw, log_scale, sign) -> tf.Tensor:
+def lu_inverse_weight(perm, lower_upper, sign) -> tf.Tensor:
     """``W^-1 = U^-1 L^-1 P^T`` by two triangular solves on the parameters (never on data)."""
-    lower, upper = _triangles(lower_raw, upper_raw, log_scale, sign)
+    lower, upper = _triangles(lower_upper, sign)
     lower_inv_pt = tf.linalg.triangular_solve(lower, tf.transpose(perm), lower=True)
     return tf.linalg.triangular_solve(upper, lower_inv_pt, lower=False)

@@ -264,6 +264,10 @@ def cases() -> Iterator[Case]:
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="inverse_conv"), (2, 4, 4, 4))
     yield Case("GlowStep-butterfly",
                lambda: blocks.GlowStep(hidden_channels=small, seed=2, linear="butterfly"), (2, 4, 4, 6))
+    # Invertible attention (arXiv:2106.03959) and EIW-Flow's channel weighting (arXiv:2407.04958).
+    yield Case("IMapAttention", lambda: layers.IMapAttention(), (2, 3, 5, 3))
+    yield Case("ITransAttention-parity1", lambda: layers.ITransAttention(key_dim=4, parity=1), (2, 3, 4, 3))
+    yield Case("EntropyWeightedShuffle", lambda: layers.EntropyWeightedShuffle(seed=1), (2, 3, 4, 5))
     yield Case("Flatten", lambda: layers.Flatten(), (2, 3, 4, 2), rearrangement="reshape")
     yield Case("Inverted-Patchify", lambda: layers.Inverted(layers.Patchify(2), layer_input_shape=(4, 6, 3)),
                (2, 6, 12), rearrangement="reorder")

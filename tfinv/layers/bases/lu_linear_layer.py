@@ -2,7 +2,8 @@
 
 ``W = P L (U + diag(sign * exp(log_s)))`` acts on the last axis. ``W`` starts as a random
 rotation (seeded, factored once with `tfinv.ops.lu.lu_factor_numpy`); ``P`` and ``sign`` are
-fixed, ``L``, ``U`` and ``log_s`` are trained, and ``W`` is invertible for every value of them.
+fixed, ``L``, ``U`` and ``log_s`` are trained (stored packed in one ``n x n`` variable
+``lower_upper``: exactly the ``n^2`` free parameters), and ``W`` is invertible for every value of them.
 ``log|det W| = sum(log_s)``; ``W^-1`` comes from triangular solves on the parameters only, which
 an exporter folds into a constant. Reference: Kingma & Dhariwal, Glow, arXiv:1807.03039, §3.2.
 
@@ -41,13 +42,29 @@ class LULinearLayer(InvertibleLayer):
         const = keras.initializers.Constant
         self.permutation = self.add_weight(name="permutation", shape=(n, n), initializer=const(p), trainable=False)
         self.sign = self.add_weight(name="sign", shape=(n,), initializer=const(np.sign(diag)), trainable=False)
-        self.lower = self.add_weight(name="lower", shape=(n, n), initializer=const(lower))
-        self.upper = self.add_weight(name="upper", shape=(n, n), initializer=const(np.triu(upper, 1)))
-        self.log_scale = self.add_weight(name="log_scale", shape=(n,), initializer=const(np.log(np.abs(diag))))
+        # One trained matrix holding exactly the free parameters: L's strict lower triangle,
+        # U's strict upper triangle and log|U_ii| on the diagonal (n^2 numbers, one variable:
+        # one optimizer update per step instead of three).
+        packed = lu.pack_lower_upper(lower, upper, np.log(np.abs(diag)))
+        self.lower_upper = self.add_weight(name="lower_upper", shape=(n, n), initializer=const(packed))
         super().build(input_shape)
 
+    def load_own_variables(self, store):
+        """Loads weights, also those saved before the parameters were packed (Keras's store lists
+        trainable variables first: ``lower, upper, log_scale, permutation, sign``, converted with
+        `tfinv.ops.lu.pack_lower_upper`)."""
+        if len(store.keys()) == 5:
+            lower, upper, log_scale, permutation, sign = (np.asarray(store[str(i)]) for i in range(5))
+            store = {"0": lu.pack_lower_upper(lower, upper, log_scale), "1": permutation, "2": sign}
+        super().load_own_variables(store)
+
     def _params(self):
-        return self.permutation, self.lower, self.upper, self.log_scale, self.sign
+        return self.permutation, self.lower_upper, self.sign
+
+    @property
+    def log_scale(self) -> tf.Tensor:
+        """``log|U_ii|``, the diagonal of the packed parameters (``log|det W| = sum``)."""
+        return tf.linalg.diag_part(self.lower_upper)
 
     def weight(self) -> tf.Tensor:
         """The ``n x n`` matrix ``W`` (output index first)."""
@@ -65,7 +82,7 @@ class LULinearLayer(InvertibleLayer):
 
     def _log_det(self, x):
         with self.variable_precision():
-            log_scale = self.log_scale.value
+            log_scale = self.log_scale
         total = tf.cast(self._positions(x), log_scale.dtype) * tf.reduce_sum(log_scale)
         return batch_log_det(total, x, self.event_ndims)
 

@@ -47,11 +47,13 @@ def vjp_by_recomputation(layer: InvertibleLayer, y, dy, d_log_det, variables: Se
 
     Works for every invertible layer (log-dets that depend on ``x`` included); costs the inverse
     plus a forward under a tape. ``d_log_det`` has the batch shape (or is ``None``);
-    ``variable_grads`` is aligned with ``variables`` (``None`` where unconnected).
+    ``variable_grads`` is aligned with ``variables`` (``None`` where unconnected). ``variables``
+    may also be tensors that stand in for the layer's weights (``keras.StatelessScope``).
     """
     x = tf.stop_gradient(layer.inverse_and_log_det(y)[0])
     with tf.GradientTape() as tape:
         tape.watch(x)
+        tape.watch(list(variables))  # values standing in for the weights are watched too
         y_again, log_det = layer.forward_and_log_det(x)
         log_det = reduce_to_batch(log_det)
     targets, cotangents = [y_again], [dy]
@@ -148,6 +150,7 @@ class TwoStreamBlock(ReversibleBlock):
         dy1, dy2 = self._split(dy)
         with tf.GradientTape() as tape_g:
             tape_g.watch(y1)
+            tape_g.watch(list(variables))  # tensors standing in for the weights, if any
             g = self._residual_g(y1)
         # y1 feeds y2 through G: its total cotangent is dy1 + (dG/dy1)^T dy2.
         grads_g = tape_g.gradient(g, [y1, *variables], output_gradients=dy2)
@@ -155,6 +158,7 @@ class TwoStreamBlock(ReversibleBlock):
         x2 = tf.stop_gradient(y2 - g)
         with tf.GradientTape() as tape_f:
             tape_f.watch(x2)
+            tape_f.watch(list(variables))
             f = self._residual_f(x2)
         grads_f = tape_f.gradient(f, [x2, *variables], output_gradients=dz1)
         x1 = y1 - f
