@@ -13,7 +13,7 @@ EPOCHS ?= 30
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade "pip>=24" "setuptools>=69" wheel
-	$(BIN)/python -m pip install -e ".[export,serving,test]"
+	$(BIN)/python -m pip install -e ".[export,serving,test,inverse]"
 	touch $(STAMP)
 
 install: $(STAMP)

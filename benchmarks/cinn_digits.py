@@ -11,10 +11,15 @@ The clean digit ``u = counts / 16`` (in ``[0, 1]``) is observed through the task
 * ``calibration``: coverage of the central q-intervals (q = 0.1..0.9) of the test ``x`` (fixed
   dequantisation noise) and its mean error against q;
 * ``test_bits_per_dim_conditional``: mean ``-log p(x | y) / (D ln 2)`` on the test split;
-* ``png``: rows y, truth, 4 posterior samples, posterior mean, posterior std (std scaled to its max).
+* ``psnr_cnn_regressor``: the same for a plain CNN point estimate ``y -> u``
+  (`tfinv.inverse_problems.matched_cnn_regressor`: 4 convolutions, the widest with at most the
+  cINN's parameter count) trained with MSE on the same pairs for the same epochs;
+* ``png``: rows y, truth, 4 posterior samples, posterior mean, CNN estimate, posterior std (std
+  scaled to its max);
+* ``calibration_png``: nominal vs empirical coverage of the central credible intervals.
 
-Run: ``python benchmarks/cinn_digits.py --task superres|inpaint|deblur [--epochs 20] [--png PATH]``.
-Not here: the CNN-regressor baseline of the issue.
+Run: ``python benchmarks/cinn_digits.py --task superres|inpaint|deblur [--epochs 20] [--png PATH]
+[--calibration-png PATH]`` (matplotlib, from the ``benchmarks`` extra, draws the calibration plot).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from tfinv.data.digits import DIGITS_NUM_LEVELS, digits_arrays  # noqa: E402
 from tfinv.data.image_grid import save_image_grid  # noqa: E402
 from tfinv.models import ConditionalGlow  # noqa: E402
 
-from _common import log, stdout_to_stderr  # noqa: E402
+from _common import log, save_calibration_plot, stdout_to_stderr, trainable_parameters  # noqa: E402
 
 TASKS = ("superres", "inpaint", "deblur")
 
@@ -54,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", default="cinn_digits.png")
+    parser.add_argument("--calibration-png", default="cinn_digits_calibration.png")
     return parser.parse_args(argv)
 
 
@@ -106,6 +112,15 @@ def main(argv=None) -> dict:
     train_seconds = time.perf_counter() - start
     log(f"{args.task}: {args.epochs} epochs in {train_seconds:.0f} s, loss {history.history['loss'][-1]:.3f}")
 
+    # The CNN regressor: same pairs (clean u in [0, 1] from y), same epochs, MSE, at most the cINN's size.
+    regressor = ip.matched_cnn_regressor(y_train.shape[1:], (8, 8, 1), trainable_parameters(model))
+    regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+    start = time.perf_counter()
+    regressor.fit(y_train, train_counts.astype(np.float32) / scale, batch_size=args.batch_size, epochs=args.epochs,
+                  shuffle=True, verbose=0)
+    regressor_seconds = time.perf_counter() - start
+    cnn_estimate = np.clip(regressor.predict(y_test, verbose=0), 0.0, 1.0)
+
     bits = float(np.mean(model.bits_per_dim(x_test, y_test)))
     samples = model.posterior_samples(y_test, k=args.samples, seed=args.seed + 3)  # (K, N, 8, 8, 1)
     truth = test_counts.astype(np.float64) / scale
@@ -120,15 +135,23 @@ def main(argv=None) -> dict:
         "test_bits_per_dim_conditional": bits,
         "psnr_posterior_mean": ip.psnr(mean, truth, 1.0),
         "psnr_single_sample": ip.psnr(to_unit(samples[0]), truth, 1.0),
+        "psnr_cnn_regressor": ip.psnr(cnn_estimate, truth, 1.0),
         "psnr_observation_baseline": ip.psnr(np.clip(naive_estimate(args.task, y_test), 0, 1), truth, 1.0),
+        "cinn_parameters": int(trainable_parameters(model)),
+        "cnn_regressor_parameters": int(trainable_parameters(regressor)),
+        "cnn_regressor_width": int(regressor.get_layer("conv_0").filters),
+        "cnn_regressor_train_seconds": regressor_seconds,
         "mean_posterior_std": float(std.mean()),
         "calibration": ip.calibration(samples, x_test),
         "png": os.path.abspath(args.png),
     }
+    result["calibration_png"] = save_calibration_plot(
+        {f"cINN, {args.task}": result["calibration"]}, args.calibration_png,
+        title=f"digits {args.task}: credible-interval calibration")
     show = 10
     rows = [naive_estimate(args.task, y_test[:show]), truth[:show]]
     rows += [to_unit(samples[j, :show]) for j in range(4)]
-    rows += [mean[:show], std[:show] / max(float(std[:show].max()), 1e-12)]
+    rows += [mean[:show], cnn_estimate[:show], std[:show] / max(float(std[:show].max()), 1e-12)]
     save_image_grid(np.concatenate(rows).astype(np.float32), args.png, num_levels=1, columns=show)
     return result
 

@@ -94,7 +94,9 @@ def _endpoints(model: FlowModel, max_batch: int | None) -> dict[str, tuple[Calla
     noise_shape = tuple(base.noise_shape) if base is not None else latent_shape
 
     def ctx(context):
-        return None if context is None else tf.cast(context, dtype)
+        # TF does not check a signature's input shape at call time: a wrong-shaped y would pass
+        # through a conditioning network that resizes it; refuse it (InvalidArgumentError).
+        return None if context is None else tf.cast(tf.ensure_shape(context, (None,) + tuple(context_shape)), dtype)
 
     def forward(x, context=None):
         with tf.control_dependencies(batch_guard(tf.shape(x)[0], "batch size")):

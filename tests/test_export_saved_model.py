@@ -1,5 +1,6 @@
 """tfinv.export.saved_model: TF Serving layout, the five signatures, loading without tfinv/TFP/Keras
-in a fresh process, session-style runs through `saved_model_cli`, atomic writes, and bad input."""
+in a fresh process, session-style runs (through `saved_model_cli` once, in-process for every
+signature), atomic writes, and bad input."""
 
 import json
 import os
@@ -211,32 +212,48 @@ def _parse_run(text: str) -> dict:
     return results
 
 
-@pytest.mark.parametrize("signature", ["forward", "inverse", "sample", "serving_default"])
-def test_saved_model_cli_run_matches_the_model(exported, tmp_path, signature):
-    """Session-style loading, as TF Serving does. `--input_exprs` accepts only Python literals
-    (TF 2.21 evaluates them with ast.literal_eval: `np.ones(...)` is rejected), so arrays go in as
-    nested-list literals or through `--inputs` with an .npy file."""
-    args = ["run", "--dir", str(exported["path"]), "--tag_set", "serve", "--signature_def", signature]
-    if signature == "forward":
-        args += ["--input_exprs", "x=" + repr(exported["x"].tolist())]
-    elif signature == "inverse":
-        np.save(tmp_path / "z.npy", exported["z"])
-        args += ["--inputs", f"z={tmp_path / 'z.npy'}", "--outdir", str(tmp_path / "out")]
-    elif signature == "sample":
-        args += ["--input_exprs", f"n={N};seed={SEED};temperature={TEMPERATURE}"]
-    else:
-        np.savez(tmp_path / "x.npz", x=exported["x"])
-        args += ["--inputs", f"x={tmp_path / 'x.npz'}[x]"]
+def test_saved_model_cli_run_matches_the_model(exported, tmp_path):
+    """The tool itself, once (``saved_model_cli run`` in its own process, session-style loading as
+    TF Serving does): the inverse signature from an ``.npy`` file, printed and written with
+    ``--outdir``. Every other signature runs through the same session-style loading in-process
+    (`test_session_style_run_matches_the_model`)."""
+    np.save(tmp_path / "z.npy", exported["z"])
+    args = ["run", "--dir", str(exported["path"]), "--tag_set", "serve", "--signature_def", "inverse",
+            "--inputs", f"z={tmp_path / 'z.npy'}", "--outdir", str(tmp_path / "out")]
     printed = _parse_run(_saved_model_cli(*args, cwd=tmp_path))
-    expected = exported["expected"][signature]
+    expected = exported["expected"]["inverse"]
     got = {}
     for key, value in expected.items():
-        assert key in printed, f"{signature}: output {key} not printed; got {sorted(printed)}"
-        assert printed[key].size == value.size, (signature, key, printed[key].size, value.shape)
+        assert key in printed, f"inverse: output {key} not printed; got {sorted(printed)}"
+        assert printed[key].size == value.size, ("inverse", key, printed[key].size, value.shape)
         got[key] = printed[key].reshape(value.shape)
-    _assert_matches(got, expected, f"saved_model_cli run {signature}")
-    if signature == "inverse":  # --outdir writes the full-precision arrays too
-        _assert_matches({k: np.load(tmp_path / "out" / f"{k}.npy") for k in expected}, expected, "--outdir")
+    _assert_matches(got, expected, "saved_model_cli run inverse")
+    # --outdir writes the full-precision arrays too
+    _assert_matches({k: np.load(tmp_path / "out" / f"{k}.npy") for k in expected}, expected, "--outdir")
+
+
+@pytest.fixture(scope="module")
+def session_outputs(exported):
+    """What ``saved_model_cli run`` (and TF Serving) do, for every signature: the ``serve`` tag
+    set loaded once into a TF1 session of a fresh graph, each signature run by the tensor names in
+    its SignatureDef."""
+    feeds = {"forward": {"x": exported["x"]}, "inverse": {"z": exported["z"]},
+             "sample": {"n": np.int32(N), "seed": np.int32(SEED), "temperature": np.float32(TEMPERATURE)},
+             "log_prob": {"x": exported["x"]}, "serving_default": {"x": exported["x"]}}
+    outputs = {}
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(exported["path"]))
+        for name, feed in feeds.items():
+            sig = meta_graph.signature_def[name]
+            assert sorted(sig.inputs) == sorted(feed), (name, sorted(sig.inputs))
+            fetches = {key: info.name for key, info in sig.outputs.items()}
+            outputs[name] = session.run(fetches, feed_dict={sig.inputs[k].name: v for k, v in feed.items()})
+    return outputs
+
+
+@pytest.mark.parametrize("signature", ["forward", "inverse", "sample", "log_prob", "serving_default"])
+def test_session_style_run_matches_the_model(session_outputs, exported, signature):
+    _assert_matches(session_outputs[signature], exported["expected"][signature], f"session-style run {signature}")
 
 
 # ----------------------------------------------------------------------------- max_batch and run-time checks

@@ -25,25 +25,24 @@ def test_library_never_imports_export_or_serving():
     assert not offenders, offenders
 
 
-def test_non_editable_install_into_a_fresh_venv(tmp_path):
-    """`pip install .` (a built wheel, not editable) imports tfinv, tfinv.export and tfinv.serving
-    from site-packages, ships the embedded digits, and puts no top-level export/serving there."""
-    wheel_dir = tmp_path / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
-        check=True, cwd=tmp_path, capture_output=True, timeout=300,
-    )
-    (wheel,) = wheel_dir.glob("tfinv-*.whl")
+def test_non_editable_install_into_a_fresh_venv(tmp_path, tfinv_wheel):
+    """`pip install .` (a built wheel, not editable; conftest.py builds it once) imports tfinv,
+    tfinv.export and tfinv.serving from site-packages, ships the embedded digits, and puts no
+    top-level export/serving there."""
+    wheel = tfinv_wheel
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    # Third-party dependencies come from this environment's site-packages, added as a plain path
-    # (its .pth files, including the editable tfinv finder, are not processed).
-    pathlib.Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Third-party dependencies come from this environment's site-packages (and any it adds, as a
+    # worktree venv sharing another's packages does), added as plain paths: their .pth files,
+    # including the editable tfinv finder, are not processed.
+    own = sysconfig.get_paths()["purelib"]
+    paths = [own] + [p for p in sys.path if p.endswith("site-packages") and p != own]
+    pathlib.Path(site, "deps.pth").write_text("".join(f"{p}\n" for p in paths))
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-compile", "-q", str(wheel)],
         check=True, capture_output=True, timeout=300,
     )
     probe = (

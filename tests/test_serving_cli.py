@@ -9,10 +9,7 @@ import tensorflow as tf
 
 from tfinv import cli
 from tfinv.data import image_grid
-from tfinv.export import export_flow
-from tfinv.models import Glow
 from tfinv.serving.demo import serve_and_sample
-from tfinv.testing.contract import perturb_weights
 
 
 @contextlib.contextmanager
@@ -24,12 +21,8 @@ def _closed_port():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = Glow((8, 8, 1), levels=2, steps_per_level=1, hidden_channels=8)
-    perturb_weights(model, 0.05)
-    out = tmp_path_factory.mktemp("export")
-    export_flow(model, out, name="digits")
-    return model, out
+def exported(onnx_glow):
+    return onnx_glow  # conftest.py: a small Glow and its ONNX export, shared read-only
 
 
 def test_demo_serves_a_sample_that_matches_the_model(exported, tmp_path):

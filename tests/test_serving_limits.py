@@ -11,13 +11,9 @@ import time
 
 import httpx
 import pytest
-import tensorflow as tf
 
-from tfinv.export import export_flow
-from tfinv.models import Glow
 from tfinv.serving import Client
 from tfinv.serving.demo import start_server
-from tfinv.testing.contract import perturb_weights
 
 HEADER_TIMEOUT, BODY_TIMEOUT, KEEP_ALIVE, MAX_CONNECTIONS = 1.0, 1.0, 1, 6
 # A slow client is cut off after its timeout; the bound allows for a loaded 2-core machine.
@@ -25,12 +21,8 @@ CUT_OFF_WITHIN = 8.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    model = Glow((8, 8, 1), levels=1, steps_per_level=1, hidden_channels=4, num_levels=17)
-    model.initialize(tf.random.stateless_uniform((16, 8, 8, 1), [1, 2], 0.5, 16.5))
-    perturb_weights(model, 0.05)
-    export_dir = tmp_path_factory.mktemp("limits_export")
-    export_flow(model, export_dir, name="digits")
+def server(onnx_glow, tmp_path_factory):
+    export_dir = onnx_glow[1]  # conftest.py: a small Glow's ONNX export, shared read-only
     log = open(tmp_path_factory.mktemp("log") / "server.log", "wb")
     process, url = start_server(str(export_dir), "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout",
                                 str(BODY_TIMEOUT), "--keep-alive", str(KEEP_ALIVE), "--max-connections",

@@ -6,6 +6,8 @@ another linear layer."""
 from __future__ import annotations
 
 import json
+import re
+import sys
 
 import numpy as np
 import onnx
@@ -91,7 +93,10 @@ def test_sample_num_levels_overrides_the_models(glow_emerging_run, tmp_path):
     assert_png_shows(out, model.sample(4, temperature=0.7, seed=2), 5)
 
 
-def test_a_registered_model_trains_through_the_cli(tmp_path):
+def test_a_registered_model_trains_through_the_cli_and_divergence_exits_1(tmp_path, capsys):
+    """One run, two paths: a model added with `register_model` is built and trained by ``tfinv
+    train``; at ``--lr 1e30`` its training diverges, which is exit status 1 with one line on stderr
+    (the outputs are still written, their non-finite figures as JSON nulls)."""
     built = []
 
     def build(args, input_shape, num_levels):
@@ -102,11 +107,15 @@ def test_a_registered_model_trains_through_the_cli(tmp_path):
     cli.register_model("tiny-test-flow", "a test model")(build)
     try:
         out = tmp_path / "run"
-        assert cli.main(["train", "--model", "tiny-test-flow", *TINY, "--out", str(out)]) == 0
+        assert cli.main(["train", "--model", "tiny-test-flow", *TINY, "--lr", "1e30", "--out", str(out)]) == 1
     finally:
         del cli.MODEL_BUILDERS["tiny-test-flow"]
     assert built == [((8, 8, 1), 17)]
-    assert json.loads((out / "metrics.json").read_text())["model"] == "tiny-test-flow"
+    assert capsys.readouterr().err.strip() == \
+        "tfinv train: training diverged (non-finite bits/dim); try a smaller --lr"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "tiny-test-flow" and metrics["config"]["cli"]["lr"] == 1e30
+    assert metrics["train_bits_per_dim"] is None and metrics["test_bits_per_dim"] is None  # JSON has no NaN
     with pytest.raises(ValueError, match="task must be one of"):
         cli.register_model("x", "y", task="regression")
 
@@ -205,3 +214,100 @@ def test_export_glow_with_emerging_conv_to_a_saved_model_version_and_serve_it_ov
             assert relative_error(x, x_tf) <= 1e-4
             assert relative_error(client.inverse(z), x_tf) <= 1e-4
             assert relative_error(client.log_prob(x_tf), model.log_prob(x_tf)) <= 1e-4
+
+
+# ----------------------------------------------------------------------------- bits/dim, --jit, divergence
+def _tiny_glow():
+    model = tfinv.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4, num_levels=17, seed=3)
+    model.initialize(tf.random.stateless_uniform((8, 4, 4, 1), [3, 4], 0.5, 16.5))
+    contract.perturb_weights(model, 0.05)
+    return model
+
+
+def test_bits_per_dim_is_the_mean_over_examples_and_an_empty_dataset_is_an_error():
+    from tfinv import training
+
+    model = _tiny_glow()
+    x = tf.random.stateless_uniform((5, 4, 4, 1), [5, 6], 0.5, 16.5)
+    expected = float(np.mean(np.asarray(model.bits_per_dim(x), np.float64)))
+    # batches of 3 and 2: the mean over the 5 examples, not over the 2 batch means
+    got = training.evaluate_bits_per_dim(model, tf.data.Dataset.from_tensor_slices(x).batch(3))
+    assert got == pytest.approx(expected, rel=1e-6)
+    labelled = tf.data.Dataset.from_tensor_slices((x, tf.zeros(5))).batch(2)  # (x, y) batches too
+    assert training.evaluate_bits_per_dim(model, labelled) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="cannot evaluate bits/dim on an empty dataset"):
+        training.evaluate_bits_per_dim(model, tf.data.Dataset.from_tensor_slices(x).batch(3).take(0))
+    with pytest.raises(ValueError, match="empty dataset"):
+        training.dataset_bits_per_dim(model, np.zeros((0, 4, 4, 1), np.int64))
+
+
+def test_train_jit_reaches_the_compiled_train_step_and_evaluation(tmp_path, monkeypatch):
+    """``--jit`` trains with an XLA train step and evaluates bits/dim with XLA; the reported
+    figures equal the saved model's bits/dim recomputed in graph mode (no XLA) to 1e-5 relative."""
+    from tfinv import data, training
+
+    path = tmp_path / "tiny.npz"
+    np.savez(path, images=np.random.default_rng(0).integers(0, 4, (40, 4, 4, 1)))
+    seen = []
+    fit_flow, evaluate = training.fit_flow, training.evaluate_bits_per_dim
+
+    def recording_fit(model, *args, **kwargs):
+        result = fit_flow(model, *args, **kwargs)
+        seen.append(("fit", kwargs["jit_compile"], model.jit_compile))
+        return result
+
+    def recording_evaluate(model, dataset, jit_compile=False):
+        seen.append(("evaluate", jit_compile))
+        return evaluate(model, dataset, jit_compile)
+
+    monkeypatch.setattr(training, "fit_flow", recording_fit)
+    monkeypatch.setattr(training, "evaluate_bits_per_dim", recording_evaluate)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", str(path), "--num-levels", "4", "--levels", "1", "--steps-per-level", "1",
+            "--hidden-channels", "4", "--epochs", "1", "--verbose", "0", "--batch-size", "16", "--num-samples", "4",
+            "--jit", "--out", str(out)]
+    assert cli.main(args) == 0
+    assert seen == [("fit", True, True), ("evaluate", True), ("evaluate", True)]
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = tfinv.load_model(out / "model.keras")
+    for split in ("train", "test"):
+        images, _ = data.load_arrays(str(path), split, num_levels=4)
+        expected = evaluate(model, data.dequantized_dataset(images, batch_size=16, seed=0, shuffle=False,
+                                                             fixed_noise=True), jit_compile=False)
+        assert metrics[f"{split}_bits_per_dim"] == pytest.approx(expected, rel=1e-5)
+    # --no-jit is False (graph mode), no flag is None (FlowModel.compile's "auto").
+    jit = [cli.build_parser().parse_args(["train", "--out", "o", *flag]).jit for flag in (["--no-jit"], [], ["--jit"])]
+    assert jit == [False, None, True]
+
+
+# ----------------------------------------------------------------------------- missing extras
+def test_a_stage_whose_module_cannot_be_imported_is_a_stub_naming_the_extras(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tfinv.serving.cli", None)  # as if the serving stage could not load
+    assert cli.main(["--help"]) == 0
+    assert re.search(r"serve\s+\(unavailable: ", capsys.readouterr().out)
+    for argv in (["serve", "--export-dir", "x", "--port", "0"], ["query", "--help"], ["serve-config"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"tfinv {argv[0]}: error: 'tfinv {argv[0]}' needs extra dependencies: ") and \
+            "tfinv.serving.cli" in err and "pip install 'tfinv[export,serving]'" in err and "\n" not in err, err
+    assert cli.main(["export", "--help"]) == 0  # the export stage still loads
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("missing, argv", [
+    ("uvicorn", ["serve", "--port", "0", "--export-dir", "{export}"]),
+    ("tf2onnx", ["export", "--model", "{model}", "--out", "{out}"]),
+])
+def test_a_missing_extra_at_first_use_is_one_line_naming_it(tmp_path, monkeypatch, capsys, missing, argv):
+    """The extras are imported on first use (the stage's module loads without them): a missing one
+    is the same one-line error, not a traceback, and nothing is written."""
+    model_path = tmp_path / "model.keras"
+    if missing == "tf2onnx":
+        _tiny_glow().save(model_path)
+    monkeypatch.setitem(sys.modules, missing, None)
+    argv = [a.format(export=tmp_path, model=model_path, out=tmp_path / "out") for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tfinv {argv[0]}: error: 'tfinv {argv[0]}' needs extra dependencies: ") and \
+        missing in err and "pip install 'tfinv[export,serving]'" in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,8 @@ Examples::
     tfinv train --dataset faces.npz --num-levels 256 --levels 3 --out runs/faces
     tfinv sample --model runs/glow-digits/model.keras --n 64 --temperature 0.7 --out grid.png
     tfinv train --model revvit --epochs 30 --dim 32 --depth 4 --out runs/revvit-digits
+    tfinv train --model cinn --task superres --epochs 15 --out runs/cinn-superres
+    tfinv sample --model runs/cinn-superres/model.keras --context runs/cinn-superres/observations.npy --n 8
     tfinv diagnose --model runs/glow-digits/model.keras --out runs/glow-digits/diagnostics
     tfinv train --model flowgmm --labels 100 --epochs 20 --out runs/flowgmm-digits
     tfinv ood --model runs/glow-digits/model.keras --data digits --out ood.json --histogram ood.png
@@ -14,6 +16,19 @@ Examples::
 ``train`` writes ``DIR/model.keras``, ``DIR/samples.png`` (a grid of samples) and
 ``DIR/metrics.json`` (bits/dim of the train and test splits, time, parameters, config). For a
 classifier (``--model revvit``) it trains on the labels and writes ``DIR/model.keras`` and
+``DIR/metrics.json`` (train and test accuracy); no samples. For a conditional INN (``--model cinn
+--task superres|inpaint|deblur|ct``) it makes ``(x, y)`` pairs with the task's forward operator
+(`tfinv.inverse_problems`) from the images scaled to ``[0, 1]``, learns ``p(x | y)`` and writes
+``DIR/model.keras``, ``DIR/posterior.png`` (rows: naive estimate from y, truth, 4 posterior
+samples, posterior mean, posterior std), ``DIR/metrics.json`` (PSNR of the posterior mean and of
+the naive estimate, calibration, conditional bits/dim) and ``DIR/observations.npy`` (test
+observations, a ready ``--context`` file for ``tfinv sample``).
+
+``tfinv sample --context FILE`` draws posterior samples of a conditional model: FILE is a ``.npy``
+array of float observations ``y``, shape ``(N,) + observation_shape`` (or one observation,
+``observation_shape``), on the scale the model was trained with (``tfinv train --model cinn``:
+the operator applied to images in ``[0, 1]``); the PNG has one row of ``--n`` samples per
+observation, and ``--npy FILE`` also saves them as ``(n, N, H, W, C)`` float32 counts.
 ``DIR/metrics.json`` (train and test accuracy); no samples. ``--model flowgmm`` is
 semi-supervised: ``--labels N`` keeps N training labels in total (class-balanced, ``N // K`` per
 class, the remainder drawn at random; seeded by ``--seed``), the other training images are
@@ -79,9 +94,11 @@ class ModelBuilder:
         description: one line for ``--help``.
         task: ``"density"`` (a `FlowModel` trained by maximum likelihood on images alone),
             ``"classification"`` (a model returning logits, trained on ``(image, label)`` pairs
-            with sparse categorical cross-entropy) or ``"semi_supervised"`` (a
+            with sparse categorical cross-entropy), ``"semi_supervised"`` (a
             `tfinv.models.FlowGMM` trained on images with ``--labels`` of their labels, ``-1``
-            for the others; the builder also gets ``num_classes=``).
+            for the others; the builder also gets ``num_classes=``) or ``"inverse"`` (a conditional
+            flow learning ``p(x | y)`` from ``(image, observation)`` pairs of ``--task``'s operator;
+            its builder also gets ``operator=``, a `tfinv.inverse_problems` operator).
     """
 
     build: Callable[..., Any]
@@ -89,7 +106,7 @@ class ModelBuilder:
     task: str = "density"
 
 
-TASKS = ("density", "classification", "semi_supervised")
+TASKS = ("density", "classification", "semi_supervised", "inverse")
 #: ``--strategy`` choices (`tfinv.training.make_strategy`), listed here so --help needs no TensorFlow.
 STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -100,7 +117,7 @@ MODEL_BUILDERS: dict[str, ModelBuilder] = {}
 
 def register_model(name: str, description: str, task: str = "density"):
     """Decorator registering ``build(args, input_shape, num_levels)`` as ``--model name``
-    (``task``: ``"density"`` or ``"classification"``, see `ModelBuilder`)."""
+    (``task``: one of `TASKS`, see `ModelBuilder`)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
@@ -194,6 +211,69 @@ def _build_flowgmm(args: argparse.Namespace, input_shape: tuple[int, ...], num_l
     )
 
 
+#: ``--task`` choices of ``tfinv train --model cinn`` (forward operators of `tfinv.inverse_problems`).
+INVERSE_TASKS = ("superres", "inpaint", "deblur", "ct")
+
+
+@register_model(
+    "cinn",
+    "conditional Glow (tfinv.models.ConditionalGlow) learning the posterior p(x | y) of the inverse problem --task",
+    task="inverse",
+)
+def _build_cinn(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int, operator):
+    from tfinv.inverse_problems import Tomography
+    from tfinv.models import ConditionalGlow
+
+    network = None
+    if isinstance(operator, Tomography):  # features of the filtered back-projection of the sinogram
+        network = operator.conditioning_network(input_shape, features=32, hidden=args.hidden_channels)
+    return ConditionalGlow(
+        input_shape,
+        observation_shape=operator.observation_shape(input_shape),
+        conditioning_network=network,
+        levels=args.levels,
+        steps_per_level=args.steps_per_level,
+        hidden_channels=args.hidden_channels,
+        coupling=args.coupling,
+        num_levels=num_levels,
+        seed=args.seed,
+        linear=args.linear,
+        name="cinn",
+    )
+
+
+def _inverse_operator(args: argparse.Namespace):
+    """The forward operator of ``--task`` (``y = A(x) + noise`` on images in ``[0, 1]``)."""
+    from tfinv import inverse_problems as ip
+
+    if args.task == "superres":
+        return ip.SuperResolution(args.noise_std)
+    if args.task == "inpaint":
+        return ip.Inpainting(args.noise_std, hole=args.hole)
+    if args.task == "deblur":
+        return ip.Deblurring(args.noise_std, blur_std=1.0, kernel_size=5)
+    return ip.Tomography(args.noise_std, angles=args.angles)
+
+
+def _naive_estimate(operator, y, image_shape):
+    """``x`` guessed from ``y`` alone, in ``[0, 1]``: nearest upsampling (super-resolution), the
+    zero-filled image (inpainting), ``y`` itself (deblurring), the filtered back-projection (CT)."""
+    import numpy as np
+
+    from tfinv import inverse_problems as ip
+
+    if isinstance(operator, ip.SuperResolution):
+        f = operator.factor
+        guess = np.repeat(np.repeat(y, f, axis=1), f, axis=2)
+    elif isinstance(operator, ip.Inpainting):
+        guess = y[..., :-1]
+    elif isinstance(operator, ip.Tomography):
+        guess = operator.fbp(y, image_shape)
+    else:
+        guess = y
+    return np.clip(guess, 0.0, 1.0)
+
+
 # ---------------------------------------------------------------- helpers
 def _write_metrics(path: str, args: argparse.Namespace, model, result, started: float,
                    **task_fields: Any) -> dict:
@@ -271,7 +351,10 @@ class _Parser(argparse.ArgumentParser):
 RUN_FILES = ("model.keras", "samples.png", "metrics.json")
 BACKUP_DIR = "backup"
 #: Options a resumed run may change (they do not affect the weights of the epochs already run).
-RESUMABLE_CHANGES = ("epochs", "verbose", "resume", "num_samples", "temperature", "max_test", "out")
+RESUMABLE_CHANGES = ("epochs", "verbose", "resume", "num_samples", "temperature", "max_test", "out",
+                     "posterior_samples")
+#: Files ``tfinv train --model cinn`` writes into its run folder.
+INVERSE_RUN_FILES = ("model.keras", "posterior.png", "metrics.json", "observations.npy")
 
 
 def _run_options(args: argparse.Namespace) -> dict:
@@ -373,6 +456,11 @@ def _train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with _as_usage_error():
         out = files.check_output_directory(args.out, "--out")
+    inverse = MODEL_BUILDERS[args.model].task == "inverse"
+    if args.task is not None and not inverse:
+        raise UsageError(f"--task {args.task} applies to a conditional model (--model cinn), not --model {args.model}")
+    if inverse and args.task is None:
+        args.task = "superres"
     backup = _prepare_backup(args, out)
     task = MODEL_BUILDERS[args.model].task
     classify = task == "classification"
@@ -381,10 +469,10 @@ def _train(args: argparse.Namespace) -> int:
     with _as_usage_error():
         num_levels = data.resolve_num_levels(args.dataset, args.num_levels)
         train_images, train_labels = data.load_arrays(
-            args.dataset, "train", key=args.key, num_levels=num_levels, with_labels=task != "density"
+            args.dataset, "train", key=args.key, num_levels=num_levels, with_labels=task in ("classification", "semi_supervised")
         )
         test_images, test_labels = data.load_arrays(
-            args.dataset, "test", key=args.key, num_levels=num_levels, with_labels=task != "density"
+            args.dataset, "test", key=args.key, num_levels=num_levels, with_labels=task in ("classification", "semi_supervised")
         )
     train_images = train_images[: args.max_train]
     test_images = test_images[: args.max_test]
@@ -445,6 +533,10 @@ def _train_in_scope(args, out, backup, strategy, classify, train_images, train_l
         test_split = (test_images, test_labels[: args.max_test])
         with strategy.scope():
             return _train_classifier(args, out, backup, train_split, test_split, num_levels, started, chief)
+    if MODEL_BUILDERS[args.model].task == "inverse":
+        with strategy.scope():
+            return _train_inverse(args, out, backup, train_images, test_images, input_shape, num_levels, started,
+                                  chief)
     with strategy.scope():
         return _train_flow(args, out, backup, train_images, test_images, input_shape, num_levels, started, chief)
 
@@ -553,7 +645,7 @@ def _foreign_entries(out: str) -> tuple[str, ...]:
     """Entries of an existing run folder that tfinv did not write: kept in the new folder."""
     if not os.path.isdir(out):
         return ()
-    ours = set(RUN_FILES) | {BACKUP_DIR}
+    ours = set(RUN_FILES) | set(INVERSE_RUN_FILES) | {BACKUP_DIR}
     return tuple(name for name in sorted(os.listdir(out)) if name not in ours)
 
 
@@ -610,6 +702,78 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
     )
     if not (math.isfinite(train_scores["loss"]) and math.isfinite(test_scores["loss"])):
         print("tfinv train: training diverged (non-finite loss); try a smaller --lr", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train_inverse(args: argparse.Namespace, out: str, backup: str, train_images, test_images, input_shape,
+                   num_levels: int, started: float, chief: bool) -> int:
+    """``tfinv train`` for a conditional INN (inside the strategy's scope): pairs ``(x, y)`` from
+    ``--task``'s operator on the images scaled to ``[0, 1]``, maximum likelihood of ``log p(x | y)``
+    (``x`` the dequantised counts), then posterior statistics on the test split."""
+    import numpy as np
+
+    from tfinv import data, files, training
+    from tfinv import inverse_problems as ip
+
+    scale = float(num_levels - 1)
+    with _as_usage_error():
+        operator = _inverse_operator(args)
+        operator.observation_shape(input_shape)  # the operator fits the images (e.g. CT: square, one channel)
+        y_train = operator(train_images.astype(np.float32) / scale, seed=args.seed)
+        y_test = operator(test_images.astype(np.float32) / scale, seed=args.seed + 1)
+        model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels, operator=operator)
+    if chief:
+        _record_options(args, backup)
+    with _interrupts_reported(backup):
+        result = training.fit_conditional_flow(
+            model, train_images, y_train, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+            seed=args.seed, validation=(test_images, y_test),
+            jit_compile="auto" if args.jit is None else args.jit, verbose=args.verbose, backup_dir=backup,
+        )
+        train_bpd = training.conditional_bits_per_dim(model, train_images, y_train, args.batch_size, args.seed)
+        test_bpd = training.conditional_bits_per_dim(model, test_images, y_test, args.batch_size, args.seed)
+        # Posterior statistics on the test split: K samples per observation, in [0, 1].
+        samples = model.posterior_samples(y_test, k=args.posterior_samples, temperature=1.0, seed=args.seed)
+        unit = np.clip((samples - 0.5) / scale, 0.0, 1.0)
+        truth = test_images.astype(np.float64) / scale
+        mean, std = ip.posterior_mean(unit), ip.posterior_std(unit)
+        rng = np.random.default_rng(args.seed)
+        x_test = test_images + rng.uniform(size=test_images.shape)  # fixed dequantisation noise
+        calibration = ip.calibration(samples, x_test)
+        naive = _naive_estimate(operator, y_test, input_shape)
+        if not chief:
+            return _save_as_worker(model)
+        show = min(8, len(test_images))
+        rows = [naive[:show], truth[:show]] + [unit[j, :show] for j in range(min(4, args.posterior_samples))]
+        rows += [mean[:show], std[:show] / max(float(std[:show].max()), 1e-12)]
+        with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
+            files.save_model_atomic(model, os.path.join(staging, "model.keras"))
+            data.save_image_grid(np.concatenate(rows).astype(np.float32), os.path.join(staging, "posterior.png"),
+                                 num_levels=1, columns=show)
+            with files.atomic_write(os.path.join(staging, "observations.npy"), "wb") as f:
+                np.save(f, y_test[:show].astype(np.float32), allow_pickle=False)
+            metrics = _write_metrics(
+                os.path.join(staging, "metrics.json"), args, model, result, started,
+                task=args.task, num_levels=num_levels, input_shape=list(input_shape),
+                observation_shape=list(model.observation_shape),
+                num_train=int(len(train_images)), num_test=int(len(test_images)),
+                train_bits_per_dim=training.finite_or_none(train_bpd),
+                test_bits_per_dim=training.finite_or_none(test_bpd),
+                posterior_samples=int(args.posterior_samples),
+                psnr_posterior_mean=training.finite_or_none(ip.psnr(mean, truth, 1.0)),
+                psnr_naive_estimate=training.finite_or_none(ip.psnr(naive, truth, 1.0)),
+                mean_posterior_std=float(std.mean()),
+                calibration=calibration,
+            )
+    print(
+        f"test bits/dim {test_bpd:.4f} (conditional), PSNR posterior mean {metrics['psnr_posterior_mean']:.2f} dB "
+        f"vs naive {metrics['psnr_naive_estimate']:.2f} dB, calibration error {calibration['error']:.3f} after "
+        f"{metrics['epochs']} epoch(s){_resumed(result)} in {result.fit_seconds:.1f} s; "
+        f"wrote {', '.join(_written(out, INVERSE_RUN_FILES))}"
+    )
+    if not (math.isfinite(train_bpd) and math.isfinite(test_bpd)):
+        print("tfinv train: training diverged (non-finite bits/dim); try a smaller --lr", file=sys.stderr)
         return 1
     return 0
 
@@ -814,14 +978,86 @@ def _sample(args: argparse.Namespace) -> int:
 
     with _as_usage_error():
         out = files.check_output_file(args.out, "--out", suffix=".png")
+        npy = files.check_output_file(args.npy, "--npy", suffix=".npy") if args.npy is not None else None
+    context = _read_context(args.context) if args.context is not None else None
+    with _as_usage_error():
         model = tfinv.load_model(args.model)
     num_levels = args.num_levels or getattr(model, "num_levels", None)
     if num_levels is None:
         raise UsageError(f"{args.model!r} does not record its pixel levels; pass --num-levels")
+    conditional = bool(getattr(model, "is_conditional", False))
+    if args.context is not None and not conditional:
+        raise UsageError(f"{args.model!r} is not a conditional model (it takes no observation); drop --context")
+    if conditional:
+        return _sample_posterior(args, model, context, out, npy, num_levels)
+    if npy is not None:
+        raise UsageError("--npy saves the posterior samples of a conditional model (with --context)")
     with _as_usage_error():
         samples = model.sample(args.n, temperature=args.temperature, seed=args.seed)
         data.save_image_grid(samples.numpy(), out, num_levels, scale=args.scale)
     print(f"wrote {args.n} samples (temperature {args.temperature}) to {args.out}")
+    return 0
+
+
+def _read_context(path: str):
+    """``--context FILE``, read before the model is loaded (fail fast): a finite, real, non-empty
+    ``.npy`` array (its shape is checked against the model by `_context_for`)."""
+    import numpy as np
+
+    expected = "a .npy array of float observations"
+    if os.path.isdir(path):
+        raise UsageError(f"--context {path!r} is a folder; expected {expected}")
+    try:
+        y = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"--context {path!r} does not exist; expected {expected}") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise UsageError(f"--context {path!r} is not a readable .npy array ({err}); expected {expected}") from None
+    if not isinstance(y, np.ndarray):  # an .npz archive
+        raise UsageError(f"--context {path!r} holds an .npz archive; expected {expected}")
+    if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)) \
+            or np.issubdtype(y.dtype, np.bool_):
+        raise UsageError(f"--context {path!r} has dtype {y.dtype}; expected {expected}")
+    if y.size == 0:
+        raise UsageError(f"--context {path!r} is empty (shape {y.shape}); expected {expected}")
+    y = y.astype(np.float32)
+    if not np.all(np.isfinite(y)):
+        raise UsageError(f"--context {path!r} holds non-finite values; expected finite observations")
+    return y
+
+
+def _context_for(y, path: str | None, model_path: str, observation_shape: tuple[int, ...]):
+    """The observations ``y`` (from `_read_context`) as ``(N,) + observation_shape``."""
+    expected = f"a .npy array of float observations of shape (N, {', '.join(map(str, observation_shape))}) " \
+               f"or {tuple(observation_shape)}"
+    if y is None:
+        raise UsageError(f"{model_path!r} is a conditional model: pass --context FILE, {expected}")
+    if y.shape == tuple(observation_shape):
+        y = y[None]
+    if y.shape[1:] != tuple(observation_shape):
+        raise UsageError(f"--context {path!r} has shape {y.shape}; expected {expected}")
+    return y
+
+
+def _sample_posterior(args: argparse.Namespace, model, context, out: str, npy: str | None, num_levels: int) -> int:
+    """``tfinv sample --context FILE``: ``--n`` posterior samples for every observation in FILE."""
+    import numpy as np
+
+    from tfinv import data, files
+
+    y = _context_for(context, args.context, args.model, tuple(model.context_shape))
+    with _as_usage_error():
+        samples = model.posterior_samples(y, k=args.n, temperature=args.temperature, seed=args.seed)
+    # One row per observation, its samples side by side.
+    grid = np.swapaxes(samples, 0, 1).reshape((-1,) + tuple(samples.shape[2:]))
+    with _as_usage_error():
+        data.save_image_grid(grid, out, num_levels, columns=args.n, scale=args.scale)
+    if npy is not None:
+        with files.atomic_write(npy, "wb") as f:
+            np.save(f, samples.astype(np.float32), allow_pickle=False)
+    wrote = f"{args.out}" + (f" and {args.npy}" if npy is not None else "")
+    print(f"wrote {args.n} posterior samples (temperature {args.temperature}) for each of {len(y)} "
+          f"observation(s) to {wrote}")
     return 0
 
 
@@ -954,6 +1190,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="invertible attention after every Glow step's coupling (iMap / iTrans, arXiv:2106.03959)",
     )
     train.add_argument(
+        "--task", default=None, choices=list(INVERSE_TASKS),
+        help="--model cinn: the inverse problem (superres: 2x2 average pooling; inpaint: a random square hole; "
+        "deblur: Gaussian blur; ct: scikit-image's Radon transform at --angles views, needs tfinv[inverse]); "
+        "default superres",
+    )
+    train.add_argument("--noise-std", type=_positive_float, default=0.05,
+                       help="--model cinn: standard deviation of the Gaussian noise on y (images in [0, 1])")
+    train.add_argument("--angles", type=_positive_int, default=4, help="--task ct: projection angles over 180 degrees")
+    train.add_argument("--hole", type=_positive_int, default=4, help="--task inpaint: side of the square hole")
+    train.add_argument("--posterior-samples", type=_positive_int, default=16,
+                       help="--model cinn: posterior samples per test observation for the metrics")
+    train.add_argument(
         "--labels", type=_non_negative_int, default=None,
         help="flowgmm: number of labelled training images in total (class-balanced: N // K per class, "
         "the remainder at random); the others are unlabelled. Default: all labelled",
@@ -1008,6 +1256,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--num-levels", type=_positive_int, default=None, help="override the model's pixel levels")
     sample.add_argument("--scale", type=_positive_int, default=4, help="pixel upscaling of the PNG")
+    sample.add_argument(
+        "--context", default=None, metavar="FILE",
+        help="conditional models: a .npy array of float observations y, shape (N,) + the model's observation "
+        "shape (or one observation); draws --n posterior samples for each, one PNG row per observation",
+    )
+    sample.add_argument("--npy", default=None, metavar="FILE",
+                        help="with --context: also save the samples as a (n, N, H, W, C) float32 .npy array")
     sample.add_argument("--out", default="samples.png", help="PNG file to write")
     sample.set_defaults(func=_sample)
 
@@ -1080,15 +1335,31 @@ def _add_plugin_commands(commands) -> None:
         try:
             register = entry.load()
         except ImportError as err:  # the stage's optional dependencies are not installed
-            stub = commands.add_parser(entry.name, help=f"(unavailable: {err})")
+            # The stub takes any arguments (no option prefix), so `tfinv serve --port 0` and
+            # `--help` alike get the missing-dependency message rather than an argparse error.
+            stub = commands.add_parser(entry.name, help=f"(unavailable: {err})", add_help=False, prefix_chars="\0")
+            stub.add_argument("ignored", nargs="*")
             stub.set_defaults(func=_unavailable(entry.name, err))
             continue
-        register(commands)
+        _register_plugin(commands, register)
+
+
+def _register_plugin(commands, register) -> None:
+    """Adds a plugin's subcommands, marked so that an extra it imports on first use and finds
+    missing is reported in one line (`main`)."""
+    before = set(commands.choices)
+    register(commands)
+    for name in set(commands.choices) - before:
+        commands.choices[name].set_defaults(plugin_command=True)
+
+
+def _missing_extras(name: str, err: Exception) -> str:
+    return f"'tfinv {name}' needs extra dependencies: {err} (pip install 'tfinv[export,serving]')"
 
 
 def _unavailable(name: str, err: Exception):
     def run(args: argparse.Namespace) -> int:
-        raise UsageError(f"'tfinv {name}' needs extra dependencies: {err} (pip install 'tfinv[export,serving]')")
+        raise UsageError(_missing_extras(name, err))
 
     return run
 
@@ -1120,16 +1391,16 @@ def _lean_parser(name: str, register) -> argparse.ArgumentParser:
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument("--verbose", action="store_true", dest="tf_logging", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    register(commands)
+    _register_plugin(commands, register)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfinv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    0 on success, 2 on a usage error (one line on stderr, no traceback), 1 if training diverged,
-    130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup), 75 if a worker
-    of a multi-worker job failed (one line: restart every worker with ``--resume``).
+    0 on success, 2 on a usage error or a missing extra (one line on stderr, no traceback), 1 if
+    training diverged, 130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup),
+    75 if a worker of a multi-worker job failed (one line: restart every worker with ``--resume``).
 
     Commands that need no TensorFlow (``tfinv serve``, ``tfinv query``, ``tfinv serve-config``)
     run without importing it: ``tfinv serve`` is the same lean ONNX server as ``tfinv-serve``.
@@ -1155,6 +1426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except UsageError as err:
         print(f"tfinv {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # a stage's extra (onnx, uvicorn, ...) imported on first use
+        if not getattr(args, "plugin_command", False):
+            raise
+        print(f"tfinv {args.command}: error: {_missing_extras(args.command, err)}", file=sys.stderr)
         return 2
     except OSError as err:  # a destination that became unwritable, a full disk: the user's to fix
         print(f"tfinv {args.command}: error: {err}", file=sys.stderr)

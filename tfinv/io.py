@@ -23,7 +23,7 @@ def load_model(path: str | os.PathLike) -> FlowModel:
         raise FileNotFoundError(f"no model file at {path!r}")
     if not path.endswith(".keras") or not zipfile.is_zipfile(path):
         raise ValueError(f"{path!r} is not a .keras model archive (expected a file saved by model.save)")
-    import tfinv.layers, tfinv.models, tfinv.blocks, tfinv.nets  # noqa: F401  (register classes)
+    import tfinv.layers, tfinv.models, tfinv.blocks, tfinv.nets, tfinv.inverse_problems  # noqa: F401, E401  (register classes)
 
     try:
         model = keras.saving.load_model(path, safe_mode=True)

@@ -43,6 +43,8 @@ from tfinv.files import default_file_mode, replace_directory
 __all__ = [
     "BackupAndRestore",
     "FitResult",
+    "conditional_bits_per_dim",
+    "fit_conditional_flow",
     "dataset_bits_per_dim",
     "evaluate_bits_per_dim",
     "fit_classifier",
@@ -301,6 +303,80 @@ def fit_flow(
     return _fit(model, make_batches, len(images), epochs=epochs, batch_size=batch_size,
                 validation_data=validation, backup_dir=backup_dir, callbacks=callbacks,
                 verbose=verbose, drop_remainder=drop_remainder)
+
+
+def _with_contexts(dataset: tf.data.Dataset, contexts: np.ndarray) -> tf.data.Dataset:
+    """``(x, index)`` batches -> ``(x, contexts[index])``."""
+    table = tf.convert_to_tensor(np.asarray(contexts, np.float32))
+    return dataset.map(lambda x, index: (x, tf.gather(table, index)))
+
+
+def _check_contexts(images: np.ndarray, contexts: np.ndarray, what: str) -> np.ndarray:
+    contexts = np.asarray(contexts, np.float32)
+    if len(contexts) != len(images):
+        raise ValueError(f"{what}: expected one context per image ({len(images)}), got {len(contexts)}")
+    return contexts
+
+
+def fit_conditional_flow(
+    model,
+    images: np.ndarray,
+    contexts: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    jit_compile: bool | str = False,
+    backup_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = 0,
+) -> FitResult:
+    """`fit_flow` for a conditional flow (e.g. `tfinv.models.ConditionalGlow`): maximum likelihood
+    of ``log p(x | y)`` on integer images ``images`` ``(N, H, W, C)`` paired with ``contexts``
+    ``(N,) + context_shape`` (row ``i`` goes with image ``i`` in every epoch: the epochs are
+    `tfinv.data.dequantized_epochs` of the images, a resumed run sees the same batches).
+    ``validation``: ``(images, contexts)`` evaluated after every epoch with fixed noise."""
+    images = np.asarray(images)
+    contexts = _check_contexts(images, contexts, "fit_conditional_flow")
+    index = np.arange(len(images), dtype=np.int64)
+
+    def make_batches(first_epoch: int) -> tf.data.Dataset:
+        epochs_ds = data.dequantized_epochs(images, index, epochs=epochs, first_epoch=first_epoch,
+                                            batch_size=batch_size, seed=seed, with_labels=True)
+        return _with_contexts(epochs_ds, contexts)
+
+    model.initialize(next(iter(make_batches(0))))  # a resumed run's backup then restores the weights
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+    validation_data = None
+    if validation is not None:
+        val_images, val_contexts = np.asarray(validation[0]), validation[1]
+        val_contexts = _check_contexts(val_images, val_contexts, "fit_conditional_flow validation")
+        validation_data = _with_contexts(
+            data.dequantized_dataset(val_images, np.arange(len(val_images)), batch_size=batch_size, seed=seed,
+                                     shuffle=False, fixed_noise=True, with_labels=True), val_contexts)
+    return _fit(model, make_batches, len(images), epochs=epochs, batch_size=batch_size,
+                validation_data=validation_data, backup_dir=backup_dir, callbacks=callbacks, verbose=verbose,
+                drop_remainder=False)
+
+
+def conditional_bits_per_dim(model, images: np.ndarray, contexts: np.ndarray, batch_size: int = 256,
+                             seed: int = 0) -> float:
+    """Mean ``-log p(x | y) / (D ln 2)`` of integer images with fixed dequantisation noise
+    (as `dataset_bits_per_dim`), each image with its context row."""
+    images = np.asarray(images)
+    contexts = _check_contexts(images, contexts, "conditional_bits_per_dim")
+    dataset = _with_contexts(data.dequantized_dataset(images, np.arange(len(images)), batch_size=batch_size,
+                                                      seed=seed, shuffle=False, fixed_noise=True, with_labels=True),
+                             contexts)
+    total, count = 0.0, 0
+    for x, context in dataset:
+        total += float(tf.reduce_sum(tf.cast(model.bits_per_dim(x, context), tf.float64)))
+        count += int(x.shape[0])
+    if count == 0:
+        raise ValueError("cannot evaluate bits/dim on an empty dataset")
+    return total / count
 
 
 def fit_classifier(

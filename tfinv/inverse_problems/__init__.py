@@ -4,12 +4,15 @@
 `tfinv.models.ConditionalVectorFlow`) learns ``p(x | y)``.
 """
 
+from tfinv.inverse_problems.baselines import cnn_regressor, matched_cnn_regressor
 from tfinv.inverse_problems.deblurring import Deblurring, gaussian_kernel
 from tfinv.inverse_problems.inpainting import Inpainting
 from tfinv.inverse_problems.linear_gaussian import LinearGaussian, gaussian_kl
 from tfinv.inverse_problems.posterior import (calibration, credible_interval, posterior_mean, posterior_std,
                                               psnr)
 from tfinv.inverse_problems.super_resolution import SuperResolution
+from tfinv.inverse_problems.tomography import FilteredBackProjection, Tomography, random_ellipses, shepp_logan
 
-__all__ = ["Deblurring", "Inpainting", "LinearGaussian", "SuperResolution", "calibration", "credible_interval",
-           "gaussian_kernel", "gaussian_kl", "posterior_mean", "posterior_std", "psnr"]
+__all__ = ["Deblurring", "FilteredBackProjection", "Inpainting", "LinearGaussian", "SuperResolution", "Tomography",
+           "calibration", "cnn_regressor", "credible_interval", "gaussian_kernel", "gaussian_kl",
+           "matched_cnn_regressor", "posterior_mean", "posterior_std", "psnr", "random_ellipses", "shepp_logan"]
