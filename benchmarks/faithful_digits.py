@@ -6,7 +6,9 @@ per level, 64 hidden channels) with its ``--linear`` / ``--coupling``, at the bu
 Adam lr 1e-3, seeds ``--seeds`` (0). Reported per variant: test and train bits/dim of the fixed
 dequantisation noise, fit seconds, parameter count.
 
-A variant is written ``LINEAR`` or ``LINEAR:COUPLING`` (e.g. ``cinc:quad``).
+A variant is written ``LINEAR``, ``LINEAR:COUPLING`` (e.g. ``cinc:quad``) or
+``LINEAR:COUPLING:OPTIONS`` with OPTIONS among ``prior`` (``--learned-prior``), ``cnorm``
+(``--conditioner-actnorm``) and ``paper`` (both: Glow's paper configuration), joined by ``+``.
 Run: ``python benchmarks/faithful_digits.py --variants emerging raster_emerging [--out r.json]``.
 Stdout is one JSON object; progress goes to stderr.
 """
@@ -26,6 +28,10 @@ import time  # noqa: E402
 from _common import log, stdout_to_stderr  # noqa: E402
 
 
+OPTIONS = {"prior": ["--learned-prior"], "cnorm": ["--conditioner-actnorm"],
+           "paper": ["--learned-prior", "--conditioner-actnorm"]}
+
+
 def train(linear: str, coupling: str, seed: int, epochs: int, dataset: str = "digits",
           extra: list[str] | None = None) -> dict:
     from tfinv import cli
@@ -42,7 +48,7 @@ def train(linear: str, coupling: str, seed: int, epochs: int, dataset: str = "di
             with open(path) as f:
                 metrics = json.load(f)
     return {
-        "linear": linear, "coupling": coupling, "seed": seed, "exit_code": code,
+        "linear": linear, "coupling": coupling, "options": list(extra or []), "seed": seed, "exit_code": code,
         "test_bits_per_dim": metrics.get("test_bits_per_dim"),
         "train_bits_per_dim": metrics.get("train_bits_per_dim"),
         "fit_seconds": metrics.get("fit_seconds"),
@@ -61,9 +67,15 @@ def main(argv=None) -> None:
     rows = []
     with stdout_to_stderr() as real_stdout:
         for variant in args.variants:
-            linear, _, coupling = variant.partition(":")
+            linear, _, rest = variant.partition(":")
+            coupling, _, options = rest.partition(":")
+            extra = []
+            for option in filter(None, options.split("+")):
+                if option not in OPTIONS:
+                    parser.error(f"unknown option {option!r} in {variant!r}; expected one of {sorted(OPTIONS)}")
+                extra += [flag for flag in OPTIONS[option] if flag not in extra]
             for seed in args.seeds:
-                row = train(linear, coupling or "affine", seed, args.epochs)
+                row = train(linear, coupling or "affine", seed, args.epochs, extra=extra)
                 log(f"{variant} seed {seed}: test bits/dim {row['test_bits_per_dim']} "
                     f"(fit {row['fit_seconds']} s)")
                 rows.append(row)

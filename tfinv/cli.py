@@ -143,6 +143,8 @@ def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_leve
         num_levels=num_levels,
         seed=args.seed,
         linear=args.linear,
+        learned_prior=getattr(args, "learned_prior", False),
+        conditioner_actnorm=getattr(args, "conditioner_actnorm", False),
         attention=getattr(args, "attention", None),
         name="glow",
     )
@@ -1174,6 +1176,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--linear", default="inv_conv1x1", choices=sorted(LINEAR_LAYERS),
         help="channel-mixing layer of every Glow step (tfinv.blocks.glow_step.LINEAR_LAYERS)",
+    )
+    train.add_argument(
+        "--learned-prior", action="store_true",
+        help="Glow: learned split priors and learned top prior (Glow's paper)",
+    )
+    train.add_argument(
+        "--conditioner-actnorm", action="store_true",
+        help="Glow: ActNorm after each hidden convolution of the coupling conditioners (Glow's paper)",
     )
     train.add_argument(
         "--attention", default=None, choices=sorted(ATTENTION_LAYERS),

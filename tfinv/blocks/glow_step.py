@@ -123,6 +123,8 @@ class GlowStep(InvertibleSequential):
         context_shape: shape of one context for a conditional step (the coupling's conditioner
             sees it, see `tfinv.layers.bases.coupling_layer.CouplingLayer`); ``None``: unconditional.
         context_features: channels of the coupling's context features.
+        conditioner_actnorm: ActNorm inside the coupling's conditioner, after each hidden
+            convolution (Glow's paper; ``affine``/``additive`` only).
         attention: ``None`` (Glow's step) or a name in `ATTENTION_LAYERS`: ``"imap"``
             (`IMapAttention`) or ``"itrans"`` (`ITransAttention`), appended after the coupling.
         conditioner: a serialised Keras layer (``keras.saving.serialize_keras_object``) used as
@@ -137,7 +139,7 @@ class GlowStep(InvertibleSequential):
     def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0,
                  linear: str = "inv_conv1x1", context_shape: Sequence[int] | None = None,
                  context_features: int = 16, conditioner: dict | None = None,
-                 attention: str | None = None, **kwargs):
+                 conditioner_actnorm: bool = False, attention: str | None = None, **kwargs):
         if coupling not in COUPLINGS:
             raise ValueError(f"GlowStep coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
         if linear not in LINEAR_LAYERS:
@@ -150,8 +152,12 @@ class GlowStep(InvertibleSequential):
         if coupling == "quad" and context_shape is not None:
             raise ValueError("GlowStep coupling='quad' (QuadCoupling) takes no context; use 'affine' or "
                              f"'additive' with context_shape={context_shape}")
+        if coupling == "quad" and conditioner_actnorm:
+            raise ValueError("GlowStep coupling='quad' (QuadCoupling) has its own conditioners; "
+                             "conditioner_actnorm needs 'affine' or 'additive'")
         conditioning = ({} if coupling == "quad" else
-                        {"context_shape": context_shape, "context_features": context_features})
+                        {"context_shape": context_shape, "context_features": context_features,
+                         "conditioner_actnorm": bool(conditioner_actnorm)})
         if conditioner is not None:
             if coupling == "quad" or not isinstance(conditioner, dict):
                 raise ValueError("GlowStep conditioner must be a serialised Keras layer (dict) for an affine or "
@@ -171,6 +177,7 @@ class GlowStep(InvertibleSequential):
         self.seed = int(seed)
         self.linear = linear
         self.context_features = int(context_features)
+        self.conditioner_actnorm = bool(conditioner_actnorm)
         self.conditioner = conditioner
 
     def get_config(self):
@@ -179,6 +186,8 @@ class GlowStep(InvertibleSequential):
         config.pop("event_ndims")
         config = {**config, "hidden_channels": self.hidden_channels, "coupling": self.coupling,
                   "seed": self.seed, "linear": self.linear}
+        if self.conditioner_actnorm:
+            config["conditioner_actnorm"] = True
         if self.attention is not None:
             config["attention"] = self.attention
         if self.context_shape is not None:

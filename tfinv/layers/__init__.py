@@ -9,6 +9,7 @@ from tfinv.layers.conv_exp import ConvExp
 from tfinv.layers.conv_sylvester import ConvSylvester
 from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.c_in_c_conv import CInCConv
+from tfinv.layers.channel_skip import ChannelSkip
 from tfinv.layers.cross_unit_coupling import CrossUnitCoupling
 from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
@@ -27,7 +28,9 @@ from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.inverse_flow_unit import InverseFlowUnit
 from tfinv.layers.inverted import Inverted
 from tfinv.layers.invertible_dense_block import InvertibleDenseBlock
+from tfinv.layers.invertible_downsampling import InvertibleDownsampling
 from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
+from tfinv.layers.invertible_upsampling import InvertibleUpsampling
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.learned_prior import LearnedPrior
 from tfinv.layers.logit_preprocess import LogitPreprocess
@@ -85,6 +88,9 @@ __all__ = [
     "MEWoodbury",
     "MonotoneBlock",
     "OrthogonalDownsampling",
+    "ChannelSkip",
+    "InvertibleDownsampling",
+    "InvertibleUpsampling",
     "Patchify",
     "PeriodicConv",
     "Permute",

@@ -6,10 +6,13 @@ from tfinv.models.conditional_vector_flow import ConditionalVectorFlow
 from tfinv.models.flow_gmm import FlowGMM
 from tfinv.models.glow import Glow
 from tfinv.models.i_dense_net import IDenseNet
+from tfinv.models.i_rev_net import IRevNet
+from tfinv.models.i_u_net import IUNet
 from tfinv.models.invertible_cnn import InvertibleCNN
 from tfinv.models.mixer_flow import MixerFlow
 from tfinv.models.residual_flow import ResidualFlow
+from tfinv.models.rev_net import RevNet
 from tfinv.models.rev_vit import RevViT
 
-__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "Glow", "IDenseNet", "InvertibleCNN",
-           "MixerFlow", "ResidualFlow", "RevViT"]
+__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "Glow", "IDenseNet", "IRevNet",
+           "IUNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevNet", "RevViT"]

@@ -29,6 +29,7 @@ def glow_layers(
     context_shape: Sequence[int] | None = None,
     context_features: int = 16,
     conditioner: dict | None = None,
+    conditioner_actnorm: bool = False,
     attention: str | None = None,
 ) -> list[InvertibleLayer]:
     """Glow's layers: ``[LogitPreprocess, level_0, FactorOut([level_1, FactorOut([... level_{L-1},
@@ -39,8 +40,7 @@ def glow_layers(
         steps = [
             GlowStep(hidden_channels, coupling, seed=seed + 1000 * index + step, linear=linear,
                      context_shape=context_shape, context_features=context_features, conditioner=conditioner,
-                     attention=attention,
-                     name=f"step_{step}")
+                     conditioner_actnorm=conditioner_actnorm, attention=attention, name=f"step_{step}")
             for step in range(steps_per_level)
         ]
         return InvertibleSequential([Squeeze(name="squeeze")] + steps, name=f"level_{index}")
@@ -74,6 +74,16 @@ class Glow(FlowModel):
     level's output under a learned per-channel Gaussian (`LearnedPrior`, conditioned on the
     context when there is one); the flow then ends in N(0, I) noise, so sampling and the exported
     inverse graph still take standard normal noise.
+    The paper's configuration: ``Glow(coupling="affine", learned_prior=True,
+    conditioner_actnorm=True)`` (or ``coupling="additive"``, the paper's other choice) is Glow as
+    in arXiv:1807.03039 and its reference code (openai/glow): ActNorm -> LU 1x1 convolution ->
+    coupling with ``s = sigmoid(h + 2)``, a conditioner ``conv3x3 -> ActNorm -> ReLU -> conv1x1 ->
+    ActNorm -> ReLU -> zero conv3x3``, learned split priors from a zero-initialised convolution of
+    the kept half, and a learned top prior. The defaults differ in two ways: no ActNorm in the
+    conditioner (biased convolutions instead) and standard normal priors. Still different from the
+    paper with every option: the input is logit-preprocessed dequantised data (the paper models
+    ``x / 256 - 1/2`` with uniform noise) and the paper's widths (512 hidden channels, 32 steps
+    per level) are not defaults; pass them.
     Conditioning (``context_shape``): every coupling's conditioner also sees features of the
     context (`tfinv.nets.ContextEncoder`); a class-conditional Glow takes one-hot labels.
 
@@ -93,6 +103,8 @@ class Glow(FlowModel):
             ``"entropy_weighted"``: the 1x1 convolution then EIW-Flow's channel weighting and shuffle,
             `EntropyWeightedShuffle`, arXiv:2407.04958).
         learned_prior: Glow's learned split priors and learned top prior.
+        conditioner_actnorm: ActNorm after each hidden convolution of every coupling's
+            conditioner (the paper's network; initialised by `initialize`).
         context_shape: shape of one context for a conditional Glow (e.g. ``(10,)`` one-hot labels).
         context_features: channels of the context features given to each conditioner.
         attention: ``None``, ``"imap"`` or ``"itrans"``: Sukthanker et al.'s invertible attention
@@ -116,6 +128,7 @@ class Glow(FlowModel):
         learned_prior: bool = False,
         context_shape: Sequence[int] | None = None,
         context_features: int = 16,
+        conditioner_actnorm: bool = False,
         attention: str | None = None,
         **kwargs: Any,
     ):
@@ -133,7 +146,8 @@ class Glow(FlowModel):
         kwargs.pop("layers", None)
         layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling,
                              None if num_levels is None else int(num_levels), int(seed), linear,
-                             bool(learned_prior), context_shape, int(context_features), attention=attention)
+                             bool(learned_prior), context_shape, int(context_features),
+                             conditioner_actnorm=bool(conditioner_actnorm), attention=attention)
         super().__init__(layers, input_shape=shape, context_shape=context_shape, **kwargs)
         self.levels = int(levels)
         self.steps_per_level = int(steps_per_level)
@@ -144,6 +158,7 @@ class Glow(FlowModel):
         self.linear = linear
         self.learned_prior = bool(learned_prior)
         self.context_features = int(context_features)
+        self.conditioner_actnorm = bool(conditioner_actnorm)
         self.attention = attention
 
     # ------------------------------------------------------------- views into the composition
@@ -177,5 +192,6 @@ class Glow(FlowModel):
             "linear": self.linear,
             "learned_prior": self.learned_prior,
             "context_features": self.context_features,
+            "conditioner_actnorm": self.conditioner_actnorm,
             "attention": self.attention,
         }

@@ -144,6 +144,11 @@ def cases() -> Iterator[Case]:
                lambda: layers.LearnableLeakyReLU(initial_slope=0.3, per_channel=False),
                (2, 4, 4, 3), draw=_signed_away_from_zero)
     yield Case("OrthogonalDownsampling", lambda: layers.OrthogonalDownsampling(), (2, 4, 4, 3))
+    # iUNet's learnable resampling (arXiv:2005.05220): per-channel orthogonal stride-2 kernels
+    yield Case("InvertibleDownsampling-cayley", lambda: layers.InvertibleDownsampling(), (2, 4, 4, 3))
+    yield Case("InvertibleUpsampling-householder-squeeze",
+               lambda: layers.InvertibleUpsampling(method="householder", init="squeeze"), (2, 2, 2, 8))
+    yield Case("ChannelSkip", lambda: layers.ChannelSkip(layers.InvConv1x1(seed=1)), (2, 4, 4, 3))
     yield Case("HaarDownsampling", lambda: layers.HaarDownsampling(), (2, 4, 4, 3))
     yield Case("Woodbury", lambda: layers.Woodbury(seed=1), (2, 4, 4, 4))
     yield Case("Woodbury-C6-ranks", lambda: layers.Woodbury(channel_rank=2, spatial_rank=3, seed=1),

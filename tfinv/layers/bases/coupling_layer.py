@@ -41,6 +41,8 @@ class CouplingLayer(InvertibleLayer):
             zero-initialised `tfinv.nets.GlowConvNet`. A conditioner whose ``out_channels`` is
             ``None`` gets the width the coupling needs when the coupling is built.
         hidden_channels: width of the default conditioner.
+        conditioner_actnorm: the default conditioner with ActNorm after its hidden convolutions
+            (Glow's paper, ``GlowConvNet(actnorm=True)``); `initialize` initialises them from data.
         context_shape: shape of one context (no batch axis) for a conditional coupling.
         context_encoder: a Keras layer ``encoder(context, like=x_a) -> (B, H, W, F)``; ``None``
             builds a `tfinv.nets.ContextEncoder` with ``context_features`` channels.
@@ -56,6 +58,7 @@ class CouplingLayer(InvertibleLayer):
         parity: int = 0,
         conditioner: keras.layers.Layer | dict | None = None,
         hidden_channels: int = 64,
+        conditioner_actnorm: bool = False,
         context_shape: Sequence[int] | None = None,
         context_encoder: keras.layers.Layer | dict | None = None,
         context_features: int = 16,
@@ -69,6 +72,10 @@ class CouplingLayer(InvertibleLayer):
         self.mask = mask
         self.parity = int(parity)
         self.hidden_channels = int(hidden_channels)
+        self.conditioner_actnorm = bool(conditioner_actnorm)
+        if conditioner is not None and self.conditioner_actnorm:
+            raise ValueError(f"{type(self).__name__}: conditioner_actnorm applies to the default "
+                             "conditioner only; pass either a conditioner or conditioner_actnorm=True")
         if isinstance(conditioner, dict):
             conditioner = keras.saving.deserialize_keras_object(conditioner)
         self._user_conditioner = conditioner is not None
@@ -109,7 +116,8 @@ class CouplingLayer(InvertibleLayer):
         if self.conditioner is None:
             from tfinv.nets import GlowConvNet
 
-            self.conditioner = GlowConvNet(self.hidden_channels, out_channels, name="conditioner")
+            self.conditioner = GlowConvNet(self.hidden_channels, out_channels,
+                                           actnorm=self.conditioner_actnorm, name="conditioner")
         elif getattr(self.conditioner, "out_channels", 0) is None:  # a template: its width is ours to set
             self.conditioner.out_channels = out_channels
         cond_shape = (None, height, width, cond_in)
@@ -144,10 +152,19 @@ class CouplingLayer(InvertibleLayer):
             elementwise = elementwise * (1.0 - tf.constant(self._mask, elementwise.dtype))
         return tf.reduce_sum(elementwise, axis=[-3, -2, -1])
 
-    def _theta(self, x_a, context=None):
+    def _conditioner_input(self, x_a, context=None):
         if context is not None:
             x_a = tf.concat([x_a, self.context_encoder(context, like=x_a)], axis=-1)
-        return self.conditioner(x_a)
+        return x_a
+
+    def _theta(self, x_a, context=None):
+        return self.conditioner(self._conditioner_input(x_a, context))
+
+    def _initialize(self, x, context=None):
+        # a conditioner with data-dependent parts (ActNorm) initialises on this batch's x_a
+        init = getattr(self.conditioner, "initialize", None)
+        if callable(init):
+            init(self._conditioner_input(self._split_input(x)[0], context))
 
     # --------------------------------------------------------------- directions
     def _forward_and_log_det(self, x, context=None):
@@ -174,6 +191,8 @@ class CouplingLayer(InvertibleLayer):
             "hidden_channels": self.hidden_channels,
             "conditioner": None,
         }
+        if self.conditioner_actnorm:
+            config["conditioner_actnorm"] = True
         if self._user_conditioner:
             config["conditioner"] = keras.saving.serialize_keras_object(self.conditioner)
         if self.context_shape is not None:
