@@ -35,11 +35,14 @@ from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
 from tfinv.layers.quad_coupling import QuadCoupling
 from tfinv.layers.raster_emerging_conv import RasterEmergingConv
+from tfinv.layers.real_dft import RealDFT
 from tfinv.layers.rev_res_block import RevResBlock
 from tfinv.layers.rev_vit_block import RevViTBlock
 from tfinv.layers.reverse import Reverse
 from tfinv.layers.s_log import SLog
+from tfinv.layers.sequence_act_norm import SequenceActNorm
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
+from tfinv.layers.spectral_filter_coupling import SpectralFilterCoupling
 from tfinv.layers.squeeze import Squeeze
 from tfinv.layers.symmetric_conv import SymmetricConv
 from tfinv.layers.vector_act_norm import VectorActNorm
@@ -82,11 +85,14 @@ __all__ = [
     "Permute",
     "QuadCoupling",
     "RasterEmergingConv",
+    "RealDFT",
     "RevResBlock",
     "RevViTBlock",
     "Reverse",
     "SLog",
+    "SequenceActNorm",
     "SmoothLeakyReLU",
+    "SpectralFilterCoupling",
     "Squeeze",
     "SymmetricConv",
     "VectorActNorm",

@@ -289,7 +289,22 @@ def cases() -> Iterator[Case]:
         ),
         (2, 4, 4, 2),
     )
+    yield from fourier_flow_cases()
     yield from residual_cases()
+
+
+def fourier_flow_cases() -> Iterator[Case]:
+    """The Fourier-flow layers on small ``(batch, T, channels)`` sequences (even and odd ``T``)."""
+    from tfinv import layers
+
+    yield Case("RealDFT", lambda: layers.RealDFT(), (2, 8, 2))
+    # rfft / T, odd T: a constant log-det far from 0 (-C T log T + ...), checked against slogdet
+    yield Case("RealDFT-forward-odd", lambda: layers.RealDFT(norm="forward"), (2, 7, 3))
+    yield Case("SequenceActNorm", lambda: layers.SequenceActNorm(), (2, 5, 3))
+    yield Case("SpectralFilterCoupling", lambda: layers.SpectralFilterCoupling(hidden_units=8), (2, 8, 2))
+    yield Case("SpectralFilterCoupling-parity1-odd-unbounded",
+               lambda: layers.SpectralFilterCoupling(parity=1, hidden_units=8, num_hidden_layers=1,
+                                                     log_filter_bound=None), (2, 7, 3))
 
 
 def conditional_cases() -> Iterator[Case]:
@@ -345,6 +360,9 @@ def model_cases() -> Iterator[Case]:
         (2, 8, 8, 2),
         perturb=0.05,
     )
+    from tfinv.models import FourierFlow
+
+    yield Case("FourierFlow", lambda: FourierFlow((8, 2), num_couplings=2, hidden_units=8), (2, 8, 2))
     yield Case(
         "MixerFlow",
         lambda: MixerFlow((8, 8, 1), patch_size=2, num_blocks=2, hidden_units=8, num_levels=17),
