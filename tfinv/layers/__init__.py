@@ -22,6 +22,7 @@ from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.inverse_flow_unit import InverseFlowUnit
 from tfinv.layers.inverted import Inverted
+from tfinv.layers.invertible_dense import InvertibleDense
 from tfinv.layers.invertible_dense_block import InvertibleDenseBlock
 from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
@@ -72,6 +73,7 @@ __all__ = [
     "InverseConv",
     "InverseFlowUnit",
     "Inverted",
+    "InvertibleDense",
     "InvertibleDenseBlock",
     "InvertibleResidualBlock",
     "LearnableLeakyReLU",

@@ -5,6 +5,7 @@ from tfinv.models.conditional_glow import ConditionalGlow
 from tfinv.models.conditional_vector_flow import ConditionalVectorFlow
 from tfinv.models.flow_gmm import FlowGMM
 from tfinv.models.fourier_flow import FourierFlow
+from tfinv.models.fully_connected_flow import FullyConnectedFlow
 from tfinv.models.glow import Glow
 from tfinv.models.i_dense_net import IDenseNet
 from tfinv.models.invertible_cnn import InvertibleCNN
@@ -12,5 +13,5 @@ from tfinv.models.mixer_flow import MixerFlow
 from tfinv.models.residual_flow import ResidualFlow
 from tfinv.models.rev_vit import RevViT
 
-__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "FourierFlow", "Glow", "IDenseNet", "InvertibleCNN",
+__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "FourierFlow", "FullyConnectedFlow", "Glow", "IDenseNet", "InvertibleCNN",
            "MixerFlow", "ResidualFlow", "RevViT"]

@@ -136,6 +136,8 @@ def cases() -> Iterator[Case]:
                draw=_counts(17))
     yield Case("SmoothLeakyReLU", lambda: layers.SmoothLeakyReLU(negative_slope=0.2), (2, 4, 4, 3),
                draw=_wide_normal)
+    yield Case("SmoothLeakyReLU-vector", lambda: layers.SmoothLeakyReLU(negative_slope=0.2, event_ndims=1), (2, 6),
+               draw=_wide_normal)
     yield Case("SmoothLeakyReLU-small-slope", lambda: layers.SmoothLeakyReLU(negative_slope=0.01),
                (2, 4, 4, 3), draw=_wide_normal)
     yield Case("LearnableLeakyReLU", lambda: layers.LearnableLeakyReLU(initial_slope=0.3),
@@ -298,6 +300,10 @@ def fourier_flow_cases() -> Iterator[Case]:
     from tfinv import layers
 
     yield Case("RealDFT", lambda: layers.RealDFT(), (2, 8, 2))
+    # fully connected flows (relative-gradient training; the gradient itself: tests/test_relative_gradient.py)
+    yield Case("InvertibleDense", lambda: layers.InvertibleDense(seed=1), (2, 3, 5), perturb=0.3)
+    yield Case("InvertibleDense-relative-omit",
+               lambda: layers.InvertibleDense(gradient="relative", training_log_det="omit", seed=2), (2, 6), perturb=0.3)
     # rfft / T, odd T: a constant log-det far from 0 (-C T log T + ...), checked against slogdet
     yield Case("RealDFT-forward-odd", lambda: layers.RealDFT(norm="forward"), (2, 7, 3))
     yield Case("SequenceActNorm", lambda: layers.SequenceActNorm(), (2, 5, 3))
