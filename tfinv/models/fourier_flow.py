@@ -61,8 +61,12 @@ class FourierFlow(FlowModel):
 
     Example::
 
-        flow = FourierFlow((64, 2), num_couplings=4, hidden_units=64).initialize(x[:256])
-        flow.compile(keras.optimizers.Adam(1e-3)); flow.fit(x, epochs=10)
+        import numpy as np
+        x = np.random.default_rng(0).standard_normal((256, 16, 2)).astype("float32")
+        flow = FourierFlow((16, 2), num_couplings=2, hidden_units=16).initialize(x)
+        flow.compile(keras.optimizers.Adam(1e-3))
+        flow.fit(x, batch_size=64, epochs=1, verbose=0)
+        samples = flow.sample(4, seed=0)  # (4, 16, 2)
 
     References: Alaa, Chan & van der Schaar, "Generative Time-series Modeling with Fourier
     Flows", ICLR 2021 (no arXiv id).
