@@ -7,12 +7,14 @@ Servers (each a subprocess on loopback, same export, same flags):
 
 * ``lean``: ``tfinv-serve`` in a new venv holding only ``requirements-onnx.txt`` and tfinv
   installed with ``--no-deps`` (built as ``tests/test_serving_lean.py`` does, from local wheels);
+* ``lean_tfinv_command``: ``tfinv serve`` (the ``tfinv`` console command) in the same lean venv;
 * ``full``: this tree's server in the full environment (``python -m tfinv.serving``);
 * ``baseline``: today's server, ``python -m tfinv.serving.onnx_server`` of ``--baseline-root``
   (default ``/work/main``) with that tree's venv, if present (it imports TensorFlow at start-up).
 
 Measured per server: start-up (process start to the first 200 on ``/healthz``, polled every
-10 ms; median of ``--starts`` starts), resident memory (``VmRSS`` after start-up and ``VmHWM``
+10 ms; median of ``--starts`` starts) in wall seconds and in the CPU seconds (user + system, from
+``/proc/PID/stat``) the server used to get there — the figure a loaded machine does not inflate, resident memory (``VmRSS`` after start-up and ``VmHWM``
 after the latency runs, from ``/proc``), and request latency (wall time of one HTTP request from
 a keep-alive ``httpx`` client, ``--requests`` timed after 5 untimed) of ``sample`` (``n`` = 1 and
 64) and ``forward`` (batch 1 and 64); p50/p90 in ms. Install sizes: the lean venv and the full
@@ -152,6 +154,12 @@ def started(command: list[str], env: dict[str, str], log_path: pathlib.Path):
                 process.wait(10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (``/proc/PID/stat``)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def latencies(url: str, requests: int) -> dict[str, dict[str, float]]:
     import httpx
 
@@ -185,10 +193,11 @@ def latencies(url: str, requests: int) -> dict[str, dict[str, float]]:
 def measure(name: str, command: list[str], env: dict[str, str], starts: int, requests: int,
             log_path: pathlib.Path) -> dict:
     log(f"{name}: {' '.join(command[:4])} ...")
-    times, rss_start, result = [], [], {}
+    times, cpu, rss_start, result = [], [], [], {}
     for k in range(starts):
         with started(command, env, log_path) as (process, url, seconds):
             times.append(seconds)
+            cpu.append(cpu_seconds(process.pid))
             rss_start.append(proc_kb(process.pid, "VmRSS"))
             maps = pathlib.Path(f"/proc/{process.pid}/maps").read_text()
             result["libtensorflow_mapped"] = "libtensorflow" in maps
@@ -197,8 +206,9 @@ def measure(name: str, command: list[str], env: dict[str, str], starts: int, req
                 result["rss_after_requests_mb"] = round(proc_kb(process.pid, "VmRSS") / 1024, 1)
                 result["peak_rss_mb"] = round(proc_kb(process.pid, "VmHWM") / 1024, 1)
     result.update(startup_s=round(statistics.median(times), 3), startup_s_all=[round(t, 3) for t in times],
+                  startup_cpu_s=round(statistics.median(cpu), 3),
                   rss_after_startup_mb=round(statistics.median(rss_start) / 1024, 1))
-    log(f"{name}: start-up {result['startup_s']} s, RSS {result['rss_after_startup_mb']} MB")
+    log(f"{name}: start-up {result['startup_s']} s ({result['startup_cpu_s']} CPU s), RSS {result['rss_after_startup_mb']} MB")
     return result
 
 
@@ -224,6 +234,7 @@ def main() -> int:
     flags = ["--export-dir", str(export_dir), "--port", "{port}", "--log-level", "warning"]
     servers = {
         "lean": [str(venv / "bin" / "tfinv-serve"), *flags],
+        "lean_tfinv_command": [str(venv / "bin" / "tfinv"), "serve", *flags],
         "full": [sys.executable, "-m", "tfinv.serving", *flags],
     }
     baseline_python = pathlib.Path(args.baseline_root) / ".venv" / "bin" / "python"
@@ -237,6 +248,7 @@ def main() -> int:
         "benchmark": "lean_serving",
         "subject": "Glow((8, 8, 1), levels=2, steps_per_level=4, hidden_channels=64), ONNX export",
         "servers": {"lean": "tfinv-serve in a venv with requirements-onnx.txt + tfinv --no-deps",
+                    "lean_tfinv_command": "tfinv serve (the tfinv console command) in the same lean venv",
                     "full": "python -m tfinv.serving (this tree) in the full environment",
                     "baseline": f"python -m tfinv.serving.onnx_server of {args.baseline_root} (today's server)"},
         "results": results,

@@ -240,3 +240,9 @@ def _run_serve_config(args: argparse.Namespace) -> int:
     print(f"start TF Serving: (cd {shlex.quote(str(out))} && docker compose up -d)  "
           f"# REST :{args.rest_port}, gRPC :{args.grpc_port}")
     return 0
+
+
+# The serving commands run without TensorFlow: `tfinv.cli.main` builds them without importing it.
+register_serve.needs_tensorflow = False
+register_query.needs_tensorflow = False
+register_serve_config.needs_tensorflow = False

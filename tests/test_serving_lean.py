@@ -1,7 +1,8 @@
 """Lean ONNX serving: the server and the client run without TensorFlow, TFP or Keras.
 
 * In a fresh interpreter of the full install, importing `tfinv.serving` (and the export's
-  manifest reader) and serving every signature leaves no TensorFlow/Keras/TFP in ``sys.modules``.
+  manifest reader), serving every signature and running ``tfinv serve``/``query``/``serve-config``
+  through the ``tfinv`` command leaves no TensorFlow/Keras/TFP in ``sys.modules``.
 * The lean install (``pip install -r requirements-onnx.txt`` + ``pip install --no-deps tfinv``, as
   the generated ``Dockerfile.onnx`` does) in a new venv with nothing else serves a model exported
   by the full package: every signature answers as the TF model does, seeds give
@@ -81,17 +82,30 @@ _FRESH = textwrap.dedent("""
         statuses["metadata"] = http.get("/v1/models/digits/metadata").status_code
         for key, body in requests.items():
             statuses[key] = http.post("/v1/models/digits:predict", json={{"signature_name": key, **body}}).status_code
-    print(json.dumps({{"after_import": after_import, "after_serving": heavy(), "statuses": statuses}}))
+    after_serving = heavy()
+    # The `tfinv` console command's serving subcommands build and parse without TensorFlow too.
+    import contextlib, io
+    from tfinv.cli import main
+    sys.argv = ["tfinv"]
+    codes = {{}}
+    for command in ("serve", "query", "serve-config"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            codes[command] = main([command, "--help"])
+    codes["serve-missing"] = main(["serve", "--export-dir", {missing!r}, "--port", "0"])
+    print(json.dumps({{"after_import": after_import, "after_serving": after_serving, "statuses": statuses,
+                      "cli_codes": codes, "after_cli": heavy()}}))
 """)
 
 
 def test_serving_every_signature_loads_no_tensorflow(export_dir):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    script = _FRESH.format(heavy=HEAVY, export_dir=str(export_dir))
+    script = _FRESH.format(heavy=HEAVY, export_dir=str(export_dir), missing=str(export_dir / "missing"))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["after_import"] == [] and result["after_serving"] == [], result
+    assert result["after_import"] == [] and result["after_serving"] == [] and result["after_cli"] == [], result
+    assert result["cli_codes"] == {"serve": 0, "query": 0, "serve-config": 0, "serve-missing": 2}, result
+    assert "tfinv serve: error: cannot serve" in out.stderr and "missing" in out.stderr, out.stderr[-2000:]
     assert set(result["statuses"].values()) == {200}, result["statuses"]
     assert set(result["statuses"]) == {"status", "metadata", "forward", "inverse", "sample", "log_prob",
                                        "serving_default"}

@@ -6,14 +6,10 @@ Direction convention: ``forward`` maps data ``x`` to latents ``z`` (the network 
 
 __version__ = "0.1.0"
 
-from tfinv import _startup  # noqa: E402  (stdlib only)
-
 # TensorFlow, TFP and Keras load on first use of an attribute (`from tfinv import layers`,
 # `tfinv.FlowModel`), not at `import tfinv`: the ONNX server (tfinv.serving) imports this package
-# and must run without them. The `tfinv` console command imports TensorFlow now, with its
-# start-up logging held back (`tfinv --verbose` shows it).
-if _startup.is_quiet_command():
-    _startup.import_tensorflow(quiet=True)
+# and must run without them. The `tfinv` console command imports TensorFlow in `tfinv.cli.main`
+# (with its start-up logging held back) unless the command needs none (`tfinv serve`).
 
 _LAZY = {"FlowModel": "tfinv.core", "InvertibleLayer": "tfinv.core", "load_model": "tfinv.io"}
 

@@ -7,7 +7,7 @@ the absl ones. When this process is the ``tfinv`` console command without ``--ve
 `import_tensorflow` captures fd 2 during that window, drops those known lines, and passes
 anything else on (a real error is never hidden); ``TF_CPP_MIN_LOG_LEVEL=2`` keeps the runtime
 quiet. Library users (``import tfinv`` from Python) are untouched. Imports only the standard
-library: it runs before TensorFlow is imported (from ``tfinv/__init__.py``).
+library: it runs before TensorFlow is imported (from `tfinv.cli.main`, first thing).
 """
 
 from __future__ import annotations

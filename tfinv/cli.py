@@ -292,6 +292,8 @@ def _interrupts_reported(backup: str) -> Iterator[None]:
     def terminate(signum, frame):
         raise KeyboardInterrupt
 
+    import tensorflow as tf
+
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
@@ -302,12 +304,31 @@ def _interrupts_reported(backup: str) -> Iterator[None]:
         raise _Interrupted(
             f"interrupted; {done} epoch(s) backed up in {backup}: run the same command with --resume to continue"
         ) from None
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as err:
+        if not _in_cluster():
+            raise
+        # A peer of a multi-worker job died (killed, preempted): the collective ops abort here.
+        done = training.restored_epoch(backup) if os.path.isdir(backup) else 0
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise _ClusterFailure(
+            f"a worker of the cluster failed ({reason}); {done} epoch(s) backed up in {backup}: restart every "
+            f"worker with the same command and --resume to continue"
+        ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 class _Interrupted(Exception):
     """Training stopped by a signal: reported in one line, exit code 130."""
+
+
+class _ClusterFailure(Exception):
+    """A multi-worker job lost a worker: reported in one line, exit code 75 (EX_TEMPFAIL: restart
+    the workers with ``--resume``)."""
+
+
+#: Exit code of a multi-worker run whose cluster lost a worker (sysexits' EX_TEMPFAIL: retry).
+EXIT_CLUSTER_FAILURE = 75
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -342,7 +363,8 @@ def _train(args: argparse.Namespace) -> int:
         return _train_reporting_precision(args, out, backup, strategy, classify, train_images, train_labels,
                                           test_images, test_labels, num_levels, started)
     except BaseException:
-        _remove_empty_backup(backup, out if created else None)
+        if _is_chief():  # other workers of a cluster never write the run folder
+            _remove_empty_backup(backup, out if created else None)
         raise
     finally:
         keras.config.set_dtype_policy(policy)  # in-process callers keep their policy
@@ -370,9 +392,9 @@ def _train_in_scope(args, out, backup, strategy, classify, train_images, train_l
     import keras
 
     input_shape = tuple(int(s) for s in train_images.shape[1:])
+    # Every worker of a multi-worker job restores from the chief's backup (Keras's multi-worker
+    # BackupAndRestore assumes a shared file system); only the chief writes it and the outputs.
     chief = _is_chief()
-    if not chief:  # other workers of a multi-worker job back up privately and write no outputs
-        backup = os.path.join(backup, f"worker-{_task_index()}")
     keras.utils.set_random_seed(args.seed)
     if classify:
         train_split = (train_images, train_labels[: args.max_train])
@@ -390,7 +412,8 @@ def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, t
 
     with _as_usage_error():
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels)
-    _record_options(args, backup)
+    if chief:
+        _record_options(args, backup)
     with _interrupts_reported(backup):
         result = training.fit_flow(
             model, train_images, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -403,7 +426,7 @@ def _train_flow(args: argparse.Namespace, out: str, backup: str, train_images, t
         test_bpd = training.dataset_bits_per_dim(model, test_images, **evaluation)
         samples = model.sample(args.num_samples, temperature=args.temperature, seed=args.seed)
         if not chief:
-            return 0
+            return _save_as_worker(model)
         # Every output is written into a staging folder that replaces OUT in one step.
         with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
             files.save_model_atomic(model, os.path.join(staging, "model.keras"))
@@ -445,8 +468,13 @@ def _cluster_task() -> tuple[str, int]:
     return str(task.get("type", "chief")), int(task.get("index", 0))
 
 
-def _task_index() -> int:
-    return _cluster_task()[1]
+def _in_cluster() -> bool:
+    """True when ``TF_CONFIG`` names a cluster of several tasks (a multi-worker job)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except ValueError:
+        return False
+    return sum(len(tasks) for tasks in cluster.values() if isinstance(tasks, list)) > 1
 
 
 def _is_chief() -> bool:
@@ -457,6 +485,24 @@ def _is_chief() -> bool:
         cluster = {}
     kind, index = _cluster_task()
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def _save_as_worker(model) -> int:
+    """A non-chief worker's part of the chief's save: the same save into a private temporary
+    folder, then removed. Saving reads synchronised variables through collective ops that every
+    worker of a multi-worker strategy must join (a worker that skipped it would leave the chief
+    waiting for it); only the chief's copy is kept. Returns 0."""
+    import shutil
+    import tempfile
+
+    from tfinv import files
+
+    scratch = tempfile.mkdtemp(prefix="tfinv-worker-save-")
+    try:
+        files.save_model_atomic(model, os.path.join(scratch, "model.keras"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
 
 
 def _foreign_entries(out: str) -> tuple[str, ...]:
@@ -485,7 +531,8 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     with _as_usage_error():
         model = MODEL_BUILDERS[args.model].build(args, input_shape, num_levels, num_classes=num_classes)
-    _record_options(args, backup)
+    if chief:
+        _record_options(args, backup)
     with _interrupts_reported(backup):
         result = training.fit_classifier(
             model, train_images, train_labels, epochs=args.epochs, batch_size=args.batch_size,
@@ -500,7 +547,7 @@ def _train_classifier(args: argparse.Namespace, out: str, backup: str, train_spl
         test_scores = model.evaluate(data.dequantized_dataset(test_images, test_labels, **evaluation),
                                      return_dict=True, verbose=0)
         if not chief:
-            return 0
+            return _save_as_worker(model)
         with files.staged_directory(out, keep=_foreign_entries(out)) as staging:
             files.save_model_atomic(model, os.path.join(staging, "model.keras"))
             metrics = _write_metrics(
@@ -664,13 +711,60 @@ def _unavailable(name: str, err: Exception):
     return run
 
 
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand of ``argv`` (its first token that is not an option), or None."""
+    return next((token for token in argv if not token.startswith("-")), None)
+
+
+def _lean_command(name: str | None):
+    """The ``register`` function of plugin command ``name`` if it runs without TensorFlow (it says
+    so with ``register.needs_tensorflow = False``, as ``tfinv serve`` and ``tfinv query`` do),
+    else None."""
+    if name is None or name in ("train", "sample"):
+        return None
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP, name=name):
+        try:
+            register = entry.load()
+        except ImportError:  # reported by the full parser's stub
+            return None
+        return register if getattr(register, "needs_tensorflow", True) is False else None
+    return None
+
+
+def _lean_parser(name: str, register) -> argparse.ArgumentParser:
+    """A ``tfinv`` parser holding only plugin command ``name`` (built without importing TensorFlow)."""
+    parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
+    parser.add_argument("--verbose", action="store_true", dest="tf_logging", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(commands)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfinv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     0 on success, 2 on a usage error (one line on stderr, no traceback), 1 if training diverged,
-    130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup).
+    130 if training was interrupted (SIGINT/SIGTERM; one line naming the backup), 75 if a worker
+    of a multi-worker job failed (one line: restart every worker with ``--resume``).
+
+    Commands that need no TensorFlow (``tfinv serve``, ``tfinv query``, ``tfinv serve-config``)
+    run without importing it: ``tfinv serve`` is the same lean ONNX server as ``tfinv-serve``.
+    Every other command imports TensorFlow first, with its start-up logging held back when this
+    process is the ``tfinv`` console command (`tfinv._startup`; ``tfinv --verbose`` shows it).
     """
-    parser = build_parser()
+    from tfinv import _startup
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _command_name(argv)
+    lean = _lean_command(name)
+    if lean is not None:
+        parser = _lean_parser(name, lean)
+    else:
+        if _startup.is_quiet_command():
+            _startup.import_tensorflow(quiet=True)
+        parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse reports its own errors (and --help) this way
@@ -686,6 +780,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Interrupted as err:
         print(f"tfinv {args.command}: {err}", file=sys.stderr)
         return 130
+    except _ClusterFailure as err:
+        print(f"tfinv {args.command}: {err}", file=sys.stderr)
+        return EXIT_CLUSTER_FAILURE
     except KeyboardInterrupt:  # before training started: nothing to back up
         print(f"tfinv {args.command}: interrupted", file=sys.stderr)
         return 130

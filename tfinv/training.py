@@ -120,6 +120,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     would differ from an uninterrupted one). Resuming is exact when the data of epoch ``e`` does
     not depend on how the run started, as with `tfinv.data.dequantized_epochs`.
 
+    Under `tf.distribute.MultiWorkerMirroredStrategy`, as Keras's callback does, only the chief
+    (``strategy.extended.should_checkpoint``) writes ``backup_dir``; every worker restores from it
+    (a file system shared by the workers), so a job whose worker was killed restarts all workers
+    at the chief's last finished epoch.
+
     Args:
         backup_dir: folder of the backup; used by nothing else.
         delete_checkpoint: remove ``backup_dir`` when ``fit`` ends normally (Keras's default);
@@ -134,14 +139,24 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._training_metadata_path = os.path.join(state, _METADATA)
         self.history: dict[str, list[float]] = {}
 
+    def _writes(self) -> bool:
+        """Whether this process writes the backup: always, except on the non-chief workers of a
+        multi-worker strategy (they restore from the chief's backup, on a shared file system)."""
+        return bool(self.model.distribute_strategy.extended.should_checkpoint)
+
     def on_train_begin(self, logs=None):
-        for stale in _stale_staging(self.backup_dir):  # left by a run killed while saving
-            shutil.rmtree(stale, ignore_errors=True)
+        if self._writes():
+            for stale in _stale_staging(self.backup_dir):  # left by a run killed while saving
+                shutil.rmtree(stale, ignore_errors=True)
         self.history = {}
         if os.path.isfile(self._training_metadata_path):
             with open(self._training_metadata_path) as f:
                 self.history = json.load(f).get("history", {})
         super().on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        if self._writes():  # a non-chief worker never removes the chief's backup
+            super().on_train_end(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
@@ -149,6 +164,15 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_epoch_end(epoch, logs)
 
     def _save_model(self):
+        if not self._writes():
+            # A non-chief worker saves too (reading synchronised variables may take collective
+            # ops every worker must join), into a scratch folder it removes.
+            scratch = tempfile.mkdtemp(prefix="tfinv-worker-backup-")
+            try:
+                self.model.save_weights(os.path.join(scratch, _WEIGHTS), overwrite=True)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         with _sigint_deferred():
             staging = tempfile.mkdtemp(prefix=f".{_STATE}.staging-", dir=self.backup_dir)

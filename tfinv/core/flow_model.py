@@ -428,10 +428,10 @@ class FlowModel(CompiledInference, keras.Model):
         return keras.utils.pack_x_y_sample_weight((x, y), None, sample_weight)
 
     def train_step(self, data):
-        return super().train_step(self._pack_context(data))
+        return _reducible_logs(super().train_step(self._pack_context(data)))
 
     def test_step(self, data):
-        return super().test_step(self._pack_context(data))
+        return _reducible_logs(super().test_step(self._pack_context(data)))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean per-example negative log-likelihood (nats), scaled for ``tf.distribute``."""
@@ -472,6 +472,24 @@ class FlowModel(CompiledInference, keras.Model):
 
     def build_from_config(self, config):
         self.build()
+
+
+def _reducible_logs(logs: dict) -> dict:
+    """The step's logs in a shape Keras can reduce over the workers of a multi-worker strategy.
+
+    Keras 3 reduces a step's logs under `tf.distribute.MultiWorkerMirroredStrategy` with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails on the scalar metric results every
+    model returns ("Invalid reduction dimension 0 for input with 0 dimensions", tensorflow
+    issue 72388). One-element vectors reduce to the same scalar (the metrics are already
+    synchronised: every replica holds the same value). Other strategies get the logs unchanged.
+    """
+    strategy = tf.distribute.get_strategy()
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        strategy.extended._in_multi_worker_mode()
+    if not multi_worker:
+        return logs
+    return {key: tf.reshape(value, [1]) if getattr(value, "shape", None) is not None and value.shape.rank == 0
+            else value for key, value in logs.items()}
 
 
 propagate_dtype_policy(FlowModel)
