@@ -29,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import record  # whether a gradient tape is recording
 
+from tfinv.core.training_mode import in_training
+
 __all__ = ["INFERENCE_MODES", "CompiledInference", "compiled"]
 
 INFERENCE_MODES = ("auto", "xla", "graph", "eager")
@@ -123,7 +125,9 @@ class CompiledInference:
         return "tensor", value, tf.TensorSpec(shape, value.dtype)
 
     def _run_compiled(self, method: Callable, arguments: dict, scalars: dict, xla_on_cpu: bool = True):
-        names, tensors, key = [], [], [method.__name__]
+        # Keras's training flag (``model(x, training=True)``) is read by layers at trace time
+        # (stochastic estimators, relative gradients): it is part of the cache key.
+        names, tensors, key = [], [], [method.__name__, ("training", in_training())]
         statics = {}
         for name, value in list(arguments.items())[1:]:  # skip self
             kind, converted, spec = self._as_input(name, value, scalars)

@@ -27,6 +27,7 @@ from tfinv.layers.inv_conv1x1 import InvConv1x1
 from tfinv.layers.inverse_conv import InverseConv
 from tfinv.layers.inverse_flow_unit import InverseFlowUnit
 from tfinv.layers.inverted import Inverted
+from tfinv.layers.invertible_dense import InvertibleDense
 from tfinv.layers.invertible_dense_block import InvertibleDenseBlock
 from tfinv.layers.invertible_downsampling import InvertibleDownsampling
 from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
@@ -42,11 +43,14 @@ from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
 from tfinv.layers.quad_coupling import QuadCoupling
 from tfinv.layers.raster_emerging_conv import RasterEmergingConv
+from tfinv.layers.real_dft import RealDFT
 from tfinv.layers.rev_res_block import RevResBlock
 from tfinv.layers.rev_vit_block import RevViTBlock
 from tfinv.layers.reverse import Reverse
 from tfinv.layers.s_log import SLog
+from tfinv.layers.sequence_act_norm import SequenceActNorm
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
+from tfinv.layers.spectral_filter_coupling import SpectralFilterCoupling
 from tfinv.layers.squeeze import Squeeze
 from tfinv.layers.symmetric_conv import SymmetricConv
 from tfinv.layers.vector_act_norm import VectorActNorm
@@ -80,6 +84,7 @@ __all__ = [
     "InverseConv",
     "InverseFlowUnit",
     "Inverted",
+    "InvertibleDense",
     "InvertibleDenseBlock",
     "InvertibleResidualBlock",
     "LearnableLeakyReLU",
@@ -96,11 +101,14 @@ __all__ = [
     "Permute",
     "QuadCoupling",
     "RasterEmergingConv",
+    "RealDFT",
     "RevResBlock",
     "RevViTBlock",
     "Reverse",
     "SLog",
+    "SequenceActNorm",
     "SmoothLeakyReLU",
+    "SpectralFilterCoupling",
     "Squeeze",
     "SymmetricConv",
     "VectorActNorm",

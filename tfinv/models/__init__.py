@@ -4,6 +4,8 @@ import tfinv.core  # noqa: F401  (first: core completes the core -> blocks -> la
 from tfinv.models.conditional_glow import ConditionalGlow
 from tfinv.models.conditional_vector_flow import ConditionalVectorFlow
 from tfinv.models.flow_gmm import FlowGMM
+from tfinv.models.fourier_flow import FourierFlow
+from tfinv.models.fully_connected_flow import FullyConnectedFlow
 from tfinv.models.glow import Glow
 from tfinv.models.i_dense_net import IDenseNet
 from tfinv.models.i_rev_net import IRevNet
@@ -14,5 +16,5 @@ from tfinv.models.residual_flow import ResidualFlow
 from tfinv.models.rev_net import RevNet
 from tfinv.models.rev_vit import RevViT
 
-__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "Glow", "IDenseNet", "IRevNet",
-           "IUNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevNet", "RevViT"]
+__all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "FourierFlow", "FullyConnectedFlow", "Glow",
+           "IDenseNet", "IRevNet", "IUNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevNet", "RevViT"]

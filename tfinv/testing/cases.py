@@ -136,6 +136,8 @@ def cases() -> Iterator[Case]:
                draw=_counts(17))
     yield Case("SmoothLeakyReLU", lambda: layers.SmoothLeakyReLU(negative_slope=0.2), (2, 4, 4, 3),
                draw=_wide_normal)
+    yield Case("SmoothLeakyReLU-vector", lambda: layers.SmoothLeakyReLU(negative_slope=0.2, event_ndims=1), (2, 6),
+               draw=_wide_normal)
     yield Case("SmoothLeakyReLU-small-slope", lambda: layers.SmoothLeakyReLU(negative_slope=0.01),
                (2, 4, 4, 3), draw=_wide_normal)
     yield Case("LearnableLeakyReLU", lambda: layers.LearnableLeakyReLU(initial_slope=0.3),
@@ -298,8 +300,27 @@ def cases() -> Iterator[Case]:
         ),
         (2, 4, 4, 2),
     )
+    yield from fourier_flow_cases()
     yield from residual_cases()
     yield from cross_unit_cases()
+
+
+def fourier_flow_cases() -> Iterator[Case]:
+    """The Fourier-flow layers on small ``(batch, T, channels)`` sequences (even and odd ``T``)."""
+    from tfinv import layers
+
+    yield Case("RealDFT", lambda: layers.RealDFT(), (2, 8, 2))
+    # fully connected flows (relative-gradient training; the gradient itself: tests/test_relative_gradient.py)
+    yield Case("InvertibleDense", lambda: layers.InvertibleDense(seed=1), (2, 3, 5), perturb=0.3)
+    yield Case("InvertibleDense-relative-omit",
+               lambda: layers.InvertibleDense(gradient="relative", training_log_det="omit", seed=2), (2, 6), perturb=0.3)
+    # rfft / T, odd T: a constant log-det far from 0 (-C T log T + ...), checked against slogdet
+    yield Case("RealDFT-forward-odd", lambda: layers.RealDFT(norm="forward"), (2, 7, 3))
+    yield Case("SequenceActNorm", lambda: layers.SequenceActNorm(), (2, 5, 3))
+    yield Case("SpectralFilterCoupling", lambda: layers.SpectralFilterCoupling(hidden_units=8), (2, 8, 2))
+    yield Case("SpectralFilterCoupling-parity1-odd-unbounded",
+               lambda: layers.SpectralFilterCoupling(parity=1, hidden_units=8, num_hidden_layers=1,
+                                                     log_filter_bound=None), (2, 7, 3))
 
 
 def conditional_cases() -> Iterator[Case]:
@@ -355,6 +376,9 @@ def model_cases() -> Iterator[Case]:
         (2, 8, 8, 2),
         perturb=0.05,
     )
+    from tfinv.models import FourierFlow
+
+    yield Case("FourierFlow", lambda: FourierFlow((8, 2), num_couplings=2, hidden_units=8), (2, 8, 2))
     yield Case(
         "MixerFlow",
         lambda: MixerFlow((8, 8, 1), patch_size=2, num_blocks=2, hidden_units=8, num_levels=17),
