@@ -109,14 +109,20 @@ def test_bottleneck_glow_conditioners_squeeze_through_their_code_and_survive_sav
     # Jacobian of its 16 outputs w.r.t. its 8 inputs has rank <= 3 (a plain convolutional conditioner has no such bound)
     import tensorflow as tf
 
+    # At 8 input points (a single point can sit where every ReLU of the 3-unit code is off, and
+    # the Jacobian is then 0): rank <= 3 at every point, and the map is not constant.
     net = nets[0]
-    inputs = tf.constant(rng.standard_normal((1, 2, 2, 2)).astype(np.float32))
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        out = net(inputs)
-    jacobian = tape.jacobian(out, inputs).numpy().reshape(16, 8)
-    singular = np.linalg.svd(jacobian, compute_uv=False)
-    assert singular[0] > 1e-3 and np.all(singular[3:] < 1e-6 * singular[0]), singular
+    largest = 0.0
+    for _ in range(8):
+        inputs = tf.constant(rng.standard_normal((1, 2, 2, 2)).astype(np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            out = net(inputs)
+        jacobian = tape.jacobian(out, inputs).numpy().reshape(16, 8)
+        singular = np.linalg.svd(jacobian, compute_uv=False)
+        assert np.all(singular[3:] <= 1e-6 * max(singular[0], 1e-3)), singular
+        largest = max(largest, float(singular[0]))
+    assert largest > 1e-3, largest
     z, log_det = model.forward(x)
     back = model.inverse(z).numpy()
     np.testing.assert_allclose(back, x, rtol=1e-4, atol=1e-4)

@@ -5,8 +5,8 @@ Example::
     from tfinv import data, models, training
 
     images, _ = data.digits_arrays("train")
-    model = models.Glow(data.DIGITS_SHAPE, num_levels=data.DIGITS_NUM_LEVELS)
-    result = training.fit_flow(model, images, epochs=10, backup_dir="runs/glow/backup")
+    model = models.Glow(data.DIGITS_SHAPE, steps_per_level=2, hidden_channels=16, num_levels=data.DIGITS_NUM_LEVELS)
+    result = training.fit_flow(model, images, epochs=2, backup_dir="runs/glow/backup")  # more epochs for real
     print(training.dataset_bits_per_dim(model, data.digits_arrays("test")[0]))
 
 `fit_flow` trains a `tfinv.FlowModel` by maximum likelihood on integer images (dequantised

@@ -141,9 +141,11 @@ class CompiledInference:
                 statics[name] = value
                 key.append((name, repr(value)))
         batches = {int(t.shape[0]) for t in tensors if t.shape.rank and t.shape[0] is not None}
-        if len(batches) > 1:
+        if len(batches) > 1 or 0 in batches:
             # batched arguments that disagree: the compiled signature (free batch axis) cannot
-            # see it, the eager method names it
+            # see it, the eager method names it. An empty batch runs eagerly as well: there is
+            # nothing to compute, and TF's graph optimiser (grappler's fused convolutions)
+            # rejects some zero-size convolutions that eager execution and XLA accept.
             return method(self, **dict(list(arguments.items())[1:]))
         key = tuple(key)
         mode = self.inference_mode

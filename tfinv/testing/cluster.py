@@ -6,10 +6,19 @@ reads: the same cluster of ``127.0.0.1:PORT`` addresses (free ports picked once,
 worker rejoins the same cluster) and its own task index. Every wait is bounded; every process is
 stopped by its PID when the block ends, whatever happened.
 
+A two-worker ``tfinv train`` job: ``LocalCluster(["train", ..., "--strategy", "multi_worker",
+"--out", DIR], workers=2, log_dir=LOGS)`` (see ``tests/test_multi_worker.py``). Any program can be
+the worker; here each prints the task ``TF_CONFIG`` gave it.
+
 Example::
 
-    with LocalCluster(["train", "--epochs", "2", "--out", "runs/mw"], workers=2, log_dir="logs") as job:
-        codes = job.wait(timeout=600)      # [0, 0]
+    import sys, tempfile
+    from tfinv.testing.cluster import LocalCluster
+
+    show_task = "import json, os; print(json.loads(os.environ['TF_CONFIG'])['task'])"
+    with LocalCluster([], workers=2, log_dir=tempfile.mkdtemp(), program=[sys.executable, "-c", show_task]) as job:
+        assert job.wait(timeout=60) == [0, 0]
+        assert "'index': 1" in job.log(1)
 """
 
 from __future__ import annotations
