@@ -595,32 +595,31 @@ def _remove_empty_backup(backup: str, created_out: str | None) -> None:
         os.rmdir(created_out)
 
 
+def _tf_config() -> dict:
+    """``TF_CONFIG`` as a dict (``{}`` when unset or not JSON: a single-process run)."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    except ValueError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def _cluster_task() -> tuple[str, int]:
     """This process's ``(task type, index)`` in ``TF_CONFIG`` (``("chief", 0)`` without one)."""
-    try:
-        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    except ValueError:
-        return "chief", 0
+    task = _tf_config().get("task", {})
     return str(task.get("type", "chief")), int(task.get("index", 0))
 
 
 def _in_cluster() -> bool:
     """True when ``TF_CONFIG`` names a cluster of several tasks (a multi-worker job)."""
-    try:
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    except ValueError:
-        return False
+    cluster = _tf_config().get("cluster", {})
     return sum(len(tasks) for tasks in cluster.values() if isinstance(tasks, list)) > 1
 
 
 def _is_chief() -> bool:
     """True for the process that writes the outputs: the chief, or worker 0 of a cluster without one."""
-    try:
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    except ValueError:
-        cluster = {}
     kind, index = _cluster_task()
-    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in _tf_config().get("cluster", {}))
 
 
 def _save_as_worker(model) -> int:
@@ -628,16 +627,12 @@ def _save_as_worker(model) -> int:
     folder, then removed. Saving reads synchronised variables through collective ops that every
     worker of a multi-worker strategy must join (a worker that skipped it would leave the chief
     waiting for it); only the chief's copy is kept. Returns 0."""
-    import shutil
     import tempfile
 
     from tfinv import files
 
-    scratch = tempfile.mkdtemp(prefix="tfinv-worker-save-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="tfinv-worker-save-") as scratch:
         files.save_model_atomic(model, os.path.join(scratch, "model.keras"))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

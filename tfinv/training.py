@@ -169,11 +169,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if not self._writes():
             # A non-chief worker saves too (reading synchronised variables may take collective
             # ops every worker must join), into a scratch folder it removes.
-            scratch = tempfile.mkdtemp(prefix="tfinv-worker-backup-")
-            try:
+            with tempfile.TemporaryDirectory(prefix="tfinv-worker-backup-") as scratch:
                 self.model.save_weights(os.path.join(scratch, _WEIGHTS), overwrite=True)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
             return
         os.makedirs(self.backup_dir, exist_ok=True)
         with _sigint_deferred():
