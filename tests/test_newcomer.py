@@ -22,3 +22,21 @@ def test_all_labels_kept_whatever_the_class_sizes():
     # Dropping labels still needs the class-balanced share of every class.
     with pytest.raises(ValueError, match="class 0 has 2 examples, fewer than the 3 labels asked per class"):
         semi_supervised_labels(labels, 9, 3)
+
+
+def test_a_failed_first_fit_leaves_the_model_trainable():
+    import tensorflow as tf
+
+    from tfinv import FlowModel, layers
+
+    model = FlowModel([layers.VectorActNorm(), layers.VectorInvLinear(seed=1)], input_shape=(3,))
+    model.compile(optimizer="adam")
+    with pytest.raises(TypeError, match=r"x must be floating point, got dtype int32 \(integer pixel counts need "
+                       r"dequantisation noise: tfinv.training.fit_flow"):
+        model.fit(np.ones((8, 3), np.int32), epochs=1, batch_size=4, verbose=0)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    # The corrected call used to fail: "Creating variables on a non-first call to a function
+    # decorated with tf.function" (Keras kept the failed trace of the first call).
+    history = model.fit(tf.random.stateless_normal((8, 3), seed=[1, 2]), epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))

@@ -235,9 +235,13 @@ class FlowModel(CompiledInference, keras.Model):
     def _check(self, value, expected: tuple[int, ...], what: str) -> tf.Tensor:
         value = cast_input(value, self.compute_dtype)
         if not value.dtype.is_floating:
+            hint = ""
+            if value.dtype.is_integer and what == "x":  # raw pixel counts: the usual first mistake
+                hint = (" (integer pixel counts need dequantisation noise: tfinv.training.fit_flow(model, images, "
+                        "...) or tfinv.data.dequantized_dataset(images) gives float32 counts + U[0, 1))")
             raise TypeError(
                 f"{type(self).__name__} '{self.name}': {what} must be floating point, "
-                f"got dtype {value.dtype.name}"
+                f"got dtype {value.dtype.name}{hint}"
             )
         got = tuple(value.shape[1:])
         if len(value.shape) != len(expected) + 1 or any(
@@ -416,6 +420,18 @@ class FlowModel(CompiledInference, keras.Model):
                         type(self).__name__, self.name, reason)
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
                         steps_per_execution=steps_per_execution, **kwargs)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; a call whose first training step fails (bad data: wrong shape or
+        dtype) leaves the model as it was, so a corrected call trains. Keras would keep the
+        failed trace and the retrace would then create the optimizer's variables on a non-first
+        call of the ``tf.function`` (``ValueError: Creating variables on a non-first call``)."""
+        try:
+            return super().fit(*args, **kwargs)
+        except BaseException:
+            if self.optimizer is not None and not self.optimizer.built:
+                self.train_function = None  # never traced through: trace afresh next time
+            raise
 
     def _pack_context(self, data):
         """``(x, context[, sample_weight])`` -> ``((x, context), None[, sample_weight])`` so that
