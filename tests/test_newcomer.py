@@ -40,3 +40,38 @@ def test_a_failed_first_fit_leaves_the_model_trainable():
     history = model.fit(tf.random.stateless_normal((8, 3), seed=[1, 2]), epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
+
+
+def _tiny_glow(num_levels=17):
+    from tfinv.models import Glow
+
+    return Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4, num_levels=num_levels)
+
+
+@pytest.mark.parametrize("images, message", [
+    # the usual mistake: images already scaled to [0, 1] trained silently (bits/dim 0.78 looked great)
+    (np.full((4, 4, 4, 1), 0.5), r"fit_flow images: expected integer pixel counts in \[0, 16\] \(num_levels=17\), "
+                                 r"got non-integer values \(e.g. 0.5\); pass raw counts"),
+    (np.full((4, 4, 4, 1), 40), r"got values in \[40, 40\] \(pass the matching num_levels\)"),  # trained to NaN
+    (np.full((4, 4, 4, 1), np.nan), r"got 64 NaN/Inf value\(s\)"),  # trained to NaN
+    (np.zeros((0, 4, 4, 1), np.uint8), r"an empty dataset \(0 images"),
+])
+def test_fit_flow_checks_its_images_are_counts_before_training(images, message):
+    from tfinv import training
+
+    model = _tiny_glow()
+    weights = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(ValueError, match=message):
+        training.fit_flow(model, images, epochs=1, batch_size=2)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(weights, model.weights))  # not initialised either
+    with pytest.raises(ValueError, match=message.replace("fit_flow images", "dataset_bits_per_dim images")):
+        training.dataset_bits_per_dim(model, images)
+
+
+def test_fit_flow_takes_counts_without_a_channel_axis():
+    from tfinv import training
+
+    images = np.random.default_rng(0).integers(0, 17, (6, 4, 4))  # (N, H, W) grey images
+    model = _tiny_glow()
+    training.fit_flow(model, images, epochs=1, batch_size=3, validation_images=images[:2])
+    assert np.isfinite(training.dataset_bits_per_dim(model, images))
