@@ -75,3 +75,51 @@ def test_fit_flow_takes_counts_without_a_channel_axis():
     model = _tiny_glow()
     training.fit_flow(model, images, epochs=1, batch_size=3, validation_images=images[:2])
     assert np.isfinite(training.dataset_bits_per_dim(model, images))
+
+
+def test_serve_on_a_busy_or_bad_port_is_one_line_exit_2(onnx_glow, capsys):
+    """A port in use used to end `tfinv serve` with uvicorn's multi-line log and exit code 3; a port
+    above 65535 with an OverflowError traceback."""
+    import socket
+
+    from tfinv.serving import cli
+
+    _, export_dir = onnx_glow
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["--export-dir", str(export_dir), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"tfinv serve: error: cannot serve '{export_dir}': cannot listen on "
+                                                   f"127.0.0.1:{port}: Address already in use (another process"), err
+    assert cli.main(["--export-dir", str(export_dir), "--port", "0", "--host", "192.0.2.1"]) == 2  # TEST-NET-1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot listen on 192.0.2.1:0: Cannot assign requested address" in err, err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--export-dir", str(export_dir), "--port", "99999"])
+    assert exit_.value.code == 2
+    assert "argument --port: expected a port in [0, 65535] (0: a free port), got '99999'" in capsys.readouterr().err
+
+
+def test_flow_model_from_a_keras_sequential_and_from_plain_keras_layers():
+    import keras
+    import tensorflow as tf
+
+    from tfinv import FlowModel, layers
+
+    stack = keras.Sequential([layers.VectorActNorm(), layers.VectorInvLinear(seed=3)])
+    model = FlowModel(stack, input_shape=(3,))  # used to fail: "'Sequential' object is not iterable"
+    x = tf.random.stateless_normal((5, 3), seed=[3, 4])
+    z, log_det = model.forward(x)
+    reference = [layers.VectorActNorm(), layers.VectorInvLinear(seed=3)]
+    expected = FlowModel(reference, input_shape=(3,))
+    expected.set_weights(model.get_weights())
+    z_ref, log_det_ref = expected.forward(x)
+    assert np.allclose(z, z_ref, rtol=0, atol=1e-6) and np.allclose(log_det, log_det_ref, rtol=0, atol=1e-6)
+    assert np.max(np.abs(model.inverse(z) - x)) <= 1e-5
+    with pytest.raises(TypeError, match="takes InvertibleLayer instances, got Dense"):
+        FlowModel(keras.Sequential([layers.VectorActNorm(), keras.layers.Dense(3)]), input_shape=(3,))
+    with pytest.raises(TypeError, match=r"needs an InvertibleLayer, a list of them or a keras.Sequential of them "
+                                        r"\(tfinv.layers\), got Dense"):
+        FlowModel(keras.layers.Dense(3), input_shape=(3,))

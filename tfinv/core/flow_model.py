@@ -185,6 +185,15 @@ class FlowModel(CompiledInference, keras.Model):
             return layers
         if isinstance(layers, InvertibleLayer):
             layers = [layers]
+        if isinstance(layers, keras.Sequential):  # a user's composition: its layers, in order
+            layers = list(layers.layers)
+        if layers is None:
+            layers = []
+        if not isinstance(layers, (list, tuple)):
+            raise TypeError(
+                f"{type(self).__name__} needs an InvertibleLayer, a list of them or a keras.Sequential of "
+                f"them (tfinv.layers), got {type(layers).__name__}"
+            )
         if not layers:
             raise ValueError(
                 f"{type(self).__name__} needs an InvertibleLayer or a non-empty list of InvertibleLayer `layers`"
