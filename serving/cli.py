@@ -153,10 +153,30 @@ def _query_context(client, text: str | None, n: int):
     return context
 
 
+def _check_png_destination(path: str) -> None:
+    """Refuses, before any request, a ``--out`` that is not a writable ``.png`` path."""
+    import os
+
+    if not path.endswith(".png"):
+        raise ValueError(f"--out {path!r} must end in .png (the samples are written as a PNG grid)")
+    if os.path.isdir(path):
+        raise ValueError(f"--out {path!r} is a folder; expected a .png file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # missing folders are created: the nearest existing one decides
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path!r}: cannot write in {folder!r}")
+
+
 def _run_query(args: argparse.Namespace) -> int:
     from tfinv.serving.client import Client
     from tfinv.serving.errors import ServingError
 
+    if args.what == "sample":
+        try:
+            _check_png_destination(args.out)
+        except ValueError as err:
+            return _fail("query", err)
     try:
         with Client(args.url, model=args.model, transport=args.transport) as client:
             if args.wait > 0:

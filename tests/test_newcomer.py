@@ -123,3 +123,46 @@ def test_flow_model_from_a_keras_sequential_and_from_plain_keras_layers():
     with pytest.raises(TypeError, match=r"needs an InvertibleLayer, a list of them or a keras.Sequential of them "
                                         r"\(tfinv.layers\), got Dense"):
         FlowModel(keras.layers.Dense(3), input_shape=(3,))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_grids_are_encoded_exactly_without_tensorflow(tmp_path, channels):
+    import tensorflow as tf
+
+    from tfinv.data import save_image_grid
+
+    images = np.random.default_rng(channels).uniform(-1.0, 18.0, (5, 4, 3, channels))  # overshoots clipped
+    grid = save_image_grid(images, tmp_path / "grid.png", num_levels=17)
+    decoded = tf.io.decode_png((tmp_path / "grid.png").read_bytes()).numpy()
+    assert decoded.dtype == np.uint8 and np.array_equal(decoded, grid) and grid.shape[-1] == channels
+
+
+def test_writing_a_png_grid_and_checking_counts_import_no_tensorflow(tmp_path):
+    """`tfinv query ... sample` writes its PNG through `tfinv.data`, which used to import TensorFlow
+    (its start-up lines on stderr, and a failure in the lean ONNX install, which has none)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from tfinv.data import save_image_grid, validate_images\n"
+        f"save_image_grid(validate_images(np.ones((2, 4, 4)), 17), {str(tmp_path / 'g.png')!r}, 17)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tensorflow_probability')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]" and (tmp_path / "g.png").is_file()
+
+
+def test_query_sample_refuses_a_non_png_destination_before_any_request(tmp_path, capsys):
+    from tfinv.cli import main
+
+    # Port 1: nothing listens there, so reaching the server would fail with "connection refused".
+    argv = ["query", "--url", "http://127.0.0.1:1", "--model", "digits", "sample", "--out"]
+    assert main(argv + [str(tmp_path / "grid.jpg")]) == 2  # used to write a PNG named .jpg
+    assert capsys.readouterr().err == (f"tfinv query: error: --out '{tmp_path / 'grid.jpg'}' must end in .png "
+                                       f"(the samples are written as a PNG grid)\n")
+    assert main(argv + [str(tmp_path)]) == 2
+    assert "must end in .png" in capsys.readouterr().err
+    assert main(argv + [str(tmp_path / "new" / "grid.png")]) == 2  # a good destination: the request fails
+    assert "Connection refused" in capsys.readouterr().err and not (tmp_path / "new").exists()

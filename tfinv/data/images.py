@@ -28,10 +28,12 @@ import math
 import os
 import zipfile
 import zlib
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # annotations only: TensorFlow is imported where a pipeline is built
+    import tensorflow as tf
 
 __all__ = [
     "SPLITS",
@@ -253,6 +255,8 @@ def dequantized_dataset(
     Returns:
         Batches of float32 ``(B, H, W, C)`` in ``[0, num_levels)`` (or ``(x, y)`` pairs).
     """
+    import tensorflow as tf  # here, not at import: `tfinv.data` (PNG grids, counts) works without it
+
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     images = np.asarray(images)
@@ -292,6 +296,8 @@ def dequantized_dataset(
 def _epoch_noise_key(seed: int, epoch: tf.Tensor) -> tf.Tensor:
     """The noise key of one training epoch: distinct from the fixed-noise key ``seed`` and from
     every other epoch's key for seeds below 100003."""
+    import tensorflow as tf
+
     return tf.cast(seed, tf.int64) * 100003 + tf.cast(epoch, tf.int64) + 1
 
 
@@ -337,6 +343,8 @@ def dequantized_epochs(
     Returns:
         Batches of float32 ``(B, H, W, C)`` in ``[0, num_levels)`` (or ``(x, y)`` pairs).
     """
+    import tensorflow as tf
+
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= int(first_epoch) <= int(epochs):
