@@ -166,3 +166,15 @@ def test_query_sample_refuses_a_non_png_destination_before_any_request(tmp_path,
     assert "must end in .png" in capsys.readouterr().err
     assert main(argv + [str(tmp_path / "new" / "grid.png")]) == 2  # a good destination: the request fails
     assert "Connection refused" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
+    """Ctrl-C during the seconds TensorFlow takes to load printed a 40-line KeyboardInterrupt traceback."""
+    from tfinv import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["train", "--out", "runs/never"]) == 130
+    assert capsys.readouterr().err == "tfinv train: interrupted\n"

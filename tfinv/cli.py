@@ -1406,17 +1406,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _command_name(argv)
-    lean = _lean_command(name)
-    if lean is not None:
-        parser = _lean_parser(name, lean)
-    else:
-        if _startup.is_quiet_command():
-            _startup.import_tensorflow(quiet=True)
-        parser = build_parser()
     try:
+        lean = _lean_command(name)
+        if lean is not None:
+            parser = _lean_parser(name, lean)
+        else:
+            if _startup.is_quiet_command():
+                _startup.import_tensorflow(quiet=True)
+            parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse reports its own errors (and --help) this way
         return int(exit_.code or 0)
+    except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads (seconds): nothing started yet
+        print(f"tfinv{' ' + name if name else ''}: interrupted", file=sys.stderr)
+        return 130
     try:
         return args.func(args)
     except UsageError as err:
