@@ -178,3 +178,25 @@ def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["train", "--out", "runs/never"]) == 130
     assert capsys.readouterr().err == "tfinv train: interrupted\n"
+
+
+def test_train_reads_labels_of_a_keras_style_npz_with_label_key(tmp_path, capsys):
+    """An .npz as `keras.datasets` store them (x_train, y_train): labels had no option to name them."""
+    from tfinv import data
+    from tfinv.cli import main
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mnist_like.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (12, 4, 4), dtype=np.uint8), y_train=rng.integers(0, 3, 12))
+    argv = ["train", "--model", "revvit", "--dataset", str(path), "--key", "x_train", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert ("needs a label array 'labels'; the file holds ['x_train', 'y_train'] (name the label array with "
+            "label_key=..., tfinv train's --label-key)") in capsys.readouterr().err
+    assert main(argv + ["--label-key", "y_test"]) == 2  # the option reaches the loader
+    assert "needs a label array 'y_test'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    images, labels = data.load_arrays(path, "all", key="x_train", label_key="y_train", with_labels=True)
+    assert images.shape == (12, 4, 4, 1) and labels.shape == (12,)
+    with pytest.raises(ValueError, match=r"no array 'images'; the file holds \['x_train', 'y_train'\] "
+                                         r"\(name the image array with key=..., tfinv's --key\)"):
+        data.load_arrays(path, "all")

@@ -469,10 +469,12 @@ def _train(args: argparse.Namespace) -> int:
     with _as_usage_error():
         num_levels = data.resolve_num_levels(args.dataset, args.num_levels)
         train_images, train_labels = data.load_arrays(
-            args.dataset, "train", key=args.key, num_levels=num_levels, with_labels=task in ("classification", "semi_supervised")
+            args.dataset, "train", key=args.key, num_levels=num_levels, label_key=args.label_key,
+            with_labels=task in ("classification", "semi_supervised"),
         )
         test_images, test_labels = data.load_arrays(
-            args.dataset, "test", key=args.key, num_levels=num_levels, with_labels=task in ("classification", "semi_supervised")
+            args.dataset, "test", key=args.key, num_levels=num_levels, label_key=args.label_key,
+            with_labels=task in ("classification", "semi_supervised"),
         )
     train_images = train_images[: args.max_train]
     test_images = test_images[: args.max_test]
@@ -1150,6 +1152,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--dataset", default="digits", help="'digits' (embedded) or the path of an .npz file")
     train.add_argument("--key", default=None, help="image array name in an .npz file (default 'images')")
+    train.add_argument("--label-key", default=None,
+                       help="label array name in an .npz file (default 'labels'; revvit and flowgmm train on labels)")
     train.add_argument(
         "--num-levels", type=_positive_int, default=None,
         help="pixel levels of an .npz file's counts (default 256; digits: 17)",

@@ -190,7 +190,8 @@ def load_npz_arrays(
         raise ValueError(f"{path}: not a readable .npz archive ({err})") from err
     with archive:
         if key not in archive.files:
-            raise ValueError(f"{path}: no array {key!r}; the file holds {sorted(archive.files)}")
+            raise ValueError(f"{path}: no array {key!r}; the file holds {sorted(archive.files)} "
+                             f"(name the image array with key=..., tfinv's --key)")
         try:
             raw = archive[key]
         except ValueError as err:  # object arrays need pickle, which is refused on purpose
@@ -210,7 +211,8 @@ def load_npz_arrays(
         elif with_labels:
             raise ValueError(
                 f"{path}: with_labels=True needs a label array {label_key!r}; "
-                f"the file holds {sorted(archive.files)}"
+                f"the file holds {sorted(archive.files)} (name the label array with label_key=..., "
+                f"tfinv train's --label-key)"
             )
     index = split_indices(len(images), split, test_fraction)
     return images[index], None if labels is None else labels[index]
