@@ -200,3 +200,20 @@ def test_train_reads_labels_of_a_keras_style_npz_with_label_key(tmp_path, capsys
     with pytest.raises(ValueError, match=r"no array 'images'; the file holds \['x_train', 'y_train'\] "
                                          r"\(name the image array with key=..., tfinv's --key\)"):
         data.load_arrays(path, "all")
+
+
+def test_fit_on_a_dataset_warns_nothing_about_shuffle():
+    """The README's `model.fit(train)` printed Keras's "`shuffle=True` was passed, but will be ignored"."""
+    import warnings
+
+    import tensorflow as tf
+
+    from tfinv import FlowModel, layers
+
+    model = FlowModel([layers.VectorActNorm()], input_shape=(2,))
+    model.compile(optimizer="adam")
+    dataset = tf.data.Dataset.from_tensor_slices(tf.random.stateless_normal((4, 2), seed=[5, 6])).batch(2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(dataset, epochs=1, verbose=0)
+    assert not [w for w in caught if "shuffle" in str(w.message)], [str(w.message) for w in caught]

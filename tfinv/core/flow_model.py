@@ -434,7 +434,12 @@ class FlowModel(CompiledInference, keras.Model):
         """`keras.Model.fit`; a call whose first training step fails (bad data: wrong shape or
         dtype) leaves the model as it was, so a corrected call trains. Keras would keep the
         failed trace and the retrace would then create the optimizer's variables on a non-first
-        call of the ``tf.function`` (``ValueError: Creating variables on a non-first call``)."""
+        call of the ``tf.function`` (``ValueError: Creating variables on a non-first call``).
+        A `tf.data.Dataset` is taken in its own order (no ``shuffle`` warning from Keras, whose
+        default ``shuffle=True`` does not apply to datasets)."""
+        data = args[0] if args else kwargs.get("x")
+        if isinstance(data, tf.data.Dataset) and len(args) < 9:  # shuffle is fit's 9th argument
+            kwargs.setdefault("shuffle", False)
         try:
             return super().fit(*args, **kwargs)
         except BaseException:
