@@ -129,6 +129,11 @@ def cases() -> Iterator[Case]:
     yield Case("AdditiveCoupling-checkerboard",
                lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small),
                (2, 4, 4, 1))
+    # Kirichenko et al.'s OOD remedy: the conditioner squeezed through a dense 3-unit code
+    yield Case("AffineCoupling-bottleneck-conditioner",
+               lambda: layers.AffineCoupling(mask="channel",
+                                             conditioner=nets.BottleneckConvNet(hidden_channels=4, bottleneck=3)),
+               (2, 4, 4, 4))
     yield Case("Squeeze", lambda: layers.Squeeze(), (2, 4, 4, 2), rearrangement="reorder")
     yield Case("Permute", lambda: layers.Permute(seed=5), (2, 3, 3, 5))
     yield Case("Reverse", lambda: layers.Reverse(), (2, 3, 3, 4))
