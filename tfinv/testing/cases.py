@@ -361,6 +361,14 @@ def conditional_cases() -> Iterator[Case]:
                lambda: ConditionalGlow((8, 8, 1), observation_shape=(4, 4, 1), levels=2, steps_per_level=1,
                                        hidden_channels=small, condition_features=4),
                (2, 8, 8, 1), perturb=0.05, context_shape=(4, 4, 1))
+    from tfinv.models import FourierFlow
+
+    yield Case("SpectralFilterCoupling-context",
+               lambda: layers.SpectralFilterCoupling(parity=1, hidden_units=small, context_shape=(3,)), (2, 7, 2),
+               context_shape=(3,))
+    yield Case("FourierFlow-context",
+               lambda: FourierFlow((8, 2), num_couplings=2, hidden_units=small, context_shape=(4,)), (2, 8, 2),
+               context_shape=(4,))
 
 
 def model_cases() -> Iterator[Case]:
