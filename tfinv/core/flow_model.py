@@ -394,7 +394,9 @@ class FlowModel(CompiledInference, keras.Model):
         call of the compiled function (1 on CPU) (at a few ms per step of a small flow, per-call overhead
         decides the throughput; callbacks then see every eighth batch). Both fall back to Keras's
         plain path (no XLA, one step per call) under a ``tf.distribute`` strategy with several
-        replicas (where neither works on CPU replicas) and with ``run_eagerly=True``.
+        replicas (where neither works on CPU replicas) and with ``run_eagerly=True``. A ``.keras``
+        file keeps these arguments as given (``"auto"`` is resolved again where it is loaded) and
+        the optimizer's state: the loaded model comes compiled (`compile_from_config`).
         """
         requested_jit, requested_steps = jit_compile, steps_per_execution
         plain = bool(kwargs.get("run_eagerly")) or tf.distribute.get_strategy().num_replicas_in_sync > 1
