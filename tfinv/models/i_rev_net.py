@@ -139,8 +139,6 @@ class IRevNet(ImageClassifier):
     def get_config(self):
         return {
             **super().get_config(),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
             "blocks_per_stage": list(self.blocks_per_stage),
             "channels": self.channels,
             "initial_downsampling": self.initial_downsampling,

@@ -1,4 +1,4 @@
-"""The base of the image classifiers (`IRevNet`, `RevNet`, `InvertibleCNN`): their argument checks."""
+"""The base of the image classifiers (`IRevNet`, `RevNet`, `InvertibleCNN`): their argument checks and shared config."""
 
 from __future__ import annotations
 
@@ -47,3 +47,7 @@ class ImageClassifier(keras.Model):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        """Keras's config plus ``image_shape`` and ``num_classes``; subclasses add their own arguments."""
+        return {**super().get_config(), "image_shape": list(self.image_shape), "num_classes": self.num_classes}

@@ -234,8 +234,6 @@ class InvertibleCNN(ImageClassifier):
     def get_config(self):
         return {
             **super().get_config(),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
             "downsamplings": self.downsamplings,
             "depth": self.depth,
             "kernel_size": self.kernel_size,

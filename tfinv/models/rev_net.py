@@ -118,8 +118,6 @@ class RevNet(ImageClassifier):
     def get_config(self):
         return {
             **super().get_config(),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
             "blocks_per_stage": list(self.blocks_per_stage),
             "channels": self.channels,
             "memory_efficient": self.memory_efficient,
