@@ -129,6 +129,11 @@ def cases() -> Iterator[Case]:
     yield Case("AdditiveCoupling-checkerboard",
                lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small),
                (2, 4, 4, 1))
+    # Kirichenko et al.'s OOD remedy: the conditioner squeezed through a dense 3-unit code
+    yield Case("AffineCoupling-bottleneck-conditioner",
+               lambda: layers.AffineCoupling(mask="channel",
+                                             conditioner=nets.BottleneckConvNet(hidden_channels=4, bottleneck=3)),
+               (2, 4, 4, 4))
     yield Case("Squeeze", lambda: layers.Squeeze(), (2, 4, 4, 2), rearrangement="reorder")
     yield Case("Permute", lambda: layers.Permute(seed=5), (2, 3, 3, 5))
     yield Case("Reverse", lambda: layers.Reverse(), (2, 3, 3, 4))
@@ -356,6 +361,14 @@ def conditional_cases() -> Iterator[Case]:
                lambda: ConditionalGlow((8, 8, 1), observation_shape=(4, 4, 1), levels=2, steps_per_level=1,
                                        hidden_channels=small, condition_features=4),
                (2, 8, 8, 1), perturb=0.05, context_shape=(4, 4, 1))
+    from tfinv.models import FourierFlow
+
+    yield Case("SpectralFilterCoupling-context",
+               lambda: layers.SpectralFilterCoupling(parity=1, hidden_units=small, context_shape=(3,)), (2, 7, 2),
+               context_shape=(3,))
+    yield Case("FourierFlow-context",
+               lambda: FourierFlow((8, 2), num_couplings=2, hidden_units=small, context_shape=(4,)), (2, 8, 2),
+               context_shape=(4,))
 
 
 def model_cases() -> Iterator[Case]:
