@@ -13,6 +13,7 @@ from tfinv.layers.channel_skip import ChannelSkip
 from tfinv.layers.cross_unit_coupling import CrossUnitCoupling
 from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
+from tfinv.layers.eco_conv import ECOConv
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.entropy_weighted_shuffle import EntropyWeightedShuffle
 from tfinv.layers.factor_out import FactorOut
@@ -70,6 +71,7 @@ __all__ = [
     "ConvSylvester",
     "CyclicShift",
     "DataAdaptiveConv",
+    "ECOConv",
     "EmergingConv",
     "EntropyWeightedShuffle",
     "FInCConv",

@@ -174,6 +174,9 @@ def cases() -> Iterator[Case]:
     yield Case("PeriodicConv-bias-odd", lambda: layers.PeriodicConv(use_bias=True, seed=2), (2, 6, 5, 2))
     yield Case("PeriodicConv-k2-dilated-qr",
                lambda: layers.PeriodicConv(kernel_size=2, dilation=2, seed=3, log_det_method="qr"), (2, 6, 5, 2))
+    # ECO (ICLR 2022): exactly orthogonal, taps dilated by H/k (here 3 x 2 kernel, dilations 2, 2)
+    yield Case("ECOConv", lambda: layers.ECOConv(seed=1, fit_kernel_to_image=True), (2, 6, 4, 3))
+    yield Case("ECOConv-real-exp", lambda: layers.ECOConv(spectrum="real", method="exp", seed=2), (2, 3, 3, 2))
     yield Case("SymmetricConv", lambda: layers.SymmetricConv(seed=1), (2, 4, 4, 3))
     yield Case("SymmetricConv-bias-odd", lambda: layers.SymmetricConv(use_bias=True, seed=2), (2, 6, 5, 2))
     yield Case("SymmetricConv-k5-qr",
