@@ -165,14 +165,25 @@ def adjoint_kernel(kernel: tf.Tensor) -> tf.Tensor:
 
 def dilated_circular_conv2d(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """``z[h, w] = sum_{s, t} K[s, t]^T x[(h + s H / kh) mod H, (w + t W / kw) mod W]`` for
-    ``(B, H, W, C)`` and a ``(kh, kw, C, C')`` kernel, ``kh | H`` and ``kw | W``: wrap-pad the
-    bottom and right by ``H - H / kh`` and ``W - W / kw`` pixels, then a ``VALID`` dilated
-    convolution (a standard ``Conv`` with ``dilations`` in ONNX)."""
-    height, width = int(x.shape[-3]), int(x.shape[-2])
+    ``(B, H, W, C)`` and a ``(kh, kw, C, C')`` kernel, ``kh | H`` and ``kw | W``.
+
+    With ``h = b dh + a`` (``dh = H / kh``, ``a < dh``) a tap moves ``b`` by ``s`` modulo ``kh``
+    and keeps the phase ``a``: the map is a plain (undilated) circular ``kh x kw`` correlation of
+    each of the ``dh dw`` phase sub-images of size ``kh x kw``. So: reshape the phases into the
+    batch, wrap-pad by ``kh - 1``, ``kw - 1``, one ``VALID`` ``Conv``, reshape back. (TF's CPU
+    kernels refuse the gradient of a dilated convolution with respect to its input, and this
+    form is plain reshapes, transposes and one convolution in ONNX.)
+    """
+    height, width, channels = int(x.shape[-3]), int(x.shape[-2]), int(x.shape[-1])
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     if height % kh or width % kw:
         raise ValueError(f"a dilated circular convolution needs kernel sizes dividing (H, W) = "
                          f"({height}, {width}), got ({kh}, {kw})")
     dh, dw = height // kh, width // kw
-    padded = circular_pad(x, (0, height - dh), (0, width - dw))
-    return tf.nn.conv2d(padded, kernel, strides=1, padding="VALID", dilations=[dh, dw])
+    out = int(kernel.shape[-1])
+    phases = tf.reshape(x, [-1, kh, dh, kw, dw, channels])
+    phases = tf.reshape(tf.transpose(phases, [0, 2, 4, 1, 3, 5]), [-1, kh, kw, channels])
+    padded = circular_pad(phases, (0, kh - 1), (0, kw - 1))
+    z = tf.nn.conv2d(padded, kernel, strides=1, padding="VALID")
+    z = tf.transpose(tf.reshape(z, [-1, dh, dw, kh, kw, out]), [0, 3, 1, 4, 2, 5])
+    return tf.reshape(z, [-1, height, width, out])
