@@ -36,9 +36,11 @@ from tfinv.layers.invertible_upsampling import InvertibleUpsampling
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.learned_prior import LearnedPrior
 from tfinv.layers.logit_preprocess import LogitPreprocess
+from tfinv.layers.marginal_gaussianization import MarginalGaussianization
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.monotone_block import MonotoneBlock
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
+from tfinv.layers.orthonormal_conv import OrthonormalConv
 from tfinv.layers.patchify import Patchify
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
@@ -93,8 +95,10 @@ __all__ = [
     "LearnedPrior",
     "LogitPreprocess",
     "MEWoodbury",
+    "MarginalGaussianization",
     "MonotoneBlock",
     "OrthogonalDownsampling",
+    "OrthonormalConv",
     "ChannelSkip",
     "InvertibleDownsampling",
     "InvertibleUpsampling",
