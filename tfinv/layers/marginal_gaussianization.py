@@ -17,9 +17,11 @@ class MarginalGaussianization(InvertibleLayer):
     """``z = g_d(x)`` elementwise, ``g_d`` a strictly increasing piecewise-linear map fitted so that
     ``g_d(x_d) ~ N(0, 1)``: ``z = Phi^-1(F_d(x))`` for the CDF estimate ``F_d = Phi o g_d``.
 
-    ``g_d`` passes through ``(q_i, Phi^-1(p_i))``, ``q_i`` the empirical ``p_i``-quantile of
-    dimension ``d`` (``p_i = (i + 1/2) / K``), linear between knots and beyond them (Gaussian
-    tails), see `tfinv.ops.gaussianization.piecewise_linear`. Fitting is the explicit
+    ``g_d`` passes through ``(q_i, z_i)``: ``K - 2`` values ``z_i`` evenly spaced over
+    ``[Phi^-1(1/(2N)), Phi^-1(1 - 1/(2N))]`` (``N`` fitted samples) and ``q_i`` the empirical
+    ``Phi(z_i)``-quantile of dimension ``d``, plus one knot on each side on the line of the mean
+    slope; linear between knots and beyond them (Gaussian tails), see
+    `tfinv.ops.gaussianization.fit_marginal_knots` and `piecewise_linear`. Fitting is the explicit
     data-dependent step ``initialize(x)`` (no gradient; the knots are non-trainable weights);
     before it the map is the identity.
 
@@ -38,7 +40,7 @@ class MarginalGaussianization(InvertibleLayer):
     evaluated at run time.
 
     Args:
-        num_knots: ``K``, knots per map (>= 3).
+        num_knots: ``K``, knots per map (>= 4).
         sharing: ``"element"`` or ``"channel"``.
 
     References: Laparra, Camps-Valls & Malo, "Iterative Gaussianization: from ICA to Random
@@ -50,8 +52,8 @@ class MarginalGaussianization(InvertibleLayer):
 
     def __init__(self, num_knots: int = 40, sharing: str = "element", **kwargs):
         super().__init__(**kwargs)
-        if int(num_knots) < 3:
-            raise ValueError(f"MarginalGaussianization needs num_knots >= 3, got {num_knots}")
+        if int(num_knots) < 4:
+            raise ValueError(f"MarginalGaussianization needs num_knots >= 4, got {num_knots}")
         if sharing not in SHARING:
             raise ValueError(f"MarginalGaussianization sharing must be one of {SHARING}, got {sharing!r}")
         self.num_knots = int(num_knots)

@@ -9,8 +9,9 @@ segment is found by counting the interior knots below the input (no search, no g
 comparison, a sum and a one-hot selection, all standard ONNX and XLA ops), and the one-hot
 selection picks each knot exactly (no cancellation between segments).
 
-Fitted to data (`fit_marginal_knots`) with ``x_i`` the empirical quantiles at levels
-``p_i = (i + 1/2) / K`` and ``z_i = Phi^-1(p_i)``, ``g`` Gaussianizes the margin: the density
+Fitted to data (`fit_marginal_knots`) with ``z_i`` evenly spaced over the range a sample of
+``N`` normal values covers (``|z| <= Phi^-1(1 - 1/(2N))``) and ``x_i`` the empirical quantiles
+at the levels ``p_i = Phi(z_i)``, ``g`` Gaussianizes the margin: the density
 estimate it implies is ``phi(g(x)) g'(x)`` and its CDF ``Phi(g(x))`` interpolates the empirical
 CDF at the knots, with Gaussian tails beyond them.
 
@@ -49,22 +50,35 @@ def piecewise_linear(x: tf.Tensor, knots_in: tf.Tensor, knots_out: tf.Tensor) ->
 def fit_marginal_knots(samples: np.ndarray, num_knots: int, min_gap: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """``(knots_in, knots_out)``, each ``(D, K)``, Gaussianizing each column of ``samples (N, D)``.
 
-    ``knots_in`` are the empirical quantiles at ``p_i = (i + 1/2) / K``, pushed apart to at least
-    ``min_gap`` times the column's spread (a column with ties or no spread stays invertible);
-    ``knots_out = Phi^-1(p_i)``.
+    Inside: ``K - 2`` values ``knots_out`` evenly spaced from ``Phi^-1(1 / (2N))`` to
+    ``-Phi^-1(1 / (2N))`` and ``knots_in`` the empirical quantiles at the levels
+    ``p_i = Phi(knots_out_i)``, pushed apart to at least ``min_gap`` times the column's spread (a
+    column with ties or no spread stays invertible). Outside: one knot on each side, a knot range
+    away, on the line of the range's mean slope, so the tails are Gaussian with that slope.
     """
     samples = np.asarray(samples, np.float64)
     if samples.ndim != 2 or samples.shape[0] < 2:
         raise ValueError(f"fitting marginals needs samples (N >= 2, D), got shape {samples.shape}")
-    if num_knots < 3:
-        raise ValueError(f"a piecewise-linear marginal needs num_knots >= 3, got {num_knots}")
-    levels = (np.arange(num_knots) + 0.5) / num_knots
+    if num_knots < 4:
+        raise ValueError(f"a fitted piecewise-linear marginal needs num_knots >= 4, got {num_knots}")
+    # output knots evenly spaced in z up to the most extreme sample's level 1/(2N): every fitted
+    # sample lands between knots (a rare outlier gets its own segment, not a steep tail's far end)
+    edge = float(tf.math.ndtri(tf.constant(0.5 / samples.shape[0], tf.float64)))
+    out = np.linspace(edge, -edge, num_knots - 2)
+    levels = 0.5 * tf.math.erfc(-tf.constant(out) / math.sqrt(2.0)).numpy()  # Phi
     knots = np.quantile(samples, levels, axis=0).T  # (D, K)
     spread = np.maximum(samples.std(axis=0), 1e-3)[:, None]
     gaps = np.maximum(np.diff(knots, axis=1), min_gap * spread)
     knots = np.concatenate([knots[:, :1], knots[:, :1] + np.cumsum(gaps, axis=1)], axis=1)
-    out = tf.math.ndtri(tf.constant(levels, tf.float64)).numpy()
-    return knots, np.broadcast_to(out, knots.shape).copy()
+    # tails: one more knot a knot-range away on each side, at the mean slope of the range (the
+    # end segments' slopes can be steep, and far test points would land at huge |z|)
+    width = knots[:, -1:] - knots[:, :1]
+    tail = (out[-1] - out[0]) / width
+    knots = np.concatenate([knots[:, :1] - width, knots, knots[:, -1:] + width], axis=1)
+    out = np.concatenate([np.broadcast_to(out[0], tail.shape) - tail * width,
+                          np.broadcast_to(out, (len(knots), len(out))),
+                          np.broadcast_to(out[-1], tail.shape) + tail * width], axis=1)
+    return knots, out
 
 
 def histogram_entropy(samples: np.ndarray, bins: int | None = None) -> np.ndarray:
