@@ -57,6 +57,7 @@ def _test_images():
     return np.concatenate([b.numpy() for b in digits(batch_size=360, split="test", shuffle=False)], axis=0), tf
 
 
+
 def rbig_part(args) -> dict:
     from tfinv.data import digits_arrays
     from tfinv.models import fit_rbig
@@ -82,21 +83,41 @@ def rbig_part(args) -> dict:
             "multi_information_nats": result.multi_information,
             "multi_information_bits": result.multi_information / math.log(2.0),
             "reductions_nats": [round(r, 5) for r in result.reductions],
-            "fit_seconds": round(seconds, 1),
+            "fit_seconds": round(seconds, 1), "noise_floor_nats": result.noise_floor,
             "rotation_orthonormality_error_before_projection": result.orthonormality_errors,
             "test_latent_mean_abs": float(np.abs(z.mean(0)).mean()),
             "test_latent_std_mean": float(z.std(0).mean()),
         })
         log(f"rbig {rotation}: {len(result.reductions)} iterations, test bits/dim {test_bpd:.4f}, "
             f"multi-information {result.multi_information:.3f} nats ({seconds:.0f} s)")
-        curves[rotation] = np.cumsum(result.reductions)
+        depth_bpd = _bits_per_dim_by_depth(model, test_x, tf)
+        rows[-1]["test_bits_per_dim_by_iteration"] = [round(v, 4) for v in depth_bpd]
+        curves[rotation] = (np.cumsum(result.reductions), depth_bpd)
         samples[rotation] = np.clip(model.sample(16, seed=1).numpy(), 0, 17)
     if args.png:
         _plot(curves, samples, args.png)
     return {"benchmark": "rbig_digits", "budget": {
         "train_examples": int(len(train_x)), "dequantisation_copies": args.copies, "max_layers": args.max_layers,
         "tolerance_nats": args.tolerance, "patience": args.patience, "conv_steps": args.conv_steps,
-        "marginals": "per-dimension, knots at 40 quantiles, linear tails"}, "results": rows}
+        "marginals": "per-dimension, 40 knots (38 quantiles + 2 tail knots)", "conv_kernel_size": 3,
+        "conv_squeeze": 2}, "results": rows}
+
+
+def _bits_per_dim_by_depth(model, x, tf) -> list[float]:
+    """Test bits/dim of the flow cut after each rotation (base N(0, I) on what comes out)."""
+    from tfinv.layers import OrthonormalConv
+
+    data, total = tf.constant(x), 0.0
+    dims = int(np.prod(x.shape[1:]))
+    out = []
+    for layer in model.flow.steps:
+        data, log_det = layer.forward_and_log_det(data)
+        total = total + log_det.numpy()
+        if isinstance(layer, OrthonormalConv):
+            flat = data.numpy().reshape(len(x), -1)
+            log_p = -0.5 * np.sum(flat**2, axis=1) - 0.5 * dims * math.log(2 * math.pi) + total
+            out.append(float(np.mean(-log_p) / (dims * math.log(2.0))))
+    return out
 
 
 def _plot(curves, samples, path):
@@ -105,13 +126,17 @@ def _plot(curves, samples, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(samples), figsize=(4 + 3 * len(samples), 3.2))
-    for name, curve in curves.items():
-        axes[0].plot(np.arange(1, len(curve) + 1), curve, label=name)
+    fig, axes = plt.subplots(1, 2 + len(samples), figsize=(8 + 3 * len(samples), 3.2))
+    for name, (information, bpd) in curves.items():
+        axes[0].plot(np.arange(1, len(information) + 1), information, label=name)
+        axes[1].plot(np.arange(1, len(bpd) + 1), bpd, label=name)
     axes[0].set_xlabel("iteration")
     axes[0].set_ylabel("multi-information so far (nats)")
     axes[0].legend()
-    for ax, (name, images) in zip(axes[1:], samples.items()):
+    axes[1].set_xlabel("iteration")
+    axes[1].set_ylabel("test bits/dim (flow cut there)")
+    axes[1].legend()
+    for ax, (name, images) in zip(axes[2:], samples.items()):
         grid = images[:16, :, :, 0].reshape(4, 4, 8, 8).transpose(0, 2, 1, 3).reshape(32, 32)
         ax.imshow(grid, cmap="gray_r", vmin=0, vmax=17)
         ax.set_title(f"{name} RBIG samples")
@@ -130,7 +155,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--rotations", nargs="+", default=["pca", "conv"])
     parser.add_argument("--copies", type=int, default=4)
-    parser.add_argument("--max-layers", type=int, default=60)
+    parser.add_argument("--max-layers", type=int, default=40)
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--conv-steps", type=int, default=300)
