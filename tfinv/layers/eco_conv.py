@@ -104,7 +104,8 @@ class ECOConv(InvertibleLayer):
         per_pair = 2 if self.spectrum == "complex" else 1
         self.real_blocks = self.add_weight(
             name="real_blocks", shape=(len(real), channels, channels),
-            initializer=keras.initializers.Constant(self.init_scale * rng.standard_normal((len(real), channels, channels))))
+            initializer=keras.initializers.Constant(
+                self.init_scale * rng.standard_normal((len(real), channels, channels))))
         self.pair_blocks = None  # a 1 x 1 or 2 x 2 grid has only self-conjugate frequencies
         if pairs:
             self.pair_blocks = self.add_weight(

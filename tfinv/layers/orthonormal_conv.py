@@ -56,7 +56,8 @@ class OrthonormalConv(InvertibleLayer):
         self._initial_kernel = None if kernel is None else np.asarray(kernel, np.float64)
         if self._initial_kernel is not None:
             if self._initial_kernel.ndim != 4 or self._initial_kernel.shape[2] != self._initial_kernel.shape[3]:
-                raise ValueError(f"OrthonormalConv needs a kernel (kh, kw, C, C), got shape {self._initial_kernel.shape}")
+                raise ValueError(f"OrthonormalConv needs a kernel (kh, kw, C, C), "
+                                 f"got shape {self._initial_kernel.shape}")
             error = orthonormality_error(self._initial_kernel)
             if error > ORTHONORMAL_TOLERANCE:
                 raise ValueError(f"OrthonormalConv needs an orthonormal kernel (max |sigma - 1| <= "

@@ -159,7 +159,8 @@ def fit_rbig(x: np.ndarray, rotation: str = "pca", max_layers: int = 50, toleran
     layers, reductions, errors = [], [], []
     if rotation in ("pca", "random") and height > 1:
         if height != width:
-            raise ValueError(f"fit_rbig rotation={rotation!r} needs square images (squeezed to 1 x 1), got {x.shape[1:3]}")
+            raise ValueError(f"fit_rbig rotation={rotation!r} needs square images (squeezed to 1 x 1), "
+                             f"got {x.shape[1:3]}")
         layers.append(Squeeze(factor=height))
     elif rotation == "conv" and conv_squeeze > 1:
         layers.append(Squeeze(factor=conv_squeeze))
