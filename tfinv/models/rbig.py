@@ -132,8 +132,8 @@ def fit_rbig(x: np.ndarray, rotation: str = "pca", max_layers: int = 50, toleran
     """Fits RBIG to images ``x (N, H, W, C)``: iterations of marginal Gaussianization then rotation
     until ``patience`` iterations in a row reduce the multi-information by less than
     ``tolerance`` nats (or by less than the estimator's noise level, `null_reduction`: such
-    reductions are counted as 0), or ``max_layers`` iterations; a last marginal Gaussianization closes the
-    flow. Returns the flow and the multi-information estimate (module docstring).
+    reductions are counted as 0), or ``max_layers`` iterations; a last marginal Gaussianization
+    closes the flow. Returns the flow and the multi-information estimate (module docstring).
 
     Args:
         rotation: ``"pca"`` (RBIG's PCA: the image is first squeezed to ``(1, 1, HWC)``, so the
