@@ -95,7 +95,7 @@ def rbig_part(args) -> dict:
         curves[rotation] = (np.cumsum(result.reductions), depth_bpd)
         samples[rotation] = np.clip(model.sample(16, seed=1).numpy(), 0, 17)
     if args.png:
-        _plot(curves, samples, args.png)
+        args.figure = (curves, samples, args.png)  # drawn after the JSON is written
     return {"benchmark": "rbig_digits", "budget": {
         "train_examples": int(len(train_x)), "dequantisation_copies": args.copies, "max_layers": args.max_layers,
         "tolerance_nats": args.tolerance, "patience": args.patience, "conv_steps": args.conv_steps,
@@ -172,6 +172,8 @@ def main(argv=None) -> None:
                 f.write(text + "\n")
             os.replace(tmp, args.out)
         print(text, file=real_stdout, flush=True)
+        if getattr(args, "figure", None):
+            _plot(*args.figure)
 
 
 if __name__ == "__main__":
