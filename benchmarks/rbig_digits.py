@@ -7,10 +7,12 @@ Two parts, one JSON each (stdout; ``--out`` also writes it whole):
   budget of ``benchmarks/faithful_digits.py`` (whose ``train`` helper runs each variant):
   ``--epochs`` (10), batch 64, Adam lr 1e-3, seeds ``--seeds``. Test/train bits/dim, fit seconds,
   parameters.
-* ``--part rbig``: `tfinv.models.fit_rbig` on the dequantised digits training split
-  (``--copies`` dequantisation draws of each image), classical RBIG (PCA rotations of the 64
-  pixels) and convolutional RBIG (space-to-depth 2, then orthonormal 3 x 3 convolutions learned
-  by reconstruction loss and projected), up to ``--max-layers`` iterations; test bits/dim with the
+* ``--part rbig``: `tfinv.models.fit_rbig` on 80 % of the dequantised digits training split
+  (``--copies`` dequantisation draws of each image; the other 20 %, one draw, is the validation
+  set that stops the loop after ``--patience`` iterations without improvement and picks the
+  depth), classical RBIG (PCA rotations of the 64 pixels) and convolutional RBIG (space-to-depth
+  2, then orthonormal 3 x 3 convolutions learned by reconstruction loss and projected), at most
+  ``--max-layers`` iterations; test bits/dim with the
   fixed dequantisation noise of ``tfinv train``'s test split, the multi-information estimate
   (sum of per-iteration reductions, nats and bits), fit seconds, the learned convolutions' distance
   from orthonormality before projection, and a PNG of the reductions per iteration and of samples.
@@ -64,14 +66,18 @@ def rbig_part(args) -> dict:
 
     counts, _ = digits_arrays("train", with_labels=False)
     rng = np.random.default_rng(0)
+    order = rng.permutation(len(counts))
+    held = counts[order[: len(counts) // 5]]  # validation: stopping and depth, never the test split
+    counts = counts[order[len(counts) // 5:]]
     train_x = np.concatenate([counts + rng.uniform(size=counts.shape) for _ in range(args.copies)]).astype(np.float32)
+    validation = (held + rng.uniform(size=held.shape)).astype(np.float32)
     test_x, tf = _test_images()
     rows, curves, samples = [], {}, {}
     for rotation in args.rotations:
         started = time.perf_counter()
         result = fit_rbig(train_x, rotation=rotation, max_layers=args.max_layers, tolerance=args.tolerance,
                           patience=args.patience, seed=0, conv_kernel_size=3, conv_steps=args.conv_steps,
-                          verbose=True)
+                          validation=validation, verbose=True)
         seconds = time.perf_counter() - started
         model = result.model
         test_bpd = float(np.mean(model.bits_per_dim(tf.constant(test_x)).numpy()))
@@ -90,14 +96,17 @@ def rbig_part(args) -> dict:
         })
         log(f"rbig {rotation}: {len(result.reductions)} iterations, test bits/dim {test_bpd:.4f}, "
             f"multi-information {result.multi_information:.3f} nats ({seconds:.0f} s)")
-        depth_bpd = _bits_per_dim_by_depth(model, test_x, tf)
-        rows[-1]["test_bits_per_dim_by_iteration"] = [round(v, 4) for v in depth_bpd]
-        curves[rotation] = (np.cumsum(result.reductions), depth_bpd)
+        dims = int(np.prod(test_x.shape[1:]))
+        held_bpd = [-v / (dims * math.log(2.0)) for v in result.held_out_log_likelihood]
+        rows[-1]["validation_bits_per_dim_by_iteration"] = [round(v, 4) for v in held_bpd]
+        rows[-1]["test_bits_per_dim_by_kept_iteration"] = [round(v, 4) for v in _bits_per_dim_by_depth(model, test_x, tf)]
+        curves[rotation] = (np.cumsum(result.reductions), held_bpd)
         samples[rotation] = np.clip(model.sample(16, seed=1).numpy(), 0, 17)
     if args.png:
         args.figure = (curves, samples, args.png)  # drawn after the JSON is written
     return {"benchmark": "rbig_digits", "budget": {
-        "train_examples": int(len(train_x)), "dequantisation_copies": args.copies, "max_layers": args.max_layers,
+        "train_examples": int(len(train_x)), "validation_images": int(len(validation)),
+        "dequantisation_copies": args.copies, "max_layers": args.max_layers,
         "tolerance_nats": args.tolerance, "patience": args.patience, "conv_steps": args.conv_steps,
         "marginals": "per-dimension, 40 knots (38 quantiles + 2 tail knots)", "conv_kernel_size": 3,
         "conv_squeeze": 2}, "results": rows}
@@ -134,7 +143,7 @@ def _plot(curves, samples, path):
     axes[0].set_ylabel("multi-information so far (nats)")
     axes[0].legend()
     axes[1].set_xlabel("iteration")
-    axes[1].set_ylabel("test bits/dim (flow cut there)")
+    axes[1].set_ylabel("validation bits/dim (flow cut there)")
     axes[1].legend()
     for ax, (name, images) in zip(axes[2:], samples.items()):
         grid = images[:16, :, :, 0].reshape(4, 4, 8, 8).transpose(0, 2, 1, 3).reshape(32, 32)

@@ -132,3 +132,18 @@ def test_bad_arguments_are_refused():
         fit_rbig(np.zeros((4, 2, 4, 1)), rotation="pca")
     with pytest.raises(ValueError, match="sharing must be one of"):
         MarginalGaussianization(sharing="pixel")
+
+
+def test_a_validation_set_stops_the_loop_and_picks_the_depth():
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((700, 1, 1, 4))
+    x = np.concatenate([base[..., :2], np.sin(2 * base[..., :2]) + 0.1 * base[..., 2:]], axis=-1)
+    result = fit_rbig(x[:500], rotation="random", max_layers=8, patience=2, num_knots=12, validation=x[500:])
+    scores = result.held_out_log_likelihood
+    depth = int(np.argmax(scores)) + 1
+    rotations = [layer for layer in result.model._flatten_layers() if isinstance(layer, OrthonormalConv)]
+    assert len(rotations) == len(result.reductions) == depth
+    assert len(scores) == 8 or len(scores) == depth + 2  # stopped by patience, or ran out
+    assert result.multi_information == pytest.approx(sum(result.reductions))
+    held_out = np.mean(result.model.log_prob(tf.constant(x[500:], tf.float32)).numpy())
+    assert np.isfinite(held_out)

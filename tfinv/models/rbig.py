@@ -52,6 +52,8 @@ class RBIGResult:
             before it was projected onto the orthonormal ones (empty otherwise).
         noise_floor: `null_reduction` for the data's size: reductions of at most this magnitude
             are counted as 0 and count towards stopping.
+        held_out_log_likelihood: with ``validation``: its mean log-likelihood (nats) after every
+            fitted iteration, including those cut off.
     """
 
     model: FlowModel
@@ -59,6 +61,7 @@ class RBIGResult:
     multi_information: float
     orthonormality_errors: list[float]
     noise_floor: float
+    held_out_log_likelihood: list[float] = dataclasses.field(default_factory=list)
 
 
 def null_reduction(n: int, dims: int, draws: int = 3, seed: int = 0) -> float:
@@ -72,6 +75,22 @@ def null_reduction(n: int, dims: int, draws: int = 3, seed: int = 0) -> float:
         q, _ = np.linalg.qr(rng.standard_normal((dims, dims)))
         values.append(gaussianization.histogram_entropy(y).sum() - gaussianization.histogram_entropy(y @ q).sum())
     return float(np.sqrt(np.mean(np.square(values))))
+
+
+class _Tracked:
+    """Held-out data pushed through the layers as they are fitted, with its summed log-det."""
+
+    def __init__(self, x: np.ndarray):
+        self.data = tf.constant(x)
+        self.log_det = np.zeros(len(x))
+
+    def push(self, layer) -> float:
+        """Applies ``layer``; returns the mean log-likelihood under a standard normal base."""
+        self.data, log_det = layer.forward_and_log_det(self.data)
+        self.log_det = self.log_det + log_det.numpy()
+        flat = self.data.numpy().reshape(len(self.log_det), -1).astype(np.float64)
+        log_base = -0.5 * np.sum(flat**2, axis=1) - 0.5 * flat.shape[1] * np.log(2.0 * np.pi)
+        return float(np.mean(log_base + self.log_det))
 
 
 def learn_orthonormal_conv(y: np.ndarray, kernel_size: int = 3, steps: int = 300, learning_rate: float = 0.01,
@@ -128,7 +147,7 @@ def _rotation(y: np.ndarray, rotation: str, rng: np.random.Generator, kernel_siz
 def fit_rbig(x: np.ndarray, rotation: str = "pca", max_layers: int = 50, tolerance: float = 1e-3,
              patience: int = 5, num_knots: int = 40, sharing: str = "element", conv_squeeze: int = 2,
              conv_kernel_size: int = 3, conv_steps: int = 300, conv_l1: float = 0.0, seed: int = 0,
-             verbose: bool = False) -> RBIGResult:
+             validation: np.ndarray | None = None, verbose: bool = False) -> RBIGResult:
     """Fits RBIG to images ``x (N, H, W, C)``: iterations of marginal Gaussianization then rotation
     until ``patience`` iterations in a row reduce the multi-information by less than
     ``tolerance`` nats (or by less than the estimator's noise level, `null_reduction`: such
@@ -143,6 +162,11 @@ def fit_rbig(x: np.ndarray, rotation: str = "pca", max_layers: int = 50, toleran
             ``conv_steps`` Adam steps and activation-L1 weight ``conv_l1``, projected onto the
             orthonormal circular convolutions).
         num_knots, sharing: of each `MarginalGaussianization`.
+        validation: held-out images; if given, the stopping rule is instead ``patience``
+            iterations without a better mean held-out log-likelihood (of the flow cut after the
+            rotation, standard normal base), and the flow and its reductions are cut back to the
+            best iteration (the per-iteration reductions measured on the fitted data keep
+            growing as the marginals overfit, so without it ``max_layers`` decides).
 
     Where this differs from the papers: the marginals interpolate ``Phi^-1 o F`` (see
     `MarginalGaussianization`); the convolutions are circular and projected to exact
@@ -156,7 +180,7 @@ def fit_rbig(x: np.ndarray, rotation: str = "pca", max_layers: int = 50, toleran
         raise ValueError(f"fit_rbig needs images (N, H, W, C), got shape {x.shape}")
     n, height, width, _ = x.shape
     rng = np.random.default_rng(seed)
-    layers, reductions, errors = [], [], []
+    layers, reductions, errors, scores = [], [], [], []
     if rotation in ("pca", "random") and height > 1:
         if height != width:
             raise ValueError(f"fit_rbig rotation={rotation!r} needs square images (squeezed to 1 x 1), "
@@ -165,12 +189,15 @@ def fit_rbig(x: np.ndarray, rotation: str = "pca", max_layers: int = 50, toleran
     elif rotation == "conv" and conv_squeeze > 1:
         layers.append(Squeeze(factor=conv_squeeze))
     data = tf.constant(x)
+    held_out = None if validation is None else _Tracked(np.asarray(validation, np.float32))
     for layer in layers:
         layer.build(tuple(data.shape))
         data = layer.forward_and_log_det(data)[0]
+        if held_out is not None:
+            held_out.push(layer)
     dims = int(np.prod(data.shape[1:]))
     floor = null_reduction(n, dims, seed=seed)
-    quiet = 0
+    quiet, best = 0, (-np.inf, 0, data)  # (held-out log-likelihood, iterations, data there)
     for k in range(max_layers):
         marginal = MarginalGaussianization(num_knots=num_knots, sharing=sharing, name=f"marginal_{k}")
         marginal.build(tuple(data.shape))
@@ -190,14 +217,27 @@ def fit_rbig(x: np.ndarray, rotation: str = "pca", max_layers: int = 50, toleran
             errors.append(error)
         if verbose:
             print(f"rbig {rotation} iteration {k + 1}: Delta I = {reduction:.4f} nats", file=sys.stderr, flush=True)
-        quiet = quiet + 1 if abs(reduction) < max(tolerance, floor) else 0
+        if held_out is not None:
+            held_out.push(marginal)
+            score = held_out.push(rotate)
+            scores.append(score)
+            if score > best[0]:
+                best, quiet = (score, k + 1, data), 0
+            else:
+                quiet += 1
+        else:
+            quiet = quiet + 1 if abs(reduction) < max(tolerance, floor) else 0
         if quiet >= patience:
             break
+    if held_out is not None:  # keep the flow where the held-out likelihood peaked
+        depth, data = best[1], best[2]
+        layers = layers[: len(layers) - 2 * (len(reductions) - depth)]
+        reductions, errors = reductions[:depth], errors[:depth]
     last = MarginalGaussianization(num_knots=num_knots, sharing=sharing, name="marginal_out")
     last.build(tuple(data.shape))
     last.initialize(data)
     layers.append(last)
     flow = InvertibleSequential(layers, event_ndims=3, name=f"rbig_{rotation}")
     model = FlowModel(flow, input_shape=x.shape[1:])
-    return RBIGResult(model, reductions, float(np.sum(reductions)), errors, floor)
+    return RBIGResult(model, reductions, float(np.sum(reductions)), errors, floor, scores)
 
