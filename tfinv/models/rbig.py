@@ -171,7 +171,8 @@ def fit_rbig(x: np.ndarray, rotation: str = "pca", max_layers: int = 50, toleran
     Where this differs from the papers: the marginals interpolate ``Phi^-1 o F`` (see
     `MarginalGaussianization`); the convolutions are circular and projected to exact
     orthonormality (so their log-det is 0; the projected kernel has full ``H x W`` support); the
-    stopping rule is a tolerance with patience on the per-iteration reduction.
+    stopping rule is a tolerance with patience on the per-iteration reduction, or held-out
+    likelihood with ``validation``; RBIG's ICA rotations are not implemented.
     """
     if rotation not in ROTATIONS:
         raise ValueError(f"fit_rbig rotation must be one of {ROTATIONS}, got {rotation!r}")
