@@ -12,7 +12,8 @@ Two parts, one JSON each (stdout; ``--out`` also writes it whole):
   set that stops the loop after ``--patience`` iterations without improvement and picks the
   depth), classical RBIG (PCA rotations of the 64 pixels) and convolutional RBIG (space-to-depth
   2, then orthonormal 3 x 3 convolutions learned by reconstruction loss and projected), at most
-  ``--max-layers`` iterations; test bits/dim with the
+  ``--max-layers`` iterations (``--validation-fraction 0``: all of the split is fitted and the
+  tolerance rule on the fitted data's reductions stops); test bits/dim with the
   fixed dequantisation noise of ``tfinv train``'s test split, the multi-information estimate
   (sum of per-iteration reductions, nats and bits), fit seconds, the learned convolutions' distance
   from orthonormality before projection, and a PNG of the reductions per iteration and of samples.
@@ -67,10 +68,11 @@ def rbig_part(args) -> dict:
     counts, _ = digits_arrays("train", with_labels=False)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(counts))
-    held = counts[order[: len(counts) // 5]]  # validation: stopping and depth, never the test split
-    counts = counts[order[len(counts) // 5:]]
+    cut = int(round(args.validation_fraction * len(counts)))
+    held = counts[order[:cut]]  # validation: stopping and depth, never the test split
+    counts = counts[order[cut:]]
     train_x = np.concatenate([counts + rng.uniform(size=counts.shape) for _ in range(args.copies)]).astype(np.float32)
-    validation = (held + rng.uniform(size=held.shape)).astype(np.float32)
+    validation = (held + rng.uniform(size=held.shape)).astype(np.float32) if cut else None
     test_x, tf = _test_images()
     rows, curves, samples = [], {}, {}
     for rotation in args.rotations:
@@ -99,8 +101,9 @@ def rbig_part(args) -> dict:
         dims = int(np.prod(test_x.shape[1:]))
         held_bpd = [-v / (dims * math.log(2.0)) for v in result.held_out_log_likelihood]
         rows[-1]["validation_bits_per_dim_by_iteration"] = [round(v, 4) for v in held_bpd]
-        rows[-1]["test_bits_per_dim_by_kept_iteration"] = [round(v, 4) for v in _bits_per_dim_by_depth(model, test_x, tf)]
-        curves[rotation] = (np.cumsum(result.reductions), held_bpd)
+        test_curve = _bits_per_dim_by_depth(model, test_x, tf)
+        rows[-1]["test_bits_per_dim_by_kept_iteration"] = [round(v, 4) for v in test_curve]
+        curves[rotation] = (np.cumsum(result.reductions), held_bpd or test_curve)
         samples[rotation] = np.clip(model.sample(16, seed=1).numpy(), 0, 17)
     if args.png:
         args.figure = (curves, samples, args.png)  # drawn after the JSON is written
@@ -113,7 +116,7 @@ def rbig_part(args) -> dict:
             "gaussian_multi_information_note": "-1/2 log det(correlation) of the dequantised training pixels: "
                                                "the multi-information of a Gaussian with their correlations",
             "budget": {
-        "train_examples": int(len(train_x)), "validation_images": int(len(validation)),
+        "train_examples": int(len(train_x)), "validation_images": int(cut),
         "dequantisation_copies": args.copies, "max_layers": args.max_layers,
         "tolerance_nats": args.tolerance, "patience": args.patience, "conv_steps": args.conv_steps,
         "marginals": "per-dimension, 40 knots (38 quantiles + 2 tail knots)", "conv_kernel_size": 3,
@@ -151,7 +154,7 @@ def _plot(curves, samples, path):
     axes[0].set_ylabel("multi-information so far (nats)")
     axes[0].legend()
     axes[1].set_xlabel("iteration")
-    axes[1].set_ylabel("validation bits/dim (flow cut there)")
+    axes[1].set_ylabel("validation (none: test) bits/dim, flow cut there")
     axes[1].legend()
     for ax, (name, images) in zip(axes[2:], samples.items()):
         grid = images[:16, :, :, 0].reshape(4, 4, 8, 8).transpose(0, 2, 1, 3).reshape(32, 32)
@@ -175,6 +178,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-layers", type=int, default=40)
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="0: no validation set (tolerance stopping on the fitted data, up to --max-layers)")
     parser.add_argument("--conv-steps", type=int, default=300)
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--png", help="rbig part: write the reductions and samples figure here")
