@@ -4,7 +4,8 @@ Two parts, one JSON each (stdout; ``--out`` also writes it whole):
 
 * ``--part glow``: the default digits Glow (2 levels, 4 steps per level, 64 hidden channels)
   trained by ``tfinv train`` with ``--linear eco`` beside the default ``inv_conv1x1``, at the
-  budget of ``benchmarks/faithful_digits.py`` (whose ``train`` helper runs each variant):
+  budget of ``benchmarks/faithful_digits.py`` (whose ``train`` helper runs each variant; the
+  ablations ``eco_k1`` and ``eco_k4`` of `ABLATIONS` can be listed in ``--linear`` too):
   ``--epochs`` (10), batch 64, Adam lr 1e-3, seeds ``--seeds``. Test/train bits/dim, fit seconds,
   parameters.
 * ``--part rbig``: `tfinv.models.fit_rbig` on 80 % of the dequantised digits training split
@@ -40,7 +41,20 @@ from _common import log, stdout_to_stderr  # noqa: E402
 from faithful_digits import train  # noqa: E402
 
 
+#: ablations of the ECO mixer, registered with `register_linear` for this process only:
+#: a 1x1 ECO (a Cayley rotation of the channels) and k = 4 (a full 4 x 4 circular kernel on the
+#: first level's 4 x 4 images, where k = 3 falls back to 2 with dilation 2)
+ABLATIONS = {"eco_k1": 1, "eco_k4": 4}
+
+
 def glow_part(args) -> dict:
+    from tfinv.blocks.glow_step import LINEAR_LAYERS, register_linear
+    from tfinv.layers import ECOConv
+
+    for name, k in ABLATIONS.items():
+        if name in args.linear and name not in LINEAR_LAYERS:
+            register_linear(name, lambda seed, name, k=k: ECOConv(kernel_size=k, seed=seed, fit_kernel_to_image=True,
+                                                                  name=name))
     rows = []
     for linear in args.linear:
         for seed in args.seeds:
