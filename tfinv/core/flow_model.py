@@ -407,8 +407,11 @@ class FlowModel(CompiledInference, keras.Model):
         call of the compiled function (1 on CPU) (at a few ms per step of a small flow, per-call overhead
         decides the throughput; callbacks then see every eighth batch). Both fall back to Keras's
         plain path (no XLA, one step per call) under a ``tf.distribute`` strategy with several
-        replicas (where neither works on CPU replicas) and with ``run_eagerly=True``.
+        replicas (where neither works on CPU replicas) and with ``run_eagerly=True``. A ``.keras``
+        file keeps these arguments as given (``"auto"`` is resolved again where it is loaded) and
+        the optimizer's state: the loaded model comes compiled (`compile_from_config`).
         """
+        requested_jit, requested_steps = jit_compile, steps_per_execution
         plain = bool(kwargs.get("run_eagerly")) or tf.distribute.get_strategy().num_replicas_in_sync > 1
         if steps_per_execution == "auto":
             # several steps per call on accelerators only: on CPU a step costs more than a call,
@@ -429,6 +432,20 @@ class FlowModel(CompiledInference, keras.Model):
                         type(self).__name__, self.name, reason)
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
                         steps_per_execution=steps_per_execution, **kwargs)
+        # saved as asked, not as resolved here: a model saved with "auto" and loaded on another
+        # machine resolves "auto" again there
+        self._compile_config.config.update(jit_compile=requested_jit, steps_per_execution=requested_steps)
+
+    def compile_from_config(self, config: dict) -> None:
+        """Compiles a loaded model as it was compiled when saved (optimizer, jit, steps per call).
+
+        Keras skips compiling a loaded model whose ``compile`` is overridden unless the class
+        overrides this too; the optimizer's variables are built here so that its saved state loads.
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`; a call whose first training step fails (bad data: wrong shape or
