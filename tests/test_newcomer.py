@@ -219,3 +219,19 @@ def test_fit_on_a_dataset_warns_nothing_about_shuffle():
         warnings.simplefilter("always")
         model.fit(dataset, epochs=1, verbose=0)
     assert not [w for w in caught if "shuffle" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_vector_layers_in_an_image_rank_composition_say_how_to_fix_it():
+    import tensorflow as tf
+
+    from tfinv import layers
+    from tfinv.core import InvertibleSequential
+
+    x = tf.random.stateless_normal((4, 6), seed=[7, 8])
+    with pytest.raises(ValueError, match=r"expects inputs of rank >= 4 \(batch \+ event of rank 3\), got shape "
+                                         r"\(4, 6\); give InvertibleSequential event_ndims, the rank of one example "
+                                         r"\(1 for vectors, 3 for images; default 3\)"):
+        InvertibleSequential([layers.VectorActNorm(), layers.VectorInvLinear()]).forward_and_log_det(x)
+    z, log_det = InvertibleSequential([layers.VectorActNorm(), layers.VectorInvLinear()],
+                                      event_ndims=1).forward_and_log_det(x)
+    assert z.shape == (4, 6) and log_det.shape == (4,)
