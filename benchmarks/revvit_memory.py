@@ -314,6 +314,7 @@ def main(argv=None) -> int:
                     return 1
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = rows[-1]
+                print(json.dumps(r), file=sys.stderr)
                 print(f"{run_path:5s} depth {depth:3d} {mode:10s}: step peak {r['train_step_peak_mb']} MB, "
                       f"process peak {r['peak_rss_mb']} MB, {r['images_per_second']} images/s", file=sys.stderr)
     result = {
@@ -326,9 +327,9 @@ def main(argv=None) -> int:
         "summary": {p: summarize(rows, sorted(args.depths), p) for p in paths},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
+    print(json.dumps(result, indent=2), flush=True)  # before the plot: a plotting error loses no figures
     if args.plot:
-        result["plot"] = write_plot(rows, args.plot)
-    print(json.dumps(result, indent=2))
+        print(f"plot: {write_plot(rows, args.plot)}", file=sys.stderr)
     return 0
 
 
