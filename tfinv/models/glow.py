@@ -115,6 +115,9 @@ class Glow(FlowModel):
         base, validate_args, **kwargs: see `FlowModel`.
     """
 
+    # XLA training on CPU for small images (benchmarks/speed.py --train-only: 8x8 digits).
+    cpu_xla_training_max_dims = 256
+
     def __init__(
         self,
         input_shape: Sequence[int] = (8, 8, 1),
