@@ -475,6 +475,7 @@ def main(argv=None) -> int:
             if not args.train_only:
                 results[name].update(guarded(name, contender.latencies) or {})
             log(f"{name}: {json.dumps(results[name], default=float)}")
+        results = {name: results[name] for name in builders if name in results}  # the table's order
         report = {
             "benchmark": "speed",
             "data": f"{'digits 8x8x1' if args.size == 8 else 'generated 32x32x3'} "
