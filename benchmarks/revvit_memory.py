@@ -50,6 +50,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
@@ -59,6 +60,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _common import write_file_whole  # noqa: E402
 
 MODES = {"reversible": True, "ordinary": False}
 PATHS = ("eager", "graph", "xla")
@@ -210,11 +212,10 @@ def write_plot(rows: list[dict], path: str) -> str:
     axes[0].legend(fontsize=8)
     fig.suptitle("RevViT training: reversible backprop vs ordinary autodiff (same run)")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    fig.savefig(temporary, dpi=100, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
-    os.replace(temporary, path)
+    write_file_whole(path, buffer.getvalue())
     return path
 
 

@@ -35,6 +35,8 @@ import tfinv  # noqa: E402
 from tfinv import data  # noqa: E402
 from tfinv import training  # noqa: E402
 
+from _common import add_glow_training_arguments  # noqa: E402
+
 
 class StepTimer(keras.callbacks.Callback):
     """Records the wall time between consecutive ``on_train_batch_end`` calls and the number of
@@ -67,14 +69,7 @@ def peak_rss_mb() -> float:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--levels", type=int, default=2)
-    parser.add_argument("--steps-per-level", type=int, default=4)
-    parser.add_argument("--hidden-channels", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = add_glow_training_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                         help="XLA or not (default: FlowModel.compile's choice, jit_compile='auto')")
     parser.add_argument("--learned-prior", action=argparse.BooleanOptionalAction, default=False,

@@ -404,8 +404,11 @@ class FlowModel(CompiledInference, keras.Model):
         decides the throughput; callbacks such as ``TerminateOnNaN`` then see every eighth
         batch). Both fall back to Keras's plain path (no XLA, one step per call) under a
         ``tf.distribute`` strategy with several replicas (where neither works on CPU replicas)
-        and with ``run_eagerly=True``.
+        and with ``run_eagerly=True``. A ``.keras`` file keeps these arguments as given
+        (``"auto"`` is resolved again where it is loaded) and the optimizer's state: the loaded
+        model comes compiled (`compile_from_config`).
         """
+        requested_jit, requested_steps = jit_compile, steps_per_execution
         plain = bool(kwargs.get("run_eagerly")) or tf.distribute.get_strategy().num_replicas_in_sync > 1
         accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
         if jit_compile == "auto":
@@ -422,6 +425,20 @@ class FlowModel(CompiledInference, keras.Model):
             steps_per_execution = 8 if (accelerated or jit_compile is True) and not plain else 1
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
                         steps_per_execution=steps_per_execution, **kwargs)
+        # saved as asked, not as resolved here: a model saved with "auto" and loaded on another
+        # machine resolves "auto" again there
+        self._compile_config.config.update(jit_compile=requested_jit, steps_per_execution=requested_steps)
+
+    def compile_from_config(self, config: dict) -> None:
+        """Compiles a loaded model as it was compiled when saved (optimizer, jit, steps per call).
+
+        Keras skips compiling a loaded model whose ``compile`` is overridden unless the class
+        overrides this too; the optimizer's variables are built here so that its saved state loads.
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def _pack_context(self, data):
         """``(x, context[, sample_weight])`` -> ``((x, context), None[, sample_weight])`` so that
