@@ -164,6 +164,38 @@ def test_conditional_glow_trains_the_conditioning_network_jointly():
     assert np.max(np.abs(np.array(network.layers[-1].kernel) - kernel)) > 1e-4
 
 
+def _adversarial_conditioners(model, magnitude=1e4, seed=0):
+    """Every coupling's conditioner output set to +-``magnitude`` (random signs, whatever its
+    input): raw log-scales and shifts far beyond anything training should produce."""
+    rng = np.random.default_rng(seed)
+    found = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer).__name__ == "ZeroConv2D":
+            layer.kernel.assign(np.zeros(layer.kernel.shape, np.float32))
+            layer.log_gain.assign(np.zeros(layer.log_gain.shape, np.float32))
+            layer.bias.assign(magnitude * rng.choice([-1.0, 1.0], layer.bias.shape).astype(np.float32))
+            found += 1
+    return found
+
+
+@pytest.mark.parametrize("coupling, finite", [("soft_clamp", True), ("affine", False)])
+def test_posterior_draws_stay_finite_for_an_adversarially_large_conditioner(coupling, finite):
+    """Glow's sigmoid scale divides by s = sigmoid(h + 2) in the inverse: a large negative h gives
+    1 / s = inf (the negative control); the soft clamp bounds |log s| < 2 in both directions."""
+    keras.utils.set_random_seed(2)
+    x, y = ip.SuperResolution(0.05).pairs(_images(8, seed=5), seed=6)
+    model = ConditionalGlow((8, 8, 1), observation_shape=(4, 4, 1), levels=2, steps_per_level=1,
+                            hidden_channels=8, condition_features=4, coupling=coupling)
+    model.initialize(x, y)
+    assert _adversarial_conditioners(model) == 2
+    z = np.random.default_rng(3).standard_normal((8, 64)).astype(np.float32)  # temperature-1 draws
+    draws = np.asarray(model.inverse(z, y))
+    assert np.all(np.isfinite(draws)) == finite
+    if finite:
+        z, _ = model.forward(x, y)
+        assert np.all(np.isfinite(np.asarray(z)))
+
+
 def test_conditional_glow_keras_round_trip(superres, tmp_path):
     model, x, y = superres
     model.save(tmp_path / "cinn.keras")
