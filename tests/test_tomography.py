@@ -126,3 +126,24 @@ def test_matched_cnn_regressor_is_the_widest_within_the_budget():
     assert model.output_shape == (None, 8, 8, 1)
     with pytest.raises(ValueError, match="has <= 10 parameters"):
         ip.matched_cnn_regressor((4, 4, 1), (8, 8, 1), 10)
+
+
+def test_matched_unet_regressor_is_the_widest_within_the_budget_and_adds_a_residual():
+    budget = 3000
+    fbp = ip.Tomography(0.1, angles=3, circle=True).fbp_layer((8, 8, 1))
+    model = ip.matched_unet_regressor((8, 3, 1), (8, 8, 1), budget, depth=1, preprocessing=fbp)
+    width = model.get_layer("down_0_a").filters
+
+    def count(m):
+        return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+
+    assert count(model) <= budget < count(ip.unet_regressor((8, 3, 1), (8, 8, 1), width + 1, 1, preprocessing=fbp))
+    # The output is the FBP plus a learned residual: zero residual weights give the FBP itself.
+    for weight in model.get_layer("residual").weights:
+        weight.assign(np.zeros(weight.shape, np.float32))
+    y = np.random.default_rng(0).standard_normal((2, 8, 3, 1)).astype(np.float32)
+    assert relative_error(model.predict(y, verbose=0), np.asarray(fbp(y))) <= 1e-6
+    with pytest.raises(ValueError, match=r"depth 3 needs H and W divisible by 8, got \(4, 4\)"):
+        ip.unet_regressor((4, 4, 1), (4, 4, 1), 2, depth=3)
+    with pytest.raises(ValueError, match="has <= 5 parameters"):
+        ip.matched_unet_regressor((4, 4, 1), (4, 4, 1), 5, depth=1)
