@@ -146,13 +146,31 @@ def test_conditional_glow_density_sampling_and_errors(superres):
         ConditionalGlow((8, 8, 1))
 
 
+@pytest.mark.parametrize("bad", [np.ones((32, 4, 4, 1), bool), np.ones((32, 4, 4, 1), complex),
+                                 np.full((32, 4, 4, 1), "a"), tf.ones((32, 4, 4, 1), tf.bool)])
+def test_a_y_that_is_not_real_numbers_is_refused_by_name(superres, bad):
+    model, x, y = superres
+    dtype = bad.dtype.name if hasattr(bad.dtype, "name") else bad.dtype
+    message = (r"context must hold real numbers \(float or int\) of shape \(batch, 4, 4, 1\), got dtype "
+               + str(dtype))
+    with pytest.raises(ValueError, match=message):
+        model.log_prob(x, bad)
+    with pytest.raises(ValueError, match=message):
+        model.sample(32, seed=1, context=bad)
+    # Integer observations are real numbers: accepted, as their float values (1e-5: a separate trace).
+    ints = np.round(y * 10).astype(np.int32)
+    assert relative_error(model.log_prob(x, ints), model.log_prob(x, ints.astype(np.float32))) <= 1e-5
+
+
 def test_conditional_glow_trains_the_conditioning_network_jointly():
     keras.utils.set_random_seed(1)
     x, y = ip.Deblurring(0.05).pairs(_images(32, seed=3), seed=4)
     # Any Keras model as the conditioning network (here a vector of features: flattened y).
     network = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(6)])
+    # Glow's sigmoid-scaled coupling (its threshold below was set for it; the soft-clamped default
+    # starts at s = 1 instead of 0.88 and its fit step is checked by the contract harness).
     model = ConditionalGlow((8, 8, 1), observation_shape=(8, 8, 1), conditioning_network=network,
-                            levels=1, steps_per_level=2, hidden_channels=8)
+                            levels=1, steps_per_level=2, hidden_channels=8, coupling="affine")
     assert model.feature_shape == (6,)
     model.initialize(x, y)
     kernel = np.array(network.layers[-1].kernel)
