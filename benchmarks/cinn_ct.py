@@ -22,7 +22,8 @@ Prints one JSON object: per setting, on held-out phantoms (``test``) and on Shep
 SSIM (range 1) of the posterior mean of ``--samples`` temperature-1 draws (``(x - 0.5) / 255``,
 clipped), of one draw, of FBP and of the U-Net; the mean posterior std; the calibration (coverage
 of the central q-intervals of the test ``x``, q = 0.1..0.9) and its mean error; non-finite
-draws (counted, never redrawn); conditional bits/dim; training times. ``budget`` states the
+draws (counted, not redrawn: their NaN pixels count as 0 and infinities as 0 or 1 in the
+statistics); conditional bits/dim; training times. ``budget`` states the
 compute (phantoms, epochs, steps, wall time, load). Writes one picture per setting (rows: two
 test phantoms and Shepp-Logan; columns: phantom, sinogram, FBP, U-Net, posterior mean, posterior
 std, 3 samples) and a summary plot over the sweep (PSNR / SSIM / calibration error per setting).
@@ -164,7 +165,7 @@ def save_sweep_plot(path: str, settings: list[dict]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [s["label"] for s in settings]
+    labels = [f"{s['angles']} angles\n{s['noise']['kind']} {s['noise']['value']:g}" for s in settings]
     methods = [("fbp", "FBP"), ("unet_post_processing", "FBP + U-Net"), ("posterior_mean", "cINN posterior mean"),
                ("single_sample", "cINN one sample")]
     figure, axes = plt.subplots(1, 5, figsize=(19, 3.8), dpi=100)
