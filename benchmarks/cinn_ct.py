@@ -29,7 +29,7 @@ test phantoms and Shepp-Logan; columns: phantom, sinogram, FBP, U-Net, posterior
 std, 3 samples) and a summary plot over the sweep (PSNR / SSIM / calibration error per setting).
 
 Run: ``python benchmarks/cinn_ct.py [--size 64] [--angles 8,32] [--noise gaussian:0.3,poisson:1000]
-[--train 800] [--epochs 6] [--out-prefix benchmarks/results/cinn_ct_64px]``. Needs the
+[--train 800] [--epochs 6] [--out-prefix benchmarks/figures/cinn_ct_64px]``. Needs the
 ``inverse`` extra (scikit-image) and matplotlib (``benchmarks``).
 """
 
