@@ -281,3 +281,34 @@ def test_conditional_vector_flow_recovers_the_linear_gaussian_posterior():
     assert calibration["error"] < 0.1, calibration
     with pytest.raises(ValueError, match=r"context must have shape \(batch, 4\), got \(3, 2\)"):
         model.log_prob(x_test[:3], y_test[:3, :2])
+
+
+def test_patch_context_encoder_sees_every_context_pixel_and_resizes_other_sizes():
+    from tfinv.nets import ContextEncoder
+
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+    like = np.zeros((2, 2, 2, 5), np.float32)
+    patch = ContextEncoder(4, downsampling="patch")
+    patch.build(context.shape, like.shape)
+    assert patch.project.kernel.shape == (4, 4, 3, 4)  # one 4x4 patch per output position
+    out = np.asarray(patch(context, like=like))
+    # A change in any single context pixel reaches the output of its patch (bilinear reads only a few).
+    bilinear = ContextEncoder(4)
+    bilinear.build(context.shape)
+    changed_patch, changed_bilinear = 0, 0
+    for i in range(8):
+        for j in range(8):
+            bumped = context.copy()
+            bumped[:, i, j] += 1.0
+            changed_patch += int(np.any(np.abs(np.asarray(patch(bumped, like=like)) - out) > 1e-6))
+            changed_bilinear += int(np.any(np.abs(np.asarray(bilinear(bumped, like=like))
+                                                  - np.asarray(bilinear(context, like=like))) > 1e-6))
+    assert changed_patch == 64 and changed_bilinear < 64, (changed_patch, changed_bilinear)
+    # A context smaller than the input is resized bilinearly (no patch map).
+    small = ContextEncoder(4, downsampling="patch")
+    small.build((None, 2, 2, 3), (None, 4, 4, 5))
+    assert small.project.kernel.shape == (3, 3, 3, 4)
+    assert np.asarray(small(context[:, :2, :2], like=np.zeros((2, 4, 4, 5), np.float32))).shape == (2, 4, 4, 4)
+    with pytest.raises(ValueError, match="downsampling must be one of"):
+        ContextEncoder(4, downsampling="area")

@@ -21,11 +21,12 @@ class ContextEncoder(keras.layers.Layer):
 
       - ``"bilinear"``: bilinear resizing to ``(H, W)``, then the 3x3 convolution. Shrinking by
         ``f > 2`` this way reads only a few context pixels per output (no anti-aliasing);
-      - ``"patch"``: ``H_c = f H`` and ``W_c = f W`` for an integer ``f``; a ``f x f`` convolution
-        with stride ``f`` (a learned linear map of each ``f x f`` patch, every context pixel
-        seen): a coarse level of a multi-scale flow is conditioned on all the full-resolution
-        features, as the cINN paper's conditioning network gives each scale features at its
-        resolution. Where ``(H_c, W_c) == (H, W)``, the 3x3 convolution.
+      - ``"patch"``: where ``H_c = f H`` and ``W_c = f W`` for an integer ``f > 1``, a ``f x f``
+        convolution with stride ``f`` (a learned linear map of each ``f x f`` patch, every context
+        pixel seen): a coarse level of a multi-scale flow is conditioned on all the
+        full-resolution features, as the cINN paper's conditioning network gives each scale
+        features at its resolution. Other sizes (a smaller context, a non-integer ratio) are
+        resized bilinearly as above.
 
     The map is linear; the conditioner that receives the concatenation ``[x_a, features]`` adds
     the nonlinearity. Call: ``encoder(context, like=x_a)`` returns ``(B, *like.shape[1:-1], features)``.
@@ -55,11 +56,8 @@ class ContextEncoder(keras.layers.Layer):
         if self._image and self.downsampling == "patch" and like_shape is not None:
             height, width = (int(s) for s in like_shape[1:3])
             factor = event[0] // height if height else 0
-            if factor < 1 or event[0] != factor * height or event[1] != factor * width:
-                raise ValueError(
-                    f"ContextEncoder '{self.name}' (downsampling='patch') needs a context of (f H, f W) for an "
-                    f"integer f, got context {event[:2]} for an input of {(height, width)}")
-            self._factor = factor
+            if factor > 1 and event[0] == factor * height and event[1] == factor * width:
+                self._factor = factor
         if self._image and self._factor > 1:
             self.project = keras.layers.Conv2D(self.features, self._factor, strides=self._factor, padding="valid",
                                                name="project")
@@ -80,10 +78,10 @@ class ContextEncoder(keras.layers.Layer):
                     f"input (B, H, W, C), got rank {target_rank}"
                 )
             if self._factor > 1:
+                if like.shape[1] is not None and context.shape[1] != self._factor * like.shape[1]:
+                    raise ValueError(f"ContextEncoder '{self.name}' was built for inputs {self._factor}x smaller "
+                                     f"than the context {tuple(context.shape[1:3])}, got {tuple(like.shape[1:3])}")
                 return self.project(context)
-            if self.downsampling == "patch" and context.shape[1:3] != like.shape[1:3]:
-                raise ValueError(f"ContextEncoder '{self.name}' was built for an input of the context's size "
-                                 f"{tuple(context.shape[1:3])}, got {tuple(like.shape[1:3])}")
             size = tf.shape(like)[1:3]
             if context.shape[1:3] != like.shape[1:3]:
                 context = tf.image.resize(context, size, method="bilinear")
