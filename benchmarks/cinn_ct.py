@@ -23,7 +23,8 @@ SSIM (range 1) of the posterior mean of ``--samples`` temperature-1 draws (``(x 
 clipped), of one draw, of FBP and of the U-Net; the mean posterior std; the calibration (coverage
 of the central q-intervals of the test ``x``, q = 0.1..0.9) and its mean error; non-finite
 draws (counted, not redrawn: their NaN pixels count as 0 and infinities as 0 or 1 in the
-statistics); conditional bits/dim; training times. ``budget`` states the
+statistics); conditional bits/dim; training times; with ``--extra-temperatures``, the test posterior
+mean and calibration of draws at those temperatures too. ``budget`` states the
 compute (phantoms, epochs, steps, wall time, load). Writes one picture per setting (rows: two
 test phantoms and Shepp-Logan; columns: phantom, sinogram, FBP, U-Net, posterior mean, posterior
 std, 3 samples) and a summary plot over the sweep (PSNR / SSIM / calibration error per setting).
@@ -79,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--unet-depth", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--extra-temperatures", default="",
+                        help="comma-separated temperatures < 1 at which the test posterior mean and calibration are "
+                        "also reported (e.g. 0.5,0.7)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-prefix", default="cinn_ct", help="PNG paths: PREFIX_<setting>.png, PREFIX_sweep.png, "
                         "PREFIX_calibration.png")
@@ -257,6 +261,14 @@ def run_setting(args, kind: str, value: float, angles: int, phantoms: dict) -> t
         if name == "test":
             result["calibration"] = ip.calibration(samples, x_test)
         pictures[name] = (u, y, fbp, unet_estimate, mean, std, unit)
+    for temperature in [float(t) for t in args.extra_temperatures.split(",") if t]:
+        draws = np.concatenate([model.posterior_samples(y_test[i:i + 16], k=args.samples, temperature=temperature,
+                                                        seed=seed + 7 + i) for i in range(0, len(y_test), 16)], axis=1)
+        unit = to_unit(np.nan_to_num(draws, nan=0.0, posinf=LEVELS, neginf=0.0))
+        result.setdefault("test_at_temperature", {})[f"{temperature:g}"] = {
+            "posterior_mean": scores(ip.posterior_mean(unit), u_test),
+            "calibration_error": ip.calibration(draws, x_test)["error"],
+            "mean_posterior_std": float(ip.posterior_std(unit).mean())}
     result["evaluation_seconds"] = time.perf_counter() - start
     rows = []
     for name, index in (("test", 0), ("test", 1), ("shepp_logan", 0)):
