@@ -133,18 +133,19 @@ def register_model(name: str, description: str, task: str = "density"):
     return decorator
 
 
+def _glow_options(args: argparse.Namespace, num_levels: int) -> dict[str, Any]:
+    """The multi-scale Glow options every Glow-based model takes from the command line."""
+    return dict(levels=args.levels, steps_per_level=args.steps_per_level, hidden_channels=args.hidden_channels,
+                coupling=args.coupling, num_levels=num_levels, seed=args.seed)
+
+
 @register_model("glow", "multi-scale Glow (tfinv.models.Glow), a flow trained by maximum likelihood")
 def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int):
     from tfinv.models import Glow
 
     return Glow(
         input_shape,
-        levels=args.levels,
-        steps_per_level=args.steps_per_level,
-        hidden_channels=args.hidden_channels,
-        coupling=args.coupling,
-        num_levels=num_levels,
-        seed=args.seed,
+        **_glow_options(args, num_levels),
         linear=args.linear,
         learned_prior=getattr(args, "learned_prior", False),
         conditioner_actnorm=getattr(args, "conditioner_actnorm", False),
@@ -203,12 +204,7 @@ def _build_flowgmm(args: argparse.Namespace, input_shape: tuple[int, ...], num_l
     return FlowGMM.glow(
         input_shape,
         num_classes,
-        levels=args.levels,
-        steps_per_level=args.steps_per_level,
-        hidden_channels=args.hidden_channels,
-        coupling=args.coupling,
-        num_levels=num_levels,
-        seed=args.seed,
+        **_glow_options(args, num_levels),
         consistency_weight=args.consistency_weight,
         name="flowgmm",
     )

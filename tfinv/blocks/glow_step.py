@@ -15,6 +15,7 @@ from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.conv_exp import ConvExp
+from tfinv.layers.eco_conv import ECOConv
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.entropy_weighted_shuffle import EntropyWeightedShuffle
 from tfinv.layers.f_in_c_conv import FInCConv
@@ -87,6 +88,9 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     "inverse_conv": lambda seed, name: InverseConv(seed=seed, fit_kernel_to_image=True, name=name),
     # Inverse-Flow's unit: the inverses of the four corner convolutions, chained.
     "inverse_flow": lambda seed, name: InverseFlowUnit(seed=seed, fit_kernel_to_image=True, name=name),
+    # ECO (Yu et al., ICLR 2022): an exactly orthogonal k x k convolution (circular padding, taps
+    # dilated by H/k; k = 3, or the largest divisor of the level's size below it).
+    "eco": lambda seed, name: ECOConv(seed=seed, fit_kernel_to_image=True, name=name),
     # EIW-Flow (arXiv:2407.04958): Glow's 1x1 convolution, then the feature-dependent channel
     # weighting and shuffle (weights from one half scale and reorder the other; the halves swap).
     "entropy_weighted": lambda seed, name: InvertibleSequential(

@@ -17,6 +17,12 @@ from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.squeeze import Squeeze
 
 
+# XLA training on a CPU-only machine up to this many values per image (see `FlowModel.compile`):
+# measured faster on 8x8 digits (64 values: benchmarks/speed.py --train-only), slower at 32x32x3
+# (3072); untested in between, so only small images.
+CPU_XLA_TRAINING_MAX_DIMS = 256
+
+
 def glow_layers(
     levels: int,
     steps_per_level: int,
@@ -119,6 +125,8 @@ class Glow(FlowModel):
             (at most 4096 positions per level).
         base, validate_args, **kwargs: see `FlowModel`.
     """
+
+    cpu_xla_training_max_dims = CPU_XLA_TRAINING_MAX_DIMS
 
     def __init__(
         self,

@@ -124,7 +124,10 @@ class CouplingLayer(InvertibleLayer):
         elif getattr(self.conditioner, "out_channels", 0) is None:  # a template: its width is ours to set
             self.conditioner.out_channels = out_channels
         cond_shape = (None, height, width, cond_in)
-        self.conditioner.build(cond_shape)
+        # a deserialised conditioner comes built: building it again fails for one that makes its
+        # sub-layers in build (BottleneckConvNet: its dense bottleneck needs H and W)
+        if not self.conditioner.built:
+            self.conditioner.build(cond_shape)
         got = tuple(self.conditioner.compute_output_shape(cond_shape))
         if got[-1] != out_channels:
             raise ValueError(
