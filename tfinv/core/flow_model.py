@@ -265,6 +265,25 @@ class FlowModel(CompiledInference, keras.Model):
             value = tf.debugging.assert_all_finite(value, f"{type(self).__name__} '{self.name}': {what} has NaN or Inf")
         return value
 
+    def _real_context(self, context):
+        """``context`` unchanged if it holds real numbers (float or int), else ``ValueError``: a bool,
+        complex or string context would be silently cast (the imaginary part dropped) or fail deep
+        inside TensorFlow."""
+        if tf.is_tensor(context) or isinstance(context, keras.KerasTensor):
+            dtype = tf.as_dtype(context.dtype)
+            real = dtype.is_floating or (dtype.is_integer and dtype != tf.bool)
+        else:
+            try:
+                dtype = np.asarray(context).dtype
+            except (TypeError, ValueError):  # ragged nested lists
+                dtype = np.dtype(object)
+            real = np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+        if not real:
+            shape = ", ".join(map(str, self.context_shape))
+            raise ValueError(f"{type(self).__name__} '{self.name}': context must hold real numbers (float or int) "
+                             f"of shape (batch, {shape}), got dtype {getattr(dtype, 'name', dtype)}")
+        return context
+
     def _check_context(self, context, value) -> tf.Tensor | None:
         """The context of a conditional model, checked against ``context_shape`` and ``value``'s batch."""
         where = f"{type(self).__name__} '{self.name}'"
@@ -275,6 +294,7 @@ class FlowModel(CompiledInference, keras.Model):
         expected = f"(batch, {', '.join(map(str, self.context_shape))})"
         if context is None:
             raise ValueError(f"{where} is conditional: pass context of shape {expected}")
+        context = self._real_context(context)
         if not tf.is_tensor(context):
             context = tf.convert_to_tensor(np.asarray(context), dtype=value.dtype)
         elif context.dtype != value.dtype:
@@ -331,6 +351,7 @@ class FlowModel(CompiledInference, keras.Model):
         """A context for ``n`` samples: ``(n,) + context_shape``, or one context repeated."""
         if context is None or self.context_shape is None:
             return context
+        context = self._real_context(context)
         context = tf.convert_to_tensor(context, dtype=self.compute_dtype) if not tf.is_tensor(context) else context
         if tuple(context.shape) == self.context_shape:
             context = tf.broadcast_to(context[None], (n,) + self.context_shape)
@@ -382,7 +403,7 @@ class FlowModel(CompiledInference, keras.Model):
                     f"{type(self).__name__} '{self.name}' is conditional: as_distribution needs a context "
                     f"of shape {self.context_shape} or (batch, {', '.join(map(str, self.context_shape))})"
                 )
-            context = tf.convert_to_tensor(context, dtype=self.compute_dtype)
+            context = tf.convert_to_tensor(self._real_context(context), dtype=self.compute_dtype)
         return tfd.TransformedDistribution(self.base.distribution(), tfb.Invert(_FlowBijector(self, context)))
 
     def initialize(self, batch, context=None) -> "FlowModel":

@@ -53,6 +53,7 @@ from tfinv.layers.reverse import Reverse
 from tfinv.layers.s_log import SLog
 from tfinv.layers.sequence_act_norm import SequenceActNorm
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
+from tfinv.layers.soft_clamp_affine_coupling import SoftClampAffineCoupling
 from tfinv.layers.spectral_filter_coupling import SpectralFilterCoupling
 from tfinv.layers.squeeze import Squeeze
 from tfinv.layers.symmetric_conv import SymmetricConv
@@ -114,6 +115,7 @@ __all__ = [
     "SLog",
     "SequenceActNorm",
     "SmoothLeakyReLU",
+    "SoftClampAffineCoupling",
     "SpectralFilterCoupling",
     "Squeeze",
     "SymmetricConv",

@@ -131,6 +131,9 @@ def cases() -> Iterator[Case]:
     yield Case("AffineCoupling-checkerboard",
                lambda: layers.AffineCoupling(mask="checkerboard", parity=1, hidden_channels=small),
                (2, 4, 4, 2))
+    yield Case("SoftClampAffineCoupling-checkerboard",
+               lambda: layers.SoftClampAffineCoupling(clamp=1.5, mask="checkerboard", hidden_channels=small),
+               (2, 4, 4, 2))
     yield Case("AdditiveCoupling-channel",
                lambda: layers.AdditiveCoupling(mask="channel", hidden_channels=small), (2, 4, 4, 4))
     yield Case("AdditiveCoupling-checkerboard",
@@ -345,7 +348,7 @@ def fourier_flow_cases() -> Iterator[Case]:
 def conditional_cases() -> Iterator[Case]:
     """Conditional layers and models (``context_shape`` set); the harness runs them at a fixed
     context and checks that the context changes the map."""
-    from tfinv import layers
+    from tfinv import layers, nets
     from tfinv.models import Glow
 
     small = 8
@@ -355,6 +358,11 @@ def conditional_cases() -> Iterator[Case]:
     yield Case("AdditiveCoupling-checkerboard-image-context",
                lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small, context_shape=(2, 2, 3)),
                (2, 4, 4, 2), context_shape=(2, 2, 3))
+    yield Case("SoftClampAffineCoupling-patch-image-context",
+               lambda: layers.SoftClampAffineCoupling(
+                   hidden_channels=small, context_shape=(8, 8, 3),
+                   context_encoder=nets.ContextEncoder(4, downsampling="patch")),
+               (2, 4, 4, 4), context_shape=(8, 8, 3))
     yield Case("LearnedPrior-context", lambda: layers.LearnedPrior(context_shape=(4,)), (2, 4, 4, 3),
                context_shape=(4,))
     yield Case(

@@ -106,11 +106,14 @@ class CouplingLayer(InvertibleLayer):
             cond_in, transformed = channels, channels
         out_channels = self.params_per_channel * transformed
         if self.context_shape is not None:
-            if self.context_encoder is None:
-                from tfinv.nets import ContextEncoder
+            from tfinv.nets import ContextEncoder
 
+            if self.context_encoder is None:
                 self.context_encoder = ContextEncoder(self.context_features, name="context_encoder")
-            self.context_encoder.build((None,) + self.context_shape)
+            if isinstance(self.context_encoder, ContextEncoder):  # its patch downsampling needs our size
+                self.context_encoder.build((None,) + self.context_shape, (None, height, width, cond_in))
+            else:
+                self.context_encoder.build((None,) + self.context_shape)
             cond_in += int(self.context_encoder.compute_output_shape(
                 (None,) + self.context_shape, (None, height, width, cond_in))[-1])
         if self.conditioner is None:
