@@ -27,6 +27,16 @@ def _fail(command: str, err: object) -> int:
 
 
 # --------------------------------------------------------------------------- serve
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in [0, 65535] (0: a free port), got {text!r}")
+    return value
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the server's options to ``parser`` (``tfinv serve`` and ``python -m tfinv.serving``)."""
     from tfinv.serving import app, server, servable
@@ -34,7 +44,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--export-dir", required=True, help="directory written by `tfinv export`")
     parser.add_argument("--name", default=None, help="model name in the URLs (default: the manifest's name)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8501, help="port (TF Serving's REST port; 0: a free port, "
+    parser.add_argument("--port", type=_port, default=8501, help="port (TF Serving's REST port; 0: a free port, "
                         "printed and written to --port-file)")
     parser.add_argument("--port-file", default=None, help="write the port obtained to this file once listening")
     parser.add_argument("--max-batch", type=int, default=servable.DEFAULT_MAX_BATCH, help="largest batch per request")
@@ -143,10 +153,30 @@ def _query_context(client, text: str | None, n: int):
     return context
 
 
+def _check_png_destination(path: str) -> None:
+    """Refuses, before any request, a ``--out`` that is not a writable ``.png`` path."""
+    import os
+
+    if not path.endswith(".png"):
+        raise ValueError(f"--out {path!r} must end in .png (the samples are written as a PNG grid)")
+    if os.path.isdir(path):
+        raise ValueError(f"--out {path!r} is a folder; expected a .png file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # missing folders are created: the nearest existing one decides
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path!r}: cannot write in {folder!r}")
+
+
 def _run_query(args: argparse.Namespace) -> int:
     from tfinv.serving.client import Client
     from tfinv.serving.errors import ServingError
 
+    if args.what == "sample":
+        try:
+            _check_png_destination(args.out)
+        except ValueError as err:
+            return _fail("query", err)
     try:
         with Client(args.url, model=args.model, transport=args.transport) as client:
             if args.wait > 0:

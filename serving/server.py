@@ -85,6 +85,29 @@ def _protocol_class(header_timeout: float):
     return HeaderTimeoutProtocol
 
 
+def _listening_socket(host: str, port: int):
+    """A socket bound to ``(host, port)`` for uvicorn to listen on, or a one-line ``OSError`` naming
+    the address (uvicorn would log a bind failure over several lines and end the process)."""
+    import errno
+    import socket
+
+    # The family as uvicorn picks it (IPv6 only for a literal IPv6 address).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart without waiting
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        hint = " (unknown host)" if isinstance(err, socket.gaierror) else ""
+        if err.errno == errno.EADDRINUSE:
+            hint = " (another process listens there: pass another --port, or --port 0 for a free one)"
+        elif err.errno == errno.EADDRNOTAVAIL:
+            hint = " (not an address of this machine: --host takes a local address, e.g. 127.0.0.1 or 0.0.0.0)"
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror}{hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     export_dir: str | os.PathLike,
     host: str = "127.0.0.1",
@@ -114,7 +137,8 @@ def serve(
     ``max_connections``, ``header_timeout``, ``body_timeout`` and ``keep_alive``.
 
     Raises:
-        RuntimeError: the server did not start (e.g. the address is in use).
+        OSError: the address cannot be bound (in use, not local), in one line.
+        RuntimeError: the server did not start.
     """
     import uvicorn
 
@@ -125,11 +149,18 @@ def serve(
     port_number(port)
     app = create_app(export_dir, name=name, max_batch=max_batch, max_body_bytes=max_body_bytes, max_n=max_n,
                      version=version, max_concurrency=max_concurrency, body_timeout=body_timeout, threads=threads)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=access_log, lifespan="on",
-        http=_protocol_class(float(header_timeout)), limit_concurrency=max_connections + 1,
-        timeout_keep_alive=keep_alive, h11_max_incomplete_event_size=DEFAULT_MAX_HEADER_BYTES,
-        timeout_graceful_shutdown=max(1, math.ceil(graceful_timeout)), server_header=False)
+    # Bound after the export loaded (a bad export is reported first) and before uvicorn configures
+    # its logging (a failure here is one line, nothing else).
+    sock = _listening_socket(host, port)
+    try:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, access_log=access_log, lifespan="on",
+            http=_protocol_class(float(header_timeout)), limit_concurrency=max_connections + 1,
+            timeout_keep_alive=keep_alive, h11_max_incomplete_event_size=DEFAULT_MAX_HEADER_BYTES,
+            timeout_graceful_shutdown=max(1, math.ceil(graceful_timeout)), server_header=False)
+    except BaseException:
+        sock.close()
+        raise
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
@@ -151,8 +182,9 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, lambda *_: None) for sig in handled}
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not server.started:

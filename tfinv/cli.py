@@ -481,10 +481,12 @@ def _train(args: argparse.Namespace) -> int:
     with _as_usage_error():
         num_levels = data.resolve_num_levels(args.dataset, args.num_levels)
         train_images, train_labels = data.load_arrays(
-            args.dataset, "train", key=args.key, num_levels=num_levels, with_labels=task in ("classification", "semi_supervised")
+            args.dataset, "train", key=args.key, num_levels=num_levels, label_key=args.label_key,
+            with_labels=task in ("classification", "semi_supervised"),
         )
         test_images, test_labels = data.load_arrays(
-            args.dataset, "test", key=args.key, num_levels=num_levels, with_labels=task in ("classification", "semi_supervised")
+            args.dataset, "test", key=args.key, num_levels=num_levels, label_key=args.label_key,
+            with_labels=task in ("classification", "semi_supervised"),
         )
     train_images = train_images[: args.max_train]
     test_images = test_images[: args.max_test]
@@ -1210,6 +1212,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--dataset", default="digits", help="'digits' (embedded) or the path of an .npz file")
     train.add_argument("--key", default=None, help="image array name in an .npz file (default 'images')")
+    train.add_argument("--label-key", default=None,
+                       help="label array name in an .npz file (default 'labels'; revvit and flowgmm train on labels)")
     train.add_argument(
         "--num-levels", type=_positive_int, default=None,
         help="pixel levels of an .npz file's counts (default 256; digits: 17)",
@@ -1471,17 +1475,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _command_name(argv)
-    lean = _lean_command(name)
-    if lean is not None:
-        parser = _lean_parser(name, lean)
-    else:
-        if _startup.is_quiet_command():
-            _startup.import_tensorflow(quiet=True)
-        parser = build_parser()
     try:
+        lean = _lean_command(name)
+        if lean is not None:
+            parser = _lean_parser(name, lean)
+        else:
+            if _startup.is_quiet_command():
+                _startup.import_tensorflow(quiet=True)
+            parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse reports its own errors (and --help) this way
         return int(exit_.code or 0)
+    except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads (seconds): nothing started yet
+        print(f"tfinv{' ' + name if name else ''}: interrupted", file=sys.stderr)
+        return 130
     try:
         return args.func(args)
     except UsageError as err:

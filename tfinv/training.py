@@ -236,6 +236,31 @@ def _fit(
     return FitResult(logs, fit_seconds, first_epoch, len(logs.get("loss", [])))
 
 
+
+def _model_num_levels(model) -> int | None:
+    """The pixel levels a model expects (its ``num_levels``, or its `LogitPreprocess` front's), if any."""
+    levels = getattr(model, "num_levels", None)
+    if levels is None:
+        for layer in model._flatten_layers(include_self=False):
+            if type(layer).__name__ == "LogitPreprocess":
+                levels = layer.num_levels
+                break
+    return None if levels is None else int(levels)
+
+
+def _counts(model, images, what: str) -> np.ndarray:
+    """``images`` checked as integer pixel counts for ``model`` (`tfinv.data.validate_images`: a
+    one-line ``ValueError`` naming ``what`` for NaN, negative, fractional or too large values, e.g.
+    images already scaled to ``[0, 1]``, which would otherwise train silently on meaningless
+    dequantised data) as ``(N, H, W, C)``; without a known level count only the range check
+    above zero is left out."""
+    images = np.asarray(images)
+    if images.ndim and images.shape[0] == 0:
+        raise ValueError(f"{what}: an empty dataset (0 images, shape {images.shape}); expected at least one image")
+    levels = _model_num_levels(model)
+    return data.validate_images(images, levels if levels is not None else 2**31, source=what)
+
+
 def fit_flow(
     model,
     images: np.ndarray,
@@ -281,7 +306,9 @@ def fit_flow(
         labels: ``(N,)`` integer labels fed to ``fit`` as ``y`` beside the images (a
             `tfinv.models.FlowGMM` takes ``-1`` for unlabelled examples); ``None``: images alone.
     """
-    images = np.asarray(images)
+    images = _counts(model, images, "fit_flow images")
+    if validation_images is not None:
+        validation_images = _counts(model, validation_images, "fit_flow validation_images")
     if initialize:
         first = data.dequantized_epochs(images, epochs=1, batch_size=batch_size, seed=seed,
                                         drop_remainder=drop_remainder)
@@ -345,7 +372,7 @@ def fit_conditional_flow(
     ``(N,) + context_shape`` (row ``i`` goes with image ``i`` in every epoch: the epochs are
     `tfinv.data.dequantized_epochs` of the images, a resumed run sees the same batches).
     ``validation``: ``(images, contexts)`` evaluated after every epoch with fixed noise."""
-    images = np.asarray(images)
+    images = _counts(model, images, "fit_conditional_flow images")
     contexts = _check_contexts(images, contexts, "fit_conditional_flow")
     index = np.arange(len(images), dtype=np.int64)
 
@@ -358,7 +385,8 @@ def fit_conditional_flow(
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
     validation_data = None
     if validation is not None:
-        validation_data = _fixed_noise_pairs(*validation, batch_size, seed, "fit_conditional_flow validation")
+        validation_data = _fixed_noise_pairs(_counts(model, validation[0], "fit_conditional_flow validation"),
+                                             validation[1], batch_size, seed, "fit_conditional_flow validation")
     return _fit(model, make_batches, len(images), epochs=epochs, batch_size=batch_size,
                 validation_data=validation_data, backup_dir=backup_dir, callbacks=callbacks, verbose=verbose,
                 drop_remainder=False)
@@ -368,6 +396,7 @@ def conditional_bits_per_dim(model, images: np.ndarray, contexts: np.ndarray, ba
                              seed: int = 0) -> float:
     """Mean ``-log p(x | y) / (D ln 2)`` of integer images with fixed dequantisation noise
     (as `dataset_bits_per_dim`), each image with its context row."""
+    images = _counts(model, images, "conditional_bits_per_dim images")
     dataset = _fixed_noise_pairs(images, contexts, batch_size, seed, "conditional_bits_per_dim")
     total, count = 0.0, 0
     for x, context in dataset:
@@ -442,6 +471,7 @@ def dataset_bits_per_dim(model, images: np.ndarray, batch_size: int = 256, seed:
                          jit_compile: bool = False) -> float:
     """Bits/dim of ``images`` (integer counts) with fixed noise: reproducible for a given ``seed``,
     independent of batch size and order (unlike ``fit``'s running averages)."""
+    images = _counts(model, images, "dataset_bits_per_dim images")
     dataset = data.dequantized_dataset(images, batch_size=batch_size, seed=seed, shuffle=False, fixed_noise=True)
     return evaluate_bits_per_dim(model, dataset, jit_compile)
 

@@ -185,6 +185,15 @@ class FlowModel(CompiledInference, keras.Model):
             return layers
         if isinstance(layers, InvertibleLayer):
             layers = [layers]
+        if isinstance(layers, keras.Sequential):  # a user's composition: its layers, in order
+            layers = list(layers.layers)
+        if layers is None:
+            layers = []
+        if not isinstance(layers, (list, tuple)):
+            raise TypeError(
+                f"{type(self).__name__} needs an InvertibleLayer, a list of them or a keras.Sequential of "
+                f"them (tfinv.layers), got {type(layers).__name__}"
+            )
         if not layers:
             raise ValueError(
                 f"{type(self).__name__} needs an InvertibleLayer or a non-empty list of InvertibleLayer `layers`"
@@ -235,9 +244,13 @@ class FlowModel(CompiledInference, keras.Model):
     def _check(self, value, expected: tuple[int, ...], what: str) -> tf.Tensor:
         value = cast_input(value, self.compute_dtype)
         if not value.dtype.is_floating:
+            hint = ""
+            if value.dtype.is_integer and what == "x":  # raw pixel counts: the usual first mistake
+                hint = (" (integer pixel counts need dequantisation noise: tfinv.training.fit_flow(model, images, "
+                        "...) or tfinv.data.dequantized_dataset(images) gives float32 counts + U[0, 1))")
             raise TypeError(
                 f"{type(self).__name__} '{self.name}': {what} must be floating point, "
-                f"got dtype {value.dtype.name}"
+                f"got dtype {value.dtype.name}{hint}"
             )
         got = tuple(value.shape[1:])
         if len(value.shape) != len(expected) + 1 or any(
@@ -460,6 +473,23 @@ class FlowModel(CompiledInference, keras.Model):
         self.compile(**config)
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; a call whose first training step fails (bad data: wrong shape or
+        dtype) leaves the model as it was, so a corrected call trains. Keras would keep the
+        failed trace and the retrace would then create the optimizer's variables on a non-first
+        call of the ``tf.function`` (``ValueError: Creating variables on a non-first call``).
+        A `tf.data.Dataset` is taken in its own order (no ``shuffle`` warning from Keras, whose
+        default ``shuffle=True`` does not apply to datasets)."""
+        data = args[0] if args else kwargs.get("x")
+        if isinstance(data, tf.data.Dataset) and len(args) < 9:  # shuffle is fit's 9th argument
+            kwargs.setdefault("shuffle", False)
+        try:
+            return super().fit(*args, **kwargs)
+        except BaseException:
+            if self.optimizer is not None and not self.optimizer.built:
+                self.train_function = None  # never traced through: trace afresh next time
+            raise
 
     def _pack_context(self, data):
         """``(x, context[, sample_weight])`` -> ``((x, context), None[, sample_weight])`` so that

@@ -63,6 +63,16 @@ class InvertibleSequential(InvertibleLayer):
         self.steps = steps
         self.context_shape = common_context_shape(steps, f"InvertibleSequential '{self.name}'")
 
+    def _check(self, x, expected_event_shape, direction):
+        try:
+            return super()._check(x, expected_event_shape, direction)
+        except ValueError as err:
+            if "expects inputs of rank" not in str(err):
+                raise
+            # The usual cause: vector layers composed with the default image rank.
+            raise ValueError(f"{err}; give InvertibleSequential event_ndims, the rank of one example "
+                             f"(1 for vectors, 3 for images; default 3)") from None
+
     def build(self, input_shape):
         shape = tuple(input_shape)
         for layer in self.steps:

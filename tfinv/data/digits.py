@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # annotations only: TensorFlow is imported where a pipeline is built
+    import tensorflow as tf
 
 from tfinv.data.images import TEST_FRACTION, Split, load_npz_arrays, npz_images
 

@@ -1,14 +1,16 @@
-"""PNG grids of images (samples, data) without a plotting dependency."""
+"""PNG grids of images (samples, data) without a plotting dependency, and without TensorFlow (the
+PNG is encoded here: `tfinv query` writes grids in the lean install, which has no TensorFlow)."""
 
 from __future__ import annotations
 
 import math
 import os
+import struct
+import zlib
 
 import numpy as np
-import tensorflow as tf
 
-__all__ = ["image_grid", "save_image_grid"]
+__all__ = ["encode_png", "image_grid", "save_image_grid"]
 
 
 def image_grid(
@@ -73,13 +75,32 @@ def save_image_grid(
     scale: int = 4,
     padding: int = 1,
 ) -> np.ndarray:
-    """Writes `image_grid` of ``images`` to ``path`` as a PNG (``tf.io.encode_png``), whole or not at
-    all (`tfinv.files.write_bytes_atomic`); creates missing folders; returns the grid."""
+    """Writes `image_grid` of ``images`` to ``path`` as a PNG (`encode_png`), whole or not at all
+    (`tfinv.files.write_bytes_atomic`); creates missing folders; returns the grid."""
     from tfinv.files import write_bytes_atomic
 
     grid = image_grid(images, num_levels, columns=columns, scale=scale, padding=padding)
     directory = os.path.dirname(os.fspath(path))
     if directory:
         os.makedirs(directory, exist_ok=True)
-    write_bytes_atomic(path, tf.io.encode_png(grid).numpy())
+    write_bytes_atomic(path, encode_png(grid))
     return grid
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """The PNG file of a uint8 ``(H, W, 1)`` (grey) or ``(H, W, 3)`` (RGB) image: 8-bit samples,
+    rows unfiltered, zlib-compressed (PNG specification, ISO/IEC 15948). Decodes to ``image`` exactly."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3) or 0 in image.shape:
+        raise ValueError(f"encode_png expects a non-empty uint8 (H, W, 1) or (H, W, 3) image, got "
+                         f"{image.dtype} {image.shape}")
+    height, width, channels = image.shape
+    # Each row starts with its filter type, 0 (none).
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), image.reshape(height, width * channels)], axis=1)
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + chunk(b"IEND", b""))

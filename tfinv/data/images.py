@@ -28,10 +28,12 @@ import math
 import os
 import zipfile
 import zlib
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # annotations only: TensorFlow is imported where a pipeline is built
+    import tensorflow as tf
 
 __all__ = [
     "SPLITS",
@@ -188,7 +190,8 @@ def load_npz_arrays(
         raise ValueError(f"{path}: not a readable .npz archive ({err})") from err
     with archive:
         if key not in archive.files:
-            raise ValueError(f"{path}: no array {key!r}; the file holds {sorted(archive.files)}")
+            raise ValueError(f"{path}: no array {key!r}; the file holds {sorted(archive.files)} "
+                             f"(name the image array with key=..., tfinv's --key)")
         try:
             raw = archive[key]
         except ValueError as err:  # object arrays need pickle, which is refused on purpose
@@ -208,7 +211,8 @@ def load_npz_arrays(
         elif with_labels:
             raise ValueError(
                 f"{path}: with_labels=True needs a label array {label_key!r}; "
-                f"the file holds {sorted(archive.files)}"
+                f"the file holds {sorted(archive.files)} (name the label array with label_key=..., "
+                f"tfinv train's --label-key)"
             )
     index = split_indices(len(images), split, test_fraction)
     return images[index], None if labels is None else labels[index]
@@ -272,6 +276,8 @@ def dequantized_dataset(
     Returns:
         Batches of float32 ``(B, H, W, C)`` in ``[0, num_levels)`` (or ``(x, y)`` pairs).
     """
+    import tensorflow as tf  # here, not at import: `tfinv.data` (PNG grids, counts) works without it
+
     images, labels = _dataset_arrays(images, labels, batch_size, with_labels)
     event_shape = images.shape[1:]
     seed = int(seed)
@@ -301,6 +307,8 @@ def dequantized_dataset(
 def _epoch_noise_key(seed: int, epoch: tf.Tensor) -> tf.Tensor:
     """The noise key of one training epoch: distinct from the fixed-noise key ``seed`` and from
     every other epoch's key for seeds below 100003."""
+    import tensorflow as tf
+
     return tf.cast(seed, tf.int64) * 100003 + tf.cast(epoch, tf.int64) + 1
 
 
@@ -346,6 +354,8 @@ def dequantized_epochs(
     Returns:
         Batches of float32 ``(B, H, W, C)`` in ``[0, num_levels)`` (or ``(x, y)`` pairs).
     """
+    import tensorflow as tf
+
     images, labels = _dataset_arrays(images, labels, batch_size, with_labels, allow_empty=False)
     if not 0 <= int(first_epoch) <= int(epochs):
         raise ValueError(f"expected 0 <= first_epoch <= epochs, got first_epoch={first_epoch}, epochs={epochs}")

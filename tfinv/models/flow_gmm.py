@@ -53,11 +53,13 @@ def semi_supervised_labels(labels: Any, num_labelled: int, num_classes: int, see
     """A copy of ``labels`` in which all but ``num_labelled`` examples carry the sentinel ``-1``.
 
     The kept labels are class-balanced: ``num_labelled // K`` per class, the remainder drawn at
-    random from the rest (seeded).
+    random from the rest (seeded). ``num_labelled`` equal to the number of examples keeps every
+    label, whatever the class sizes.
 
     Raises:
         ValueError: ``num_labelled`` is negative or larger than the number of examples, a class
-            has fewer examples than its share, or a label lies outside ``[0, num_classes)``.
+            has fewer examples than its share (when some labels are dropped), or a label lies
+            outside ``[0, num_classes)``.
     """
     labels = check_labels(labels, num_classes)
     if np.any(labels < 0):
@@ -65,6 +67,8 @@ def semi_supervised_labels(labels: Any, num_labelled: int, num_classes: int, see
     n, k = len(labels), int(num_labelled)
     if not 0 <= k <= n:
         raise ValueError(f"num_labelled must be in [0, {n}] (the number of examples), got {num_labelled}")
+    if k == n:  # every label kept: nothing to balance (unequal classes must not fail)
+        return labels.astype(np.int64, copy=True)
     rng = np.random.default_rng(seed)
     per_class = k // int(num_classes)
     keep: list[int] = []
