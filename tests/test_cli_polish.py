@@ -75,3 +75,48 @@ def test_query_sample_asks_for_num_levels_when_the_server_does_not_report_them(o
     err = capsys.readouterr().err
     assert "does not report its pixel levels" in err and "pass --num-levels" in err, err
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_step_names_equal_the_glow_step_registries():
+    from tfinv.blocks import glow_step
+    from tfinv.step_names import ATTENTION_NAMES, COUPLING_NAMES, LINEAR_NAMES
+
+    registered = set(glow_step.LINEAR_LAYERS) - set(LINEAR_NAMES)  # register_linear'd by other tests
+    assert sorted(set(glow_step.LINEAR_LAYERS) - registered) == sorted(LINEAR_NAMES)
+    assert all(callable(glow_step.LINEAR_LAYERS[n]) for n in LINEAR_NAMES)
+    assert sorted(glow_step.COUPLINGS) == sorted(COUPLING_NAMES)
+    assert sorted(glow_step.ATTENTION_LAYERS) == sorted(ATTENTION_NAMES)
+
+
+def test_help_and_usage_errors_do_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from tfinv.cli import main\n"
+        "codes = []\n"
+        "for argv in (['--help'], ['train', '--help'], ['train', '--out', 'x', '--linear', 'nope'], ['sample']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "        codes.append(main(argv))\n"
+        "print(json.dumps([codes, 'tensorflow' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[0, 0, 2, 2], False]
+
+
+def test_a_registered_linear_is_a_linear_choice(capsys):
+    from tfinv.blocks import glow_step
+    from tfinv.layers.inv_conv1x1 import InvConv1x1
+
+    glow_step.register_linear("polish_test_linear", lambda seed, name: InvConv1x1(seed=seed, name=name))
+    try:
+        args = cli.build_parser().parse_args(["train", "--out", "x", "--linear", "polish_test_linear"])
+        assert args.linear == "polish_test_linear"
+    finally:
+        del glow_step.LINEAR_LAYERS["polish_test_linear"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train", "--out", "x", "--linear", "polish_test_linear"])
+    assert "invalid choice: 'polish_test_linear'" in capsys.readouterr().err
