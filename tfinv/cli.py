@@ -1480,8 +1480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The parser needs no TensorFlow (--help and usage errors are fast); a command that runs
         # imports it after parsing.
         args = (_lean_parser(name, lean) if lean is not None else build_parser()).parse_args(argv)
-        if lean is None and _startup.is_quiet_command():
-            _startup.import_tensorflow(quiet=True)
+        if lean is None:
+            _startup.import_tensorflow(quiet=_startup.is_quiet_command())
     except SystemExit as exit_:  # argparse reports its own errors (and --help) this way
         return int(exit_.code or 0)
     except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads (seconds): nothing started yet
