@@ -120,3 +120,23 @@ def test_a_registered_linear_is_a_linear_choice(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["train", "--out", "x", "--linear", "polish_test_linear"])
     assert "invalid choice: 'polish_test_linear'" in capsys.readouterr().err
+
+
+# /proc: a folder no one (root included, for whom os.access says yes) can create files in.
+UNWRITABLE = "/proc/tfinv-polish-out"
+
+
+def test_unwritable_export_and_serve_config_destinations_say_what_was_expected(tmp_path, capsys):
+    from tfinv.export.files import check_destination
+    from tfinv.serving.tf_serving import write_serving_config
+
+    with pytest.raises(PermissionError, match="/proc is not writable; expected a writable output folder"):
+        check_destination(UNWRITABLE, ["manifest.json"], overwrite=False)
+    base = tmp_path / "saved_model"
+    (base / "digits" / "1").mkdir(parents=True)
+    (base / "digits" / "1" / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(PermissionError, match="/proc is not writable; expected a writable output folder"):
+        write_serving_config(base, UNWRITABLE, "digits")
+    assert cli.main(["export", "--model", "m.keras", "--out", UNWRITABLE]) == 2
+    err = capsys.readouterr().err
+    assert "expected a writable output folder" in err and "Errno" not in err, err
