@@ -140,3 +140,18 @@ def test_unwritable_export_and_serve_config_destinations_say_what_was_expected(t
     assert cli.main(["export", "--model", "m.keras", "--out", UNWRITABLE]) == 2
     err = capsys.readouterr().err
     assert "expected a writable output folder" in err and "Errno" not in err, err
+
+
+def test_multiscale_shape_errors_are_grammatical_and_say_what_to_do():
+    from tfinv.models import Glow
+    from tfinv.models.glow import multiscale_shape_error
+
+    with pytest.raises(ValueError) as caught:
+        Glow((7, 8, 1), levels=1, steps_per_level=1, hidden_channels=4)
+    assert str(caught.value) == ("Glow with 1 level needs H and W divisible by 2, got (H, W) = (7, 8): "
+                                 "pad the images to (8, 8) or crop them to (6, 8)")
+    assert multiscale_shape_error("Glow", 3, 8, 12, 16) == (
+        "Glow with 3 levels needs H and W divisible by 8, got (H, W) = (12, 16): "
+        "pad the images to (16, 16) or crop them to (8, 16), or use levels <= 2")
+    # ResidualFlow's factor is 2**(levels - 1): one level always fits.
+    assert multiscale_shape_error("ResidualFlow", 2, 2, 7, 8).endswith(", or use levels <= 1")
