@@ -10,7 +10,8 @@ max|a_i - b_i| / max(max|b_i|, 1e-2) (see tfinv.testing.contract).
 
 Each case is built once per module (builds are deterministic, see `Case.build`) and shared by
 the read-only checks; a guard verifies after every check that the shared subject's weights and
-outputs are unchanged, so no check can pass or fail because of what an earlier one did. The
+outputs are those of the build (snapshot taken once, right after it), so no check can pass or
+fail because of what an earlier one did. The
 fit step, which trains its layer, gets a fresh build of its own.
 """
 
@@ -34,20 +35,28 @@ def _snapshot(subject, x):
     return [np.array(w) for w in subject.get_weights()], np.asarray(z), np.asarray(log_det)
 
 
+def _assert_unchanged(case, subject, x, snapshot):
+    weights, z, log_det = _snapshot(subject, x)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, snapshot[0])), f"{case.name}: weights changed"
+    assert np.array_equal(z, snapshot[1]) and np.array_equal(log_det, snapshot[2]), f"{case.name}: outputs changed"
+
+
+# The snapshot is taken once, right after the build, and every check is followed by a
+# comparison with it: a change made by any check is caught at that check's teardown (comparing
+# with the build-time state is at least as strict as comparing with the state before the check,
+# which earlier teardowns have already proved equal to it).
 @pytest.fixture(scope="module", params=CASES, ids=_ids(CASES))
 def _built_once(request):
-    return request.param.build()
+    layer, x = request.param.build()
+    return layer, x, _snapshot(layer, x)
 
 
 @pytest.fixture
 def built(request, _built_once):
     case = request.node.callspec.params["_built_once"]
-    layer, x = _built_once
-    before = _snapshot(layer, x)
+    layer, x, snapshot = _built_once
     yield case, layer, x
-    weights, z, log_det = _snapshot(layer, x)
-    assert all(np.array_equal(a, b) for a, b in zip(weights, before[0])), f"{case.name}: weights changed"
-    assert np.array_equal(z, before[1]) and np.array_equal(log_det, before[2]), f"{case.name}: outputs changed"
+    _assert_unchanged(case, layer, x, snapshot)
 
 
 def test_every_public_layer_has_a_case():
@@ -135,18 +144,16 @@ def test_fit_step(case):
 
 @pytest.fixture(scope="module", params=MODEL_CASES, ids=_ids(MODEL_CASES))
 def _model_built_once(request):
-    return request.param.build()
+    flow, x = request.param.build()
+    return flow, x, _snapshot(flow, x)
 
 
 @pytest.fixture
 def model(request, _model_built_once):
     case = request.node.callspec.params["_model_built_once"]
-    flow, x = _model_built_once
-    before = _snapshot(flow, x)
+    flow, x, snapshot = _model_built_once
     yield case, flow, x
-    weights, z, log_det = _snapshot(flow, x)
-    assert all(np.array_equal(a, b) for a, b in zip(weights, before[0])), f"{case.name}: weights changed"
-    assert np.array_equal(z, before[1]) and np.array_equal(log_det, before[2]), f"{case.name}: outputs changed"
+    _assert_unchanged(case, flow, x, snapshot)
 
 
 def test_model_not_identity(model):
@@ -185,15 +192,17 @@ CONDITIONAL_CASES = list(conditional_cases())
 
 @pytest.fixture(scope="module", params=CONDITIONAL_CASES, ids=_ids(CONDITIONAL_CASES))
 def _conditional_built_once(request):
-    return request.param.build()
+    subject, x = request.param.build()
+    context = request.param.example_context(0)
+    before = [np.array(w) for w in subject.get_weights()], np.asarray(subject.forward_and_log_det(x, context)[0])
+    return subject, x, before
 
 
 @pytest.fixture
 def conditional(request, _conditional_built_once):
     case = request.node.callspec.params["_conditional_built_once"]
-    subject, x = _conditional_built_once
+    subject, x, before = _conditional_built_once
     context = case.example_context(0)
-    before = [np.array(w) for w in subject.get_weights()], np.asarray(subject.forward_and_log_det(x, context)[0])
     yield case, subject, x, context, case.example_context(1)
     weights = subject.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(weights, before[0])), f"{case.name}: weights changed"
