@@ -262,7 +262,21 @@ def test_mixed_float16_policy(case):
         contract.check_mixed_precision(subject, x, "mixed_float16", fit=case in MODEL_CASES)
 
 
+# A FlowModel's methods run as cached tf.functions when called eagerly (tfinv.core.compiled_inference),
+# the same machinery for every model. TFP training through it (a gradient tape around compiled
+# calls) is checked on one representative, the default Glow; the other models go through TFP
+# with their methods run eagerly, which checks what is theirs (TFP lists every weight, a gradient
+# reaches each, the NLL goes down) at a seventh of the cost (MixerFlow: 0.75 s vs 5.2 s CPU).
+COMPILED_TFP_TRAINING_REPRESENTATIVE = "Glow-affine"
+
+
 @pytest.mark.parametrize("case", MODEL_CASES, ids=_ids(MODEL_CASES))
 def test_model_tfp_training(case):
     flow, x = case.build()
+    if case.name != COMPILED_TFP_TRAINING_REPRESENTATIVE:
+        flow.inference_mode = "eager"
     contract.check_tfp_training(flow, x)
+
+
+def test_compiled_tfp_training_representative_is_a_model_case():
+    assert COMPILED_TFP_TRAINING_REPRESENTATIVE in _ids(MODEL_CASES)
