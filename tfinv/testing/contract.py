@@ -157,17 +157,32 @@ def check_round_trip(subject, x, tol: float = 1e-5, context=None) -> dict[str, f
     return errors
 
 
-def _autodiff_log_det(fn, x) -> np.ndarray:
-    """``log|det J|`` per example from the autodiff Jacobian of ``fn`` (float64 slogdet)."""
+def _autodiff_log_det(fn, x, context=None) -> np.ndarray:
+    """``log|det J|`` per example from the autodiff Jacobian of ``fn`` (float64 slogdet).
+
+    ``fn(t)`` (``fn(t, context)`` when a context is given) maps a batch to a batch, example by
+    example. The Jacobian is reverse-mode autodiff, all rows in one backward pass: example
+    ``i`` is repeated ``D`` times (``D`` its number of entries), copy ``k`` selects output entry
+    ``k``, and the gradient of the sum of the selected entries is row ``k`` of example ``i``'s
+    Jacobian at copy ``k`` — the rows ``tape.batch_jacobian`` computes one by one (under
+    ``pfor``), for a fifth of the cost. Like ``batch_jacobian`` it assumes that examples do not
+    interact.
+    """
     x = tf.convert_to_tensor(x)
+    batch, size = int(x.shape[0]), int(np.prod(x.shape[1:]))
+    copies = tf.repeat(x, size, axis=0)  # (batch * size, ...): example i, copy k at i * size + k
+    context_copies = None if context is None else tf.repeat(context, size, axis=0)
     with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = fn(x)
-        y_flat = tf.reshape(y, [tf.shape(y)[0], -1])
-    jac = tape.batch_jacobian(y_flat, x)
-    jac = np.asarray(jac, np.float64).reshape(jac.shape[0], y_flat.shape[1], -1)
-    if jac.shape[1] != jac.shape[2]:
-        raise AssertionError(f"Jacobian is not square: {jac.shape[1:]}")
+        tape.watch(copies)
+        y = fn(copies) if context is None else fn(copies, context_copies)
+        y = tf.reshape(y, [batch, size, -1])
+        if y.shape[-1] != size:
+            raise AssertionError(f"Jacobian is not square: {(int(y.shape[-1]), size)}")
+        selected = tf.linalg.diag_part(y)  # (batch, size): copy k's output entry k
+    rows = tape.gradient(selected, copies)
+    if rows is None:
+        raise AssertionError("the output does not depend on the input (no gradient)")
+    jac = np.asarray(rows, np.float64).reshape(batch, size, size)
     sign, logabs = np.linalg.slogdet(jac)
     if np.any(sign == 0):
         raise AssertionError("the autodiff Jacobian is singular")
@@ -197,13 +212,13 @@ def check_log_det(subject, x, tol: float = 1e-4, context=None) -> dict[str, floa
     (at a fixed ``context`` for a conditional subject)."""
     z, fldj = _forward(subject, x, context)
     with _eager_inference(subject):
-        reference = _autodiff_log_det(lambda t: _forward(subject, t, context)[0], x)
+        reference = _autodiff_log_det(lambda t, *c: _forward(subject, t, *c)[0], x, context)
     errors = {"forward": _assert_close(_batch_sum(fldj), reference, tol,
                                        "forward log-det vs slogdet(autodiff Jacobian)")}
     z2 = _inverse_input(subject, x, context=context)
     _, ildj = _inverse(subject, z2, context)
     with _eager_inference(subject):
-        reference = _autodiff_log_det(lambda t: _inverse(subject, t, context)[0], z2)
+        reference = _autodiff_log_det(lambda t, *c: _inverse(subject, t, *c)[0], z2, context)
     errors["inverse"] = _assert_close(_batch_sum(ildj), reference, tol,
                                       "inverse log-det vs slogdet(autodiff Jacobian)")
     _, ildj_at_z = _inverse(subject, z, context)
