@@ -157,16 +157,16 @@ def check_round_trip(subject, x, tol: float = 1e-5, context=None) -> dict[str, f
     return errors
 
 
-def _autodiff_log_det(fn, x, context=None) -> np.ndarray:
-    """``log|det J|`` per example from the autodiff Jacobian of ``fn`` (float64 slogdet).
+def _autodiff_jacobian(fn, x, context=None) -> np.ndarray:
+    """The autodiff Jacobian of ``fn`` per example, float64, shape ``(batch, D, D)``.
 
     ``fn(t)`` (``fn(t, context)`` when a context is given) maps a batch to a batch, example by
-    example. The Jacobian is reverse-mode autodiff, all rows in one backward pass: example
-    ``i`` is repeated ``D`` times (``D`` its number of entries), copy ``k`` selects output entry
-    ``k``, and the gradient of the sum of the selected entries is row ``k`` of example ``i``'s
-    Jacobian at copy ``k`` — the rows ``tape.batch_jacobian`` computes one by one (under
-    ``pfor``), for a fifth of the cost. Like ``batch_jacobian`` it assumes that examples do not
-    interact.
+    example, and keeps the number of entries ``D`` of an example. The Jacobian is reverse-mode
+    autodiff, all rows in one backward pass: example ``i`` is repeated ``D`` times, copy ``k``
+    selects output entry ``k``, and the gradient of the sum of the selected entries is row ``k``
+    of example ``i``'s Jacobian at copy ``k`` — the rows ``tape.batch_jacobian`` computes one by
+    one (under ``pfor``), for a fifth of the cost. Like ``batch_jacobian`` it assumes that
+    examples do not interact.
     """
     x = tf.convert_to_tensor(x)
     batch, size = int(x.shape[0]), int(np.prod(x.shape[1:]))
@@ -182,8 +182,13 @@ def _autodiff_log_det(fn, x, context=None) -> np.ndarray:
     rows = tape.gradient(selected, copies)
     if rows is None:
         raise AssertionError("the output does not depend on the input (no gradient)")
-    jac = np.asarray(rows, np.float64).reshape(batch, size, size)
-    sign, logabs = np.linalg.slogdet(jac)
+    return np.asarray(rows, np.float64).reshape(batch, size, size)
+
+
+def _autodiff_log_det(fn, x, context=None) -> np.ndarray:
+    """``log|det J|`` per example from the autodiff Jacobian of ``fn`` (`_autodiff_jacobian`,
+    float64 slogdet)."""
+    sign, logabs = np.linalg.slogdet(_autodiff_jacobian(fn, x, context))
     if np.any(sign == 0):
         raise AssertionError("the autodiff Jacobian is singular")
     return logabs
@@ -605,11 +610,7 @@ def check_lipschitz(layer, x, points: int = 4, iterations: int = 200, seed: int 
     largest = 0.0
     for p in range(points):
         at = x if p == 0 else x + rng.standard_normal(x.shape).astype(np.float32)
-        t = tf.constant(at)
-        with tf.GradientTape() as tape:
-            tape.watch(t)
-            g = tf.reshape(layer.g(t), [t.shape[0], -1])
-        jac = np.asarray(tape.batch_jacobian(g, t), np.float64).reshape(t.shape[0], g.shape[1], -1)
+        jac = _autodiff_jacobian(layer.g, tf.constant(at))
         for i, j in enumerate(jac):
             largest = max(largest, _top_singular_value(j, iterations, seed + i))
     if not largest < layer.coefficient:
