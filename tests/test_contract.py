@@ -77,11 +77,12 @@ def _check_rebuild_is_identical(case, subject, x):
     assert np.array_equal(x, x_again)
     w1, w2 = subject.get_weights(), again.get_weights()
     assert len(w1) == len(w2) and all(np.array_equal(a, b) for a, b in zip(w1, w2)), "weights differ"
-    for a, b in zip(subject.forward_and_log_det(x), again.forward_and_log_det(x_again)):
+    outputs = subject.forward_and_log_det(x)
+    for a, b in zip(outputs, again.forward_and_log_det(x_again)):
         assert np.array_equal(np.asarray(a), np.asarray(b)), "outputs differ"
     # A relative log-det tolerance means little near 0: the log-det is either identically 0
     # (volume-preserving) or at least 0.05 nats in every example.
-    log_det = np.abs(contract._batch_sum(subject.forward_and_log_det(x)[1]))
+    log_det = np.abs(contract._batch_sum(outputs[1]))
     assert np.all(log_det < 1e-5) or np.all(log_det >= 0.05), f"log-det near 0: {log_det}"
 
 
