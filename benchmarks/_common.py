@@ -1,13 +1,18 @@
 """Helpers shared by the benchmark scripts (run as ``python benchmarks/NAME.py``, which puts this
-folder on ``sys.path``): stderr logging, a stdout that carries only the final JSON, and timing."""
+folder on ``sys.path``): stderr logging, a stdout that carries only the final JSON, timing, the
+JSON report and files written whole, the Glow training options, and stopping a server process."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
+import signal
+import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 
 def log(message: str) -> None:
@@ -88,3 +93,52 @@ def np_prod(shape) -> int:
     for s in shape:
         result *= int(s)
     return result
+
+
+def write_json(report: Any, path: str | None = None, stream: IO[str] | None = None, indent: int = 2,
+               **dumps_kwargs: Any) -> str:
+    """``report`` as JSON text: printed to ``stream`` (default stdout) and, when ``path`` is given,
+    written there whole or not at all (`tfinv.files.atomic_write`; the folder is created).
+    Returns the text."""
+    text = json.dumps(report, indent=indent, **dumps_kwargs)
+    if path:
+        from tfinv.files import atomic_write
+
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_write(path) as f:
+            f.write(text + "\n")
+    print(text, file=sys.stdout if stream is None else stream, flush=True)
+    return text
+
+
+def write_file_whole(path: str, data: bytes) -> str:
+    """Writes ``data`` to ``path`` whole or not at all (folder created); returns the absolute path."""
+    from tfinv.files import write_bytes_atomic
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_bytes_atomic(path, data)
+    return os.path.abspath(path)
+
+
+def add_glow_training_arguments(parser: argparse.ArgumentParser, epochs: int = 5) -> argparse.ArgumentParser:
+    """The options of the Glow-on-digits benchmarks: ``--epochs --batch-size --levels
+    --steps-per-level --hidden-channels --lr --seed`` (defaults: the CLI's Glow)."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--levels", type=int, default=2)
+    parser.add_argument("--steps-per-level", type=int, default=4)
+    parser.add_argument("--hidden-channels", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def stop_process(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM (a server's graceful shutdown), then SIGKILL if it is still running after ``grace`` s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

@@ -22,12 +22,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 
-from _common import log, stdout_to_stderr  # noqa: E402
+from _common import log, stdout_to_stderr, write_json  # noqa: E402
 
 VARIANTS = {
     "plain": {},
@@ -100,13 +99,7 @@ def main(argv=None) -> None:
             "platform": platform.platform(),
             "results": rows,
         }
-        text = json.dumps(report, indent=2)
-        from tfinv.files import atomic_write
-
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with atomic_write(args.out) as f:  # temporary file in the same folder, then os.replace
-            f.write(text + "\n")
-        print(text, file=real_stdout, flush=True)
+        write_json(report, args.out, real_stdout)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
+import io  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _common import log, stdout_to_stderr  # noqa: E402
+from _common import log, stdout_to_stderr, write_file_whole, write_json  # noqa: E402
 
 
 def butterfly_permutation(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -62,9 +62,9 @@ def permuted_digits(path: str, seed: int) -> None:
     perm = butterfly_permutation(flat.shape[1], np.random.default_rng(seed))
     scrambled = depth_to_space_np(flat[:, perm].reshape(squeezed.shape), 2)
     assert sorted(scrambled[0].ravel().tolist()) == sorted(images[0].ravel().tolist())
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, images=scrambled.astype(images.dtype), labels=labels)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, images=scrambled.astype(images.dtype), labels=labels)
+    write_file_whole(path, buffer.getvalue())
 
 
 def space_to_depth_np(x: np.ndarray, f: int) -> np.ndarray:
@@ -116,13 +116,7 @@ def main(argv=None) -> None:
                   "budget": {"epochs": args.epochs, "batch_size": 64, "lr": 1e-3, "seeds": args.seeds,
                              "model": "Glow levels=2 steps_per_level=4 hidden=64"},
                   "perm_seed": args.perm_seed, "platform": platform.platform(), "results": rows}
-        text = json.dumps(report, indent=2)
-        if args.out:
-            tmp_out = args.out + ".tmp"
-            with open(tmp_out, "w") as f:
-                f.write(text + "\n")
-            os.replace(tmp_out, args.out)
-        print(text, file=real_stdout, flush=True)
+        write_json(report, args.out, real_stdout)
 
 
 if __name__ == "__main__":

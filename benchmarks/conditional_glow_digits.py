@@ -24,7 +24,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
@@ -35,20 +34,13 @@ import tfinv  # noqa: E402
 from tfinv import data  # noqa: E402
 from tfinv.data.image_grid import image_grid  # noqa: E402
 
-from _common import log  # noqa: E402
+from _common import add_glow_training_arguments, log, write_file_whole  # noqa: E402
 
 NUM_CLASSES = 10
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--levels", type=int, default=2)
-    parser.add_argument("--steps-per-level", type=int, default=4)
-    parser.add_argument("--hidden-channels", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = add_glow_training_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--learned-prior", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--samples-per-class", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -58,22 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def one_hot(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.map(lambda x, y: (x, tf.one_hot(y, NUM_CLASSES)))
-
-
-def write_png(grid: np.ndarray, path: str) -> None:
-    """Writes the PNG whole (temporary file in the same folder, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".conditional_glow.", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(tf.io.encode_png(grid).numpy())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def evaluate(model: tfinv.FlowModel, ds: tf.data.Dataset) -> dict:
@@ -132,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
     labels = np.repeat(np.arange(NUM_CLASSES), per_class)
     samples = model.sample(len(labels), temperature=args.temperature, seed=args.seed,
                            context=np.eye(NUM_CLASSES, dtype=np.float32)[labels])
-    write_png(image_grid(samples, data.DIGITS_NUM_LEVELS, columns=per_class), args.png)
+    write_file_whole(args.png, tf.io.encode_png(image_grid(samples, data.DIGITS_NUM_LEVELS, columns=per_class)).numpy())
     return {
         "benchmark": "conditional_glow_digits",
         **metrics,

@@ -30,13 +30,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
-import json
 import platform
 import time
 
 import numpy as np
 import tensorflow as tf
-from _common import log, stdout_to_stderr  # noqa: E402
+from _common import log, stdout_to_stderr, write_json  # noqa: E402
 
 SIZES = (16, 32, 64)
 CHANNELS = (4, 16)
@@ -236,11 +235,7 @@ def main(argv=None) -> None:
                     "taken side by side (schedules interleaved round by round)",
             "results": results,
         }
-        text = json.dumps(report, indent=2)
-        if args.out:
-            with open(args.out, "w") as f:
-                f.write(text + "\n")
-        print(text, file=real_stdout, flush=True)
+        write_json(report, args.out, real_stdout)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from _common import log, stdout_to_stderr  # noqa: E402
+from _common import log, stdout_to_stderr, write_json  # noqa: E402
 
 
 OPTIONS = {"prior": ["--learned-prior"], "cnorm": ["--conditioner-actnorm"],
@@ -82,13 +82,7 @@ def main(argv=None) -> None:
         report = {"benchmark": "faithful_digits", "budget": {"epochs": args.epochs, "batch_size": 64,
                   "lr": 1e-3, "seeds": args.seeds, "model": "Glow levels=2 steps_per_level=4 hidden=64"},
                   "platform": platform.platform(), "results": rows}
-        text = json.dumps(report, indent=2)
-        if args.out:
-            tmp = args.out + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(text + "\n")
-            os.replace(tmp, args.out)
-        print(text, file=real_stdout, flush=True)
+        write_json(report, args.out, real_stdout)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -37,7 +36,7 @@ from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import log, stdout_to_stderr, timed  # noqa: E402
+from _common import log, stdout_to_stderr, timed, write_json  # noqa: E402
 
 GOAL_RATIO = 3.0  # forward + log-det <= 3x a plain Conv2D
 SIZES = (16, 32)
@@ -204,11 +203,7 @@ def main(argv=None) -> int:
                 "seconds": round(time.perf_counter() - started, 1),
             },
         }
-        text = json.dumps(result, indent=2)
-        print(text, file=real_stdout)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        write_json(result, args.out, real_stdout)
     return 0
 
 

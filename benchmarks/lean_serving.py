@@ -36,7 +36,6 @@ import importlib.resources  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import platform  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -45,7 +44,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _common import log, stdout_to_stderr  # noqa: E402
+from _common import log, stdout_to_stderr, stop_process  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WHEELS = pathlib.Path(os.environ.get("TFINV_TEST_WHEELS", pathlib.Path.home() / ".cache" / "tfinv-test-wheels"))
@@ -145,13 +144,7 @@ def started(command: list[str], env: dict[str, str], log_path: pathlib.Path):
                 time.sleep(0.01)
         yield process, url, time.perf_counter() - start
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_process(process)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -46,7 +46,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import log, stdout_to_stderr, timed  # noqa: E402
+from _common import log, stdout_to_stderr, timed, write_json  # noqa: E402
 
 LAYERS = ("InvConv1x1", "Woodbury", "MEWoodbury", "ButterflyLayer", "ButterflyLayer-factors")
 DIRECTIONS = ("forward", "inverse")
@@ -243,11 +243,7 @@ def main(argv=None) -> int:
             "load_average_after": [round(v, 2) for v in os.getloadavg()],
         }
         report["wall_seconds"] = round(time.perf_counter() - started, 1)
-        text = json.dumps(report, indent=2)
-        real_stdout.write(text + "\n")
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        write_json(report, args.out, real_stdout)
     return 0
 
 

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from _common import log
+from _common import log, write_json
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -123,12 +123,7 @@ def main() -> int:
                    # the machine is shared: its 1-minute load average before and after
                    "load_average": [load_before, round(os.getloadavg()[0], 2)]},
     }
-    text = json.dumps(result, indent=2)
-    from tfinv.files import atomic_write
-
-    with atomic_write(args.out) as f:
-        f.write(text + "\n")
-    print(text)
+    write_json(result, args.out)
     return 0
 
 

@@ -34,7 +34,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import log  # noqa: E402
+from _common import log, write_json  # noqa: E402
 from revvit_memory import _reset_peak, _status_kb  # noqa: E402
 
 NETWORKS = ("irevnet", "revnet")
@@ -186,13 +186,7 @@ def main(argv=None) -> int:
                                        "steps": args.steps},
                             "measure": "train_step_peak_mb = VmHWM - VmRSS around the full-batch steps",
                             "results": rows, "summary": summary}
-    text = json.dumps(report, indent=2)
-    if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, args.out)
-    print(text)
+    write_json(report, args.out)
     return 0
 
 

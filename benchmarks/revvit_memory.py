@@ -15,6 +15,19 @@ graph ``fit`` uses) on every execution path asked for with ``--paths`` (``eager`
   peak of the activations, gradients and temporaries of a step. TensorFlow's
   ``get_memory_info`` does not work for CPU devices, so this process-level figure stands in for
   the allocator's peak.
+  Under XLA this window also holds the one-time XLA compilation of the full-batch program (XLA
+  compiles per concrete shape, so the batch-64 program is compiled in the first full-batch
+  step); its memory grows with the size of the program (with depth: the forward pass is
+  unrolled). Measured: with one full-batch step run before the reset, the window's growth is
+  0.1-1.3 MB at depth 4 and 32 alike (the step's buffers come back from the allocator's pool),
+  so under XLA the figure is mostly compilation, not a training step's memory. Hence, for XLA:
+* ``xla_step_buffers_peak_mb``: the peak of the compiled train step's live buffers from XLA's
+  own buffer assignment (``--xla_dump_to``, the heap simulator's peak, exact and noise-free),
+  less the step's inputs (weights, optimizer state, batch: resident between steps anyway):
+  activations, gradients and temporaries. ``xla_peak_mb`` includes the inputs;
+  ``xla_temp_mb`` is the one preallocated temporary block; ``gradient_mb`` the size of the
+  gradients (float32, one per trained weight), which every training step holds at once before
+  the optimizer applies them and which therefore grows with depth on every path;
 * ``peak_rss_mb``: the process's peak resident memory over its whole life (``VmHWM`` before the
   reset, including imports, tracing and warm-up), the coarse figure;
 * ``images_per_second``: batch size / median wall time of the timed steps;
@@ -37,13 +50,17 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import argparse  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _common import write_file_whole  # noqa: E402
 
 MODES = {"reversible": True, "ordinary": False}
 PATHS = ("eager", "graph", "xla")
@@ -66,6 +83,38 @@ def _reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+_PEAK = re.compile(r"Stack trace breakdown for peak usage: ([\d ]+) bytes")
+_ARGS_AT_PEAK = re.compile(r"XLA_Args \([^)]*total: ([\d ]+) bytes")
+
+
+def xla_buffer_figures(directory: str) -> dict | None:
+    """The memory of the compiled train step, from XLA's buffer assignment (``--xla_dump_to``) of
+    the last compiled ``one_step_on_data`` module (the full batch's): ``xla_peak_mb``, the heap
+    simulator's peak of live buffers during one step (parameters included);
+    ``xla_arguments_at_peak_mb``, the part of it that is the step's inputs (weights, optimizer
+    state, batch: resident between steps anyway); ``xla_step_buffers_peak_mb``, the difference
+    (activations, gradients, temporaries: what the step itself allocates); ``xla_temp_mb``, the
+    one preallocated temporary block (the peak plus packing fragmentation)."""
+    import glob
+
+    files = glob.glob(os.path.join(directory, "*one_step_on_data*buffer-assignment.txt"))
+    if not files:
+        return None
+    latest = max(files, key=lambda f: int(re.search(r"module_(\d+)", os.path.basename(f)).group(1)))
+    with open(latest) as f:
+        text = f.read()
+    number = lambda match: int(match.group(1).replace(" ", "")) if match else None
+    peak, arguments = number(_PEAK.search(text)), number(_ARGS_AT_PEAK.search(text))
+    temp = re.search(r"allocation \d+: size (\d+), preallocated-temp", text)
+    mb = lambda b: None if b is None else round(b / 2**20, 2)
+    return {
+        "xla_peak_mb": mb(peak),
+        "xla_arguments_at_peak_mb": mb(arguments),
+        "xla_step_buffers_peak_mb": mb(None if peak is None or arguments is None else peak - arguments),
+        "xla_temp_mb": mb(temp and int(temp.group(1))),
+    }
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -112,6 +161,7 @@ def worker(args: argparse.Namespace) -> dict:
         cpu_seconds.append(time.process_time() - cpu_start)
     step_peak_kb = _status_kb("VmHWM") - resident_kb if reset else None
     median = statistics.median(seconds)
+    buffers = xla_buffer_figures(args.xla_dump) if args.xla_dump else None
     return {
         "path": args.path,
         "depth": args.depth,
@@ -125,6 +175,8 @@ def worker(args: argparse.Namespace) -> dict:
         "seconds_per_step": round(median, 4),
         "loss": float(np.asarray(loss).reshape(-1)[0]),
         "parameters": int(model.count_params()),
+        "gradient_mb": round(sum(4 * int(np.prod(v.shape)) for v in model.trainable_variables) / 2**20, 2),
+        **(buffers or {}),
     }
 
 
@@ -160,11 +212,10 @@ def write_plot(rows: list[dict], path: str) -> str:
     axes[0].legend(fontsize=8)
     fig.suptitle("RevViT training: reversible backprop vs ordinary autodiff (same run)")
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp")
-    fig.savefig(temporary, dpi=100, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
     plt.close(fig)
-    os.replace(temporary, path)
+    write_file_whole(path, buffer.getvalue())
     return path
 
 
@@ -183,6 +234,21 @@ def summarize(rows: list[dict], depths: list[int], run_path: str) -> dict:
 
     speed, best_speed, cpu_speed = (ratio("images_per_second"), ratio("images_per_second_best"),
                                     ratio("images_per_cpu_second"))
+    compiled = {}
+    if get(high, "reversible", "xla_step_buffers_peak_mb") if run_path == "xla" else False:
+        buffers = lambda d, mode: get(d, mode, "xla_step_buffers_peak_mb")
+        activations = lambda d, mode: buffers(d, mode) - get(d, mode, "gradient_mb")
+        compiled = {
+            f"xla_step_buffers_growth_reversible_depth_{low}_to_{high}": round(buffers(high, "reversible") / buffers(low, "reversible"), 3),
+            f"xla_step_buffers_less_gradients_growth_reversible_depth_{low}_to_{high}":
+                round(activations(high, "reversible") / activations(low, "reversible"), 3),
+            f"xla_step_buffers_growth_ordinary_depth_{low}_to_{high}": round(buffers(high, "ordinary") / buffers(low, "ordinary"), 3),
+            f"xla_step_buffers_reversible_over_ordinary_at_depth_{high}": round(buffers(high, "reversible") / buffers(high, "ordinary"), 3),
+        }
+        compiled["goals"] = {
+            f"compiled step buffers growth <= {GOALS['reversible_growth']}":
+                compiled[f"xla_step_buffers_growth_reversible_depth_{low}_to_{high}"] <= GOALS["reversible_growth"],
+        }
     return {
         f"step_memory_reversible_over_ordinary_at_depth_{high}": round(memory_ratio, 3),
         f"step_memory_growth_reversible_depth_{low}_to_{high}": round(growth, 3),
@@ -196,6 +262,7 @@ def summarize(rows: list[dict], depths: list[int], run_path: str) -> dict:
             f"throughput ratio (best step) >= {GOALS['throughput_ratio']} at every depth":
                 min(best_speed.values()) >= GOALS["throughput_ratio"],
         },
+        **({"compiled_step": compiled} if compiled else {}),
     }
 
 
@@ -215,6 +282,7 @@ def main(argv=None) -> int:
     parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--plot", default="revvit_memory.png", help="PNG to write ('' to skip)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--xla-dump", help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=sorted(MODES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -231,16 +299,23 @@ def main(argv=None) -> int:
     for run_path in paths:
         for depth in sorted(args.depths):
             for mode in MODES:
-                out = subprocess.run(
-                    [sys.executable, os.path.abspath(__file__), "--worker", "--path", run_path,
-                     "--depth", str(depth), "--mode", mode, *common],
-                    capture_output=True, text=True, env=env,
-                )
+                with tempfile.TemporaryDirectory() as dump:
+                    worker_env, dump_args = env, []
+                    if run_path == "xla":  # XLA's buffer assignment of the train step
+                        worker_env = {**env, "XLA_FLAGS": f"{env.get('XLA_FLAGS', '')} --xla_dump_to={dump} "
+                                      "--xla_dump_hlo_as_text --xla_dump_hlo_module_re=.*one_step_on_data.*"}
+                        dump_args = ["--xla-dump", dump]
+                    out = subprocess.run(
+                        [sys.executable, os.path.abspath(__file__), "--worker", "--path", run_path,
+                         "--depth", str(depth), "--mode", mode, *common, *dump_args],
+                        capture_output=True, text=True, env=worker_env,
+                    )
                 if out.returncode != 0:
                     print(out.stderr[-3000:], file=sys.stderr)
                     return 1
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 r = rows[-1]
+                print(json.dumps(r), file=sys.stderr)
                 print(f"{run_path:5s} depth {depth:3d} {mode:10s}: step peak {r['train_step_peak_mb']} MB, "
                       f"process peak {r['peak_rss_mb']} MB, {r['images_per_second']} images/s", file=sys.stderr)
     result = {
@@ -253,9 +328,9 @@ def main(argv=None) -> int:
         "summary": {p: summarize(rows, sorted(args.depths), p) for p in paths},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
+    print(json.dumps(result, indent=2), flush=True)  # before the plot: a plotting error loses no figures
     if args.plot:
-        result["plot"] = write_plot(rows, args.plot)
-    print(json.dumps(result, indent=2))
+        print(f"plot: {write_plot(rows, args.plot)}", file=sys.stderr)
     return 0
 
 

@@ -33,7 +33,6 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -43,7 +42,7 @@ import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _common import log  # noqa: E402
+from _common import log, stop_process  # noqa: E402
 
 
 def export_model(out_dir: str, hidden: int, steps: int, levels: int) -> dict[str, Any]:
@@ -90,13 +89,7 @@ def server_process(export_dir: str, log_path: str, timeout: float = 120.0):
             time.sleep(0.1)
         yield process, url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_process(process)
 
 
 def percentile(values: list[float], q: float) -> float | None:

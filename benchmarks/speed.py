@@ -7,8 +7,10 @@ Adam 1e-3, on the embedded digits (8 x 8 x 1, 17 grey levels, dequantised), and 
 where the compute-bound regime shows. Every library trains the same architecture on the same
 dequantised batches; the figures are:
 
-* ``train_images_per_second``: median over ``--repeats`` timed runs of ``--steps`` train steps
-  (after a warm-up run that traces / compiles), ``batch * steps / wall time``;
+* ``train_images_per_second``: median over ``--repeats`` timed runs of ``--steps`` train steps,
+  ``batch * steps / wall time``. Every contender is built first and warmed up once (tracing, XLA
+  compilation); then each round runs every contender once, the order reversed every other
+  round, so that the shared machine's drifting load hits all alike (``..._runs``: every run);
 * ``sample64_ms``: median latency of drawing 64 samples (result materialised in host memory);
 * ``log_prob_test_ms``: median latency of ``log_prob`` of the 360 test images (digits) or of
   360 generated test images (``--size 32``).
@@ -29,7 +31,8 @@ already. Bits/dim are not reported (that needs a full 1500-step run per library;
 ``benchmarks/train_digits.py``). The PNG needs matplotlib (the ``benchmarks`` extra).
 
 Run: ``python benchmarks/speed.py [--size 8|32] [--steps 40] [--repeats 3] [--vector]
-[--out speed.json] [--plot speed.png]``. Machines are shared and noisy: compare ratios within
+[--out speed.json] [--plot speed.png]``; ``--train-only`` times only the Glow training of
+tfinv's default and XLA paths against TFP with XLA (no inference latencies, no plot). Machines are shared and noisy: compare ratios within
 one run. Timings are for reading, never asserted in tests.
 """
 
@@ -40,11 +43,13 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -94,8 +99,59 @@ def median_ms(fn, repeats: int, warmup: int = 2) -> float:
     return 1e3 * statistics.median(times)
 
 
+@dataclasses.dataclass
+class Contender:
+    """One library's model on one path: ``train()`` runs ``steps`` training steps and returns once
+    they are done; ``latencies()`` gives its inference figures; ``info`` is reported as is."""
+
+    train: Callable[[], None]
+    steps: int
+    latencies: Callable[[], dict]
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+def step_loop(step: Callable, data: list, finish: Callable = float) -> Callable[[], None]:
+    """A training run of ``step`` over the batches ``data`` (a library's own loop); ``finish``
+    applied to the last loss waits for asynchronous work to end."""
+    def train():
+        for batch in data:
+            loss = step(batch)
+        finish(loss)
+    return train
+
+
+def time_training(contenders: dict[str, Contender], repeats: int) -> dict[str, dict]:
+    """Training throughput of every contender, measured side by side: one warm-up run each
+    (tracing, XLA compilation), then ``repeats`` rounds running every contender once, the order
+    reversed every other round so that drifting load from other processes hits all alike.
+    Returns per contender ``train_images_per_second`` (median run), ``..._best`` (fastest run:
+    the least disturbed by other processes), ``train_images_per_cpu_second`` (median over the
+    process's CPU time, all threads), every run's figure and the warm-up's seconds."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in contenders}
+    first: dict[str, float] = {}
+    for name, contender in contenders.items():
+        started = time.perf_counter()
+        contender.train()
+        first[name] = time.perf_counter() - started
+        log(f"{name}: warm-up {first[name]:.1f} s")
+    for round_ in range(repeats):
+        order = list(contenders) if round_ % 2 == 0 else list(contenders)[::-1]
+        for name in order:
+            images = BATCH * contenders[name].steps
+            started, cpu_started = time.perf_counter(), time.process_time()
+            contenders[name].train()
+            rates[name].append(images / (time.perf_counter() - started))
+            cpu_rates[name].append(images / (time.process_time() - cpu_started))
+    return {name: {"train_images_per_second": statistics.median(rates[name]),
+                   "train_images_per_second_best": max(rates[name]),
+                   "train_images_per_cpu_second": statistics.median(cpu_rates[name]),
+                   "train_images_per_second_runs": [round(r, 1) for r in rates[name]],
+                   "train_first_run_seconds": first[name]} for name in contenders}
+
+
 # ----------------------------------------------------------------------------- tfinv
-def tfinv_glow(shape, path: str, train, test, steps: int, repeats: int) -> dict:
+def tfinv_glow(shape, path: str, train, test, steps: int) -> Contender:
     import keras
 
     import tfinv
@@ -103,10 +159,10 @@ def tfinv_glow(shape, path: str, train, test, steps: int, repeats: int) -> dict:
     keras.utils.set_random_seed(0)
     model = tfinv.models.Glow(shape, levels=LEVELS, steps_per_level=STEPS_PER_LEVEL,
                               hidden_channels=WIDTH, num_levels=NUM_LEVELS, seed=0)
-    return _tfinv_run(model, path, train, test, steps, repeats)
+    return _tfinv_contender(model, path, train, test, steps)
 
 
-def _tfinv_run(model, path, train, test, steps, repeats) -> dict:
+def _tfinv_contender(model, path, train, test, steps) -> Contender:
     import keras
 
     model.initialize(tf.constant(train[:BATCH]))
@@ -127,36 +183,29 @@ def _tfinv_run(model, path, train, test, steps, repeats) -> dict:
     ds = ds.batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     per_execution = int(getattr(model, "steps_per_execution", 1) or 1)
     steps = max(per_execution, steps - steps % per_execution)
-    started = time.perf_counter()
-    model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)  # warm-up: tracing and XLA
-    warmup_s = time.perf_counter() - started
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
-        rates.append(BATCH * steps / (time.perf_counter() - start))
     test_t = tf.constant(test)
     inference_repeats = 3 if path == "eager" else 15
-    row = {
-        "train_images_per_second": statistics.median(rates),
-        "train_first_run_seconds": warmup_s,
-        "sample64_ms": median_ms(lambda: model.sample(64).numpy(), inference_repeats),
-        "log_prob_test_ms": median_ms(lambda: model.log_prob(test_t).numpy(), max(3, inference_repeats // 2)),
-        "jit_compile": bool(model.jit_compile),
-        "steps_per_execution": per_execution,
-        "inference_uses_xla": model.inference_uses_xla,
-        "timed_steps": steps,
-    }
-    return row
+
+    def latencies():
+        return {
+            "sample64_ms": median_ms(lambda: model.sample(64).numpy(), inference_repeats),
+            "log_prob_test_ms": median_ms(lambda: model.log_prob(test_t).numpy(), max(3, inference_repeats // 2)),
+            "inference_uses_xla": model.inference_uses_xla,
+        }
+
+    return Contender(
+        train=lambda: model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0), steps=steps,
+        latencies=latencies,
+        info={"jit_compile": bool(model.jit_compile), "steps_per_execution": per_execution, "timed_steps": steps},
+    )
 
 
-def tfinv_vector(path, train, test, steps, repeats) -> dict:
+def tfinv_vector(path, train, test, steps) -> Contender:
     import keras
 
     from tfinv.core import FlowModel
-    from tfinv.layers import LogitPreprocess, VectorActNorm, VectorAffineCoupling, VectorInvLinear
+    from tfinv.layers import VectorActNorm, VectorAffineCoupling, VectorInvLinear
 
-    del LogitPreprocess
     keras.utils.set_random_seed(0)
     layers = []
     for i in range(3):
@@ -164,31 +213,30 @@ def tfinv_vector(path, train, test, steps, repeats) -> dict:
                    VectorAffineCoupling(parity=0, name=f"coupling_{i}a"),
                    VectorAffineCoupling(parity=1, name=f"coupling_{i}b")]
     model = FlowModel(layers, input_shape=(64,))
-    flat = lambda a: (a.reshape(len(a), -1) / NUM_LEVELS - 0.5).astype(np.float32)
-    row = _tfinv_run(model, path, flat(train), flat(test), steps, repeats)
-    row["num_parameters"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))  # as the peers
-    return row
+    contender = _tfinv_contender(model, path, _flat(train), _flat(test), steps)
+    contender.info["num_parameters"] = int(sum(np.prod(v.shape) for v in model.trainable_variables))  # as the peers
+    return contender
 
 
-def bayesflow_vector(train, test, steps, repeats) -> dict:
+def _flat(images: np.ndarray) -> np.ndarray:
+    return (images.reshape(len(images), -1) / NUM_LEVELS - 0.5).astype(np.float32)
+
+
+def bayesflow_vector(train, test, steps) -> Contender:
     """BayesFlow 2's ``CouplingFlow`` with the same vector flow as `tfinv_vector`: 3 x [ActNorm,
     learned 64 x 64 linear map ("orthogonal" permutation: a free matrix, log-det by ``det``),
     dual affine coupling with 32 -> 64 -> 64 -> 64 ReLU MLPs (no residual, no dropout)]: 75,264
     trained parameters, as tfinv's. Trained by one ``tf.function`` step (Keras Adam 1e-3), the
     loss ``-mean log p(x)`` from ``flow(x, density=True)``; on CPU BayesFlow's own ``fit`` path
     is a ``tf.function`` too (Keras's "auto" picks no XLA there)."""
-    try:
-        import bayesflow as bf
-    except ImportError as error:  # benchmark-only dependency
-        return {"error": f"bayesflow not installed: {error}"}
+    import bayesflow as bf  # benchmark-only dependency (ImportError: reported as the row's error)
     import keras
 
     keras.utils.set_random_seed(0)
     flow = bf.networks.CouplingFlow(
         depth=3, transform="affine", permutation="orthogonal", use_actnorm=True,
         subnet_kwargs={"widths": (WIDTH, WIDTH), "activation": "relu", "residual": False, "dropout": 0.0})
-    flat = lambda a: (a.reshape(len(a), -1) / NUM_LEVELS - 0.5).astype(np.float32)
-    train, test = flat(train), flat(test)
+    train, test = _flat(train), _flat(test)
     flow.build((None, train.shape[1]))
     variables = flow.trainable_variables
     optimizer = keras.optimizers.Adam(1e-3)
@@ -202,34 +250,20 @@ def bayesflow_vector(train, test, steps, repeats) -> dict:
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    data = [tf.constant(b) for b in batches(train, steps)]
-    started = time.perf_counter()
-    for b in data:
-        step(b)
-    float(step(data[0]))
-    warmup_s = time.perf_counter() - started
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for b in data:
-            loss = step(b)
-        float(loss)
-        rates.append(BATCH * steps / (time.perf_counter() - start))
     test_t = tf.constant(test)
     sample = tf.function(lambda: flow.sample((64,)))
     log_prob = tf.function(lambda x: flow.log_prob(x))
-    return {
-        "train_images_per_second": statistics.median(rates),
-        "train_first_run_seconds": warmup_s,
-        "sample64_ms": median_ms(lambda: sample().numpy(), 15),
-        "log_prob_test_ms": median_ms(lambda: log_prob(test_t).numpy(), 7),
-        "num_parameters": int(sum(np.prod(v.shape) for v in variables)),
-        "bayesflow": getattr(bf, "__version__", "?"),
-    }
+    return Contender(
+        train=step_loop(step, [tf.constant(b) for b in batches(train, steps)]), steps=steps,
+        latencies=lambda: {"sample64_ms": median_ms(lambda: sample().numpy(), 15),
+                           "log_prob_test_ms": median_ms(lambda: log_prob(test_t).numpy(), 7)},
+        info={"num_parameters": int(sum(np.prod(v.shape) for v in variables)),
+              "bayesflow": getattr(bf, "__version__", "?")},
+    )
 
 
 # ----------------------------------------------------------------------------- TFP
-def tfp_glow(shape, jit: bool, train, test, steps, repeats) -> dict:
+def tfp_glow(shape, jit: bool, train, test, steps) -> Contender:
     import tensorflow_probability as tfp
     import tf_keras
 
@@ -253,38 +287,22 @@ def tfp_glow(shape, jit: bool, train, test, steps, repeats) -> dict:
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    data = [tf.constant(b) for b in batches(train, steps)]
-    started = time.perf_counter()
-    for b in data:
-        step(b)
-    float(step(data[0]))
-    warmup_s = time.perf_counter() - started
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for b in data:
-            loss = step(b)
-        float(loss)
-        rates.append(BATCH * steps / (time.perf_counter() - start))
     sample = tf.function(lambda: dist.sample(64), jit_compile=jit)
     test_t = tf.constant(test)
     log_prob = tf.function(lambda x: dist.log_prob(x * scale), jit_compile=jit)
-    return {
-        "train_images_per_second": statistics.median(rates),
-        "train_first_run_seconds": warmup_s,
-        "sample64_ms": median_ms(lambda: sample().numpy(), 15),
-        "log_prob_test_ms": median_ms(lambda: log_prob(test_t).numpy(), 7),
-        "num_parameters": int(sum(np.prod(v.shape) for v in variables)),
-    }
+    return Contender(
+        train=step_loop(step, [tf.constant(b) for b in batches(train, steps)]), steps=steps,
+        latencies=lambda: {"sample64_ms": median_ms(lambda: sample().numpy(), 15),
+                           "log_prob_test_ms": median_ms(lambda: log_prob(test_t).numpy(), 7)},
+        info={"num_parameters": int(sum(np.prod(v.shape) for v in variables))},
+    )
 
 
 # ----------------------------------------------------------------------------- normflows
-def normflows_glow(shape, train, test, steps, repeats) -> dict:
-    try:
-        import normflows as nf
-        import torch
-    except ImportError as error:  # benchmark-only dependencies
-        return {"error": f"normflows/torch not installed: {error}"}
+def normflows_glow(shape, train, test, steps) -> Contender:
+    import normflows as nf  # benchmark-only dependencies (ImportError: reported as the row's error)
+    import torch
+
     torch.manual_seed(0)
     # One intra-op thread: on these shared cores PyTorch's OpenMP pool with 2 threads was measured
     # 10-50x slower (spinning threads fighting other processes); 1 thread is normflows' best here.
@@ -313,39 +331,31 @@ def normflows_glow(shape, train, test, steps, repeats) -> dict:
         optimizer.step()
         return loss
 
-    started = time.perf_counter()
     with torch.no_grad():
         model.log_prob(data[0], None)  # data-dependent ActNorm init happens on the first pass
-    for b in data:
-        step(b)
-    warmup_s = time.perf_counter() - started
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for b in data:
-            loss = step(b)
-        float(loss)
-        rates.append(BATCH * steps / (time.perf_counter() - start))
     test_t = to_torch(test)
-    model.eval()
 
-    def sample():
-        with torch.no_grad():
-            return model.sample(64)[0].numpy()
+    def latencies():
+        model.eval()
 
-    def log_prob():
-        with torch.no_grad():
-            return model.log_prob(test_t, None).numpy()
+        def sample():
+            with torch.no_grad():
+                return model.sample(64)[0].numpy()
 
-    return {
-        "train_images_per_second": statistics.median(rates),
-        "train_first_run_seconds": warmup_s,
-        "sample64_ms": median_ms(sample, 15),
-        "log_prob_test_ms": median_ms(log_prob, 7),
-        "num_parameters": int(sum(p.numel() for p in model.parameters())),
-        "torch": torch.__version__, "normflows": getattr(nf, "__version__", "?"),
-        "torch_threads": torch.get_num_threads(),
-    }
+        def log_prob():
+            with torch.no_grad():
+                return model.log_prob(test_t, None).numpy()
+
+        figures = {"sample64_ms": median_ms(sample, 15), "log_prob_test_ms": median_ms(log_prob, 7)}
+        model.train()
+        return figures
+
+    return Contender(
+        train=step_loop(step, data), steps=steps, latencies=latencies,
+        info={"num_parameters": int(sum(p.numel() for p in model.parameters())),
+              "torch": torch.__version__, "normflows": getattr(nf, "__version__", "?"),
+              "torch_threads": torch.get_num_threads()},
+    )
 
 
 # ----------------------------------------------------------------------------- plot
@@ -407,83 +417,116 @@ def write_plot(report: dict, path: str) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+TRAIN_ONLY_RUNS = ("tfinv_default", "tfinv_xla", "tfp_xla")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=8, choices=(8, 32))
     parser.add_argument("--steps", type=int, default=40, help="train steps per timed run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="+", help="run names to keep (e.g. tfinv_default normflows)")
+    parser.add_argument("--train-only", action="store_true",
+                        help=f"training throughput only (no inference latencies), by default of "
+                        f"{', '.join(TRAIN_ONLY_RUNS)}: the Glow training comparison alone")
     parser.add_argument("--vector", action="store_true", help="also the vector flow on 64 pixels")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--plot", default="", help="bar-chart PNG ('' to skip)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     train, test = make_data(args.size)
     shape = tuple(train.shape[1:])
-    runs = {
-        "tfinv_eager": lambda: tfinv_glow(shape, "eager", train, test, args.steps, args.repeats),
-        "tfinv_default": lambda: tfinv_glow(shape, "default", train, test, args.steps, args.repeats),
-        "tfinv_xla": lambda: tfinv_glow(shape, "xla", train, test, args.steps, args.repeats),
-        "tfp_function": lambda: tfp_glow(shape, False, train, test, args.steps, args.repeats),
-        "tfp_xla": lambda: tfp_glow(shape, True, train, test, args.steps, args.repeats),
-        "normflows": lambda: normflows_glow(shape, train, test, args.steps, args.repeats),
+    builders = {
+        "tfinv_eager": lambda: tfinv_glow(shape, "eager", train, test, args.steps),
+        "tfinv_default": lambda: tfinv_glow(shape, "default", train, test, args.steps),
+        "tfinv_xla": lambda: tfinv_glow(shape, "xla", train, test, args.steps),
+        "tfp_function": lambda: tfp_glow(shape, False, train, test, args.steps),
+        "tfp_xla": lambda: tfp_glow(shape, True, train, test, args.steps),
+        "normflows": lambda: normflows_glow(shape, train, test, args.steps),
     }
     if args.vector and args.size == 8:
         for path in ("eager", "default", "xla"):
-            runs[f"tfinv_vector_{path}"] = (
-                lambda p=path: tfinv_vector(p, train, test, args.steps * 2, args.repeats))
-        runs["bayesflow_vector"] = lambda: bayesflow_vector(train, test, args.steps * 2, args.repeats)
-    if args.only:
-        runs = {k: v for k, v in runs.items() if k in args.only}
-    results = {}
+            builders[f"tfinv_vector_{path}"] = lambda p=path: tfinv_vector(p, train, test, args.steps * 2)
+        builders["bayesflow_vector"] = lambda: bayesflow_vector(train, test, args.steps * 2)
+    keep = args.only or (TRAIN_ONLY_RUNS if args.train_only else None)
+    if keep:
+        builders = {k: v for k, v in builders.items() if k in keep}
+    results: dict[str, dict] = {}
+
+    def guarded(name, fn):
+        """``fn()``, or ``None`` with the error recorded: one library failing must not lose the others."""
+        try:
+            return fn()
+        except Exception as error:
+            results[name] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
+            log(f"{name}: {results[name]['error']}")
+            return None
+
     with stdout_to_stderr() as real_stdout:
-        for name, run in runs.items():
-            log(f"{name} ...")
-            try:
-                results[name] = run()
-            except Exception as error:  # one library failing must not lose the others
-                results[name] = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
-            log(f"{name}: {json.dumps(results[name])}")
+        contenders = {}
+        for name, build in builders.items():
+            log(f"{name}: building")
+            contender = guarded(name, build)
+            if contender is not None:
+                contenders[name] = contender
+        training = guarded("training", lambda: time_training(contenders, args.repeats)) or {}
+        for name, contender in contenders.items():
+            results[name] = {**training.get(name, {}), **contender.info}
+            if not args.train_only:
+                results[name].update(guarded(name, contender.latencies) or {})
+            log(f"{name}: {json.dumps(results[name], default=float)}")
+        results = {name: results[name] for name in builders if name in results}  # the table's order
         report = {
             "benchmark": "speed",
             "data": f"{'digits 8x8x1' if args.size == 8 else 'generated 32x32x3'} "
                     f"({len(train)} train / {len(test)} test)",
             "protocol": {"levels": LEVELS, "steps_per_level": STEPS_PER_LEVEL, "width": WIDTH,
                          "batch": BATCH, "optimizer": "Adam 1e-3", "steps": args.steps,
-                         "repeats": args.repeats},
+                         "repeats": args.repeats, "train_only": args.train_only,
+                         "order": "warm-up of each, then rounds of one run each, order reversed every other round"},
             "runs": results,
             "note": "2 shared CPU cores under load from other jobs: absolute figures are noisy, "
                     "compare ratios within one run",
             "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,
                             "cpu_count": os.cpu_count()},
         }
-        base = results.get("tfinv_default", {})
-        ratios = {}
-        for peer in ("normflows", "tfp_function", "tfp_xla"):
-            other = results.get(peer, {})
-            if "error" in other or "error" in base or not other or not base:
-                continue
-            ratios[f"train_vs_{peer}"] = base["train_images_per_second"] / other["train_images_per_second"]
-            ratios[f"sample64_speedup_vs_{peer}"] = other["sample64_ms"] / base["sample64_ms"]
-            ratios[f"log_prob_speedup_vs_{peer}"] = other["log_prob_test_ms"] / base["log_prob_test_ms"]
-        vector, peer = results.get("tfinv_vector_default", {}), results.get("bayesflow_vector", {})
-        if vector and peer and "error" not in vector and "error" not in peer:
-            ratios["vector_train_vs_bayesflow"] = vector["train_images_per_second"] / peer["train_images_per_second"]
-            ratios["vector_sample64_speedup_vs_bayesflow"] = peer["sample64_ms"] / vector["sample64_ms"]
-            ratios["vector_log_prob_speedup_vs_bayesflow"] = peer["log_prob_test_ms"] / vector["log_prob_test_ms"]
-            xla = results.get("tfinv_vector_xla", {})
-            if xla and "error" not in xla:
-                ratios["vector_xla_train_vs_bayesflow"] = xla["train_images_per_second"] / peer["train_images_per_second"]
-        report["tfinv_default_ratios"] = ratios
+        report["tfinv_default_ratios"] = ratios(results)
+        report["wall_seconds"] = round(time.perf_counter() - started, 1)
         text = json.dumps(report, indent=2, default=float)
         if args.out:
             tmp = args.out + ".tmp"
             with open(tmp, "w") as f:
                 f.write(text + "\n")
             os.replace(tmp, args.out)
-        if args.plot:
+        if args.plot and not args.train_only:
             write_plot(report, args.plot)
         print(text, file=real_stdout, flush=True)
     return 0
+
+
+def ratios(results: dict[str, dict]) -> dict[str, float]:
+    """tfinv's default path (and its XLA path, for training) against each peer measured in the same
+    run: training throughput ratios (> 1: tfinv faster) and latency speed-ups (> 1: tfinv faster)."""
+    ok = lambda name: name in results and "error" not in results[name]
+    out = {}
+    pairs = [("", "tfinv_default", peer) for peer in ("normflows", "tfp_function", "tfp_xla")]
+    pairs += [("xla_", "tfinv_xla", "tfp_xla"), ("vector_", "tfinv_vector_default", "bayesflow_vector"),
+              ("vector_xla_", "tfinv_vector_xla", "bayesflow_vector")]
+    for prefix, ours, peer in pairs:
+        if not (ok(ours) and ok(peer)):
+            continue
+        a, b = results[ours], results[peer]
+        suffix = "" if prefix.startswith("vector") else f"_vs_{peer}"
+        name = (prefix + "train" + suffix) if not prefix.startswith("vector") else f"{prefix}train_vs_bayesflow"
+        for key, label in (("train_images_per_second", ""), ("train_images_per_second_best", "_best_run"),
+                           ("train_images_per_cpu_second", "_cpu_time")):
+            if key in a and key in b:
+                out[name + label] = a[key] / b[key]
+        if prefix in ("", "vector_"):
+            for key, label in (("sample64_ms", "sample64_speedup"), ("log_prob_test_ms", "log_prob_speedup")):
+                if key in a and key in b:
+                    out[f"{prefix}{label}_vs_{'bayesflow' if prefix else peer}"] = b[key] / a[key]
+    return out
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Prints one JSON object to stdout:
 
-* ``train_images_per_second``: median over the training steps after ``--warmup-steps``
-  (so tracing/compilation is excluded) of ``batch_size / step time``, timed between consecutive
+* ``train_images_per_second``: median over the training calls after the first ``--warmup-steps``
+  (so tracing/compilation is excluded) of ``batch_size * steps in the call / call time``, timed between consecutive
   ``on_train_batch_end`` calls (each synchronised by reading the loss); ``_p10``/``_p90`` too;
 * ``test_bits_per_dim``: mean ``model.bits_per_dim`` over the whole fixed-noise test split;
 * ``peak_rss_mb``: the process's peak resident memory (``resource.getrusage``);
@@ -35,24 +35,31 @@ import tfinv  # noqa: E402
 from tfinv import data  # noqa: E402
 from tfinv import training  # noqa: E402
 
+from _common import add_glow_training_arguments  # noqa: E402
+
 
 class StepTimer(keras.callbacks.Callback):
-    """Records the wall time between consecutive ``on_train_batch_end`` calls."""
+    """Records the wall time between consecutive ``on_train_batch_end`` calls and the number of
+    train steps in between (``steps_per_execution`` > 1 runs several steps per call)."""
 
     def __init__(self):
         super().__init__()
         self.step_seconds: list[float] = []
+        self.step_counts: list[int] = []
         self._last: float | None = None
+        self._last_batch = -1
 
     def on_epoch_begin(self, epoch, logs=None):
         self._last = time.perf_counter()  # exclude the validation pass between epochs
+        self._last_batch = -1
 
     def on_train_batch_end(self, batch, logs=None):
         if logs and "loss" in logs:
             float(logs["loss"])  # wait for the step to finish (results may be asynchronous)
         now = time.perf_counter()
         self.step_seconds.append(now - self._last)
-        self._last = now
+        self.step_counts.append(batch - self._last_batch)
+        self._last, self._last_batch = now, batch
 
 
 def peak_rss_mb() -> float:
@@ -62,15 +69,9 @@ def peak_rss_mb() -> float:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--levels", type=int, default=2)
-    parser.add_argument("--steps-per-level", type=int, default=4)
-    parser.add_argument("--hidden-channels", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False)
+    parser = add_glow_training_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                        help="XLA or not (default: FlowModel.compile's choice, jit_compile='auto')")
     parser.add_argument("--learned-prior", action=argparse.BooleanOptionalAction, default=False,
                         help="Glow's learned split priors and learned top prior")
     parser.add_argument("--warmup-steps", type=int, default=10, help="first steps left out of the throughput")
@@ -95,20 +96,23 @@ def run(args: argparse.Namespace) -> dict:
     # Equal batches (drop_remainder): every step has the same shape, so each timing is the same work.
     result = training.fit_flow(
         model, train_images, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        seed=args.seed, jit_compile=args.jit, drop_remainder=True, callbacks=[timer],
+        seed=args.seed, jit_compile="auto" if args.jit is None else args.jit, drop_remainder=True, callbacks=[timer],
     )
 
     steps = timer.step_seconds[args.warmup_steps :]
+    counts = timer.step_counts[args.warmup_steps :]
     if not steps:
         raise SystemExit(f"no steps left after --warmup-steps {args.warmup_steps}; raise --epochs")
-    rates = np.asarray([args.batch_size / s for s in steps])
+    rates = np.asarray([args.batch_size * n / s for n, s in zip(counts, steps)])
     test_bpd = training.dataset_bits_per_dim(model, test_images, batch_size=256, seed=args.seed)
     return {
         "benchmark": "train_digits",
         "train_images_per_second": round(float(statistics.median(rates)), 1),
         "train_images_per_second_p10": round(float(np.percentile(rates, 10)), 1),
         "train_images_per_second_p90": round(float(np.percentile(rates, 90)), 1),
-        "timed_steps": len(steps),
+        "timed_steps": int(sum(counts)),
+        "jit_compile": bool(model.jit_compile),
+        "steps_per_execution": int(model.steps_per_execution or 1),
         "first_step_seconds": round(timer.step_seconds[0], 3),
         "final_train_bits_per_dim": float(result.history["bits_per_dim"][-1]),
         "test_bits_per_dim": test_bpd,

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import pathlib
 import sys
 import time
 
-from _common import log, stdout_to_stderr
+from _common import log, stdout_to_stderr, write_json
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,7 +30,6 @@ def main() -> int:
     with stdout_to_stderr():
         from tfinv.core import FlowModel
         from tfinv.core.compiled_inference import train_step_compiles
-        from tfinv.files import atomic_write
 
         cases = importlib.import_module("tfinv.testing.cases")
         results = {}
@@ -46,10 +44,7 @@ def main() -> int:
               "ok": sum(r["ok"] for r in results.values()),
               "failed": sorted(name for name, r in results.items() if not r["ok"]),
               "results": results, "load_average": round(os.getloadavg()[0], 2)}
-    text = json.dumps(report, indent=2)
-    with atomic_write(args.out) as f:
-        f.write(text + "\n")
-    print(text)
+    write_json(report, args.out)
     return 0
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from tfinv.serving import protocol
 from tfinv.serving.errors import ServingError
+from tfinv.serving.options import positive_int, positive_seconds
 from tfinv.serving.servable import DEFAULT_MAX_BATCH, DEFAULT_MAX_N, OnnxFlowServable
 
 __all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_CONCURRENCY", "create_app"]
@@ -37,11 +38,6 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_CONCURRENCY = 4
 DEFAULT_BODY_TIMEOUT = 10.0
 _logger = logging.getLogger("uvicorn.error")
-
-
-def _check_positive(what: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
 
 
 def create_app(
@@ -85,10 +81,9 @@ def create_app(
     from starlette.responses import Response
     from starlette.routing import Route
 
-    _check_positive("max_body_bytes", max_body_bytes)
-    _check_positive("max_concurrency", max_concurrency)
-    if isinstance(body_timeout, bool) or not isinstance(body_timeout, (int, float)) or not body_timeout > 0:
-        raise ValueError(f"body_timeout must be a positive number of seconds, got {body_timeout!r}")
+    positive_int("max_body_bytes", max_body_bytes)
+    positive_int("max_concurrency", max_concurrency)
+    positive_seconds("body_timeout", body_timeout)
     servable = OnnxFlowServable(export_dir, name=name, version=version, max_batch=max_batch, max_n=max_n,
                                 threads=threads)
     limits: dict[str, Any] = {}

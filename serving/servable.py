@@ -34,6 +34,7 @@ from tfinv.export.runtime import inference_session
 from tfinv.export.signatures import BASE_GRAPHS, GRAPHS, Signature, check_model_name, graph_signatures
 from tfinv.serving import protocol
 from tfinv.serving.errors import ServingError
+from tfinv.serving.options import positive_int
 from tfinv.serving.rng import stateless_normal
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_N", "OnnxFlowServable"]
@@ -41,12 +42,6 @@ __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_N", "OnnxFlowServable"]
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_N = 256
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def _positive_int(what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
-    return value
 
 
 class OnnxFlowServable:
@@ -69,9 +64,9 @@ class OnnxFlowServable:
 
     def __init__(self, export_dir: str | os.PathLike, name: str | None = None, version: int = 1,
                  max_batch: int = DEFAULT_MAX_BATCH, max_n: int = DEFAULT_MAX_N, threads: int | None = None):
-        self.version = _positive_int("version", version)
-        self.max_batch = _positive_int("max_batch", max_batch)
-        self.max_n = _positive_int("max_n", max_n)
+        self.version = positive_int("version", version)
+        self.max_batch = positive_int("max_batch", max_batch)
+        self.max_n = positive_int("max_n", max_n)
         self.manifest = read_manifest(export_dir)
         self.export_dir = self.manifest.path.parent
         self.name = check_model_name(name or self.manifest.name)

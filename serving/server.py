@@ -30,6 +30,7 @@ import sys
 import threading
 
 from tfinv.serving.app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENCY, create_app
+from tfinv.serving.options import port_number, positive_int, positive_seconds
 from tfinv.serving.servable import DEFAULT_MAX_BATCH, DEFAULT_MAX_N
 
 __all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_CONNECTIONS", "serve"]
@@ -117,12 +118,11 @@ def serve(
     """
     import uvicorn
 
-    for what, value in (("header_timeout", header_timeout), ("graceful_timeout", graceful_timeout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
-    for what, value in (("max_connections", max_connections), ("keep_alive", keep_alive), ("port", port + 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{what} must be a positive int (port: >= 0), got {value!r}")
+    positive_seconds("header_timeout", header_timeout)
+    positive_seconds("graceful_timeout", graceful_timeout)
+    positive_int("max_connections", max_connections)
+    positive_int("keep_alive", keep_alive)
+    port_number(port)
     app = create_app(export_dir, name=name, max_batch=max_batch, max_body_bytes=max_body_bytes, max_n=max_n,
                      version=version, max_concurrency=max_concurrency, body_timeout=body_timeout, threads=threads)
     config = uvicorn.Config(

@@ -66,3 +66,16 @@ def tfinv_wheel(tmp_path_factory):
                     str(repo)], check=True, cwd=out, capture_output=True, timeout=300)
     (wheel,) = out.glob("tfinv-*.whl")
     return wheel
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_cpu_xla_training_by_default():
+    """Tests train tiny models for a few steps, where an XLA compile costs more than it saves:
+    ``compile()`` keeps graph mode on CPU unless a test asks for XLA (``jit_compile=True``) or
+    sets ``cpu_xla_training_max_dims`` (the CPU default itself: test_compiled_inference.py)."""
+    from tfinv.models import Glow
+
+    saved = Glow.cpu_xla_training_max_dims
+    Glow.cpu_xla_training_max_dims = 0
+    yield
+    Glow.cpu_xla_training_max_dims = saved

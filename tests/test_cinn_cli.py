@@ -41,6 +41,22 @@ def test_train_writes_the_posterior_metrics_and_observations(trained):
     calibration = metrics["calibration"]
     assert calibration["levels"] == pytest.approx([q / 10 for q in range(1, 10)])
     assert all(0.0 <= c <= 1.0 for c in calibration["coverage"]) and np.all(np.diff(calibration["coverage"]) >= 0)
+    assert calibration["error"] == pytest.approx(
+        np.mean(np.abs(np.array(calibration["coverage"]) - np.array(calibration["levels"]))), rel=1e-12)
+    chart = tf.io.decode_png(tf.io.read_file(str(trained / "calibration.png"))).numpy()
+    assert chart.shape == (360, 320, 3) and chart.min() < 100  # drawn, not blank
+    # The CNN regressor: the widest plain CNN within the cINN's trainable parameters, same pairs.
+    cnn = metrics["cnn_regressor"]
+    assert math.isfinite(metrics["psnr_cnn_regressor"]) and cnn["epochs"] == 1 and cnn["preprocessing"] is None
+    model = tfinv.load_model(trained / "model.keras")
+    budget = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert cnn["cinn_trainable_parameters"] == budget
+
+    def count(width):
+        return sum(int(np.prod(w.shape)) for w in ip.cnn_regressor((4, 4, 1), (8, 8, 1), width).trainable_weights)
+
+    assert cnn["trainable_parameters"] == count(cnn["width"]) <= budget < count(cnn["width"] + 1)
+    assert metrics["config"]["cli"]["coupling"] == "soft_clamp"  # the cINN default
     # 8 test digits per row; rows: naive, truth, 4 samples, mean, std (8 rows of 8x8 at scale 4, padding 4 after scaling).
     png = tf.io.decode_png(tf.io.read_file(str(trained / "posterior.png"))).numpy()
     assert png.shape[:2] == (8 * 36 + 4, 8 * 36 + 4)
@@ -117,3 +133,25 @@ def test_context_for_an_unconditional_model_and_task_for_another_model_are_refus
                      *TINY, "--out", str(tmp_path / "run")]) == 2
     assert r"square single-channel images (H, H, 1), got (4, 4, 2)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--task", "ct", "--photons", "0"], r"argument --photons: expected a finite number > 0, got 0"),
+    (["--task", "ct", "--photons", "nan"], r"argument --photons: expected a finite number > 0"),
+    (["--task", "superres", "--photons", "100"], r"--photons \(low-dose Poisson noise\) applies to --model cinn "
+                                                  r"--task ct, not --model cinn --task superres"),
+    (["--task", "ct", "--photons", "100", "--noise-std", "0.1"], "either --noise-std .* or --photons .*, not both"),
+    (["--task", "ct", "--noise-std", "0"], r"argument --noise-std: expected a finite number > 0, got 0"),
+])
+def test_bad_noise_options_are_refused_before_training(tmp_path, capsys, extra, message):
+    assert cli.main(["train", "--model", "cinn", *extra, *TINY, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_ct_photons_give_the_poisson_operator():
+    args = cli.build_parser().parse_args(["train", "--model", "cinn", "--task", "ct", "--photons", "500",
+                                          "--angles", "3", "--out", "unused"])
+    operator = cli._inverse_operator(args)
+    assert isinstance(operator, ip.Tomography) and operator.photons == 500.0 and operator.noise_std is None

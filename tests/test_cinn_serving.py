@@ -87,3 +87,42 @@ def test_onnx_server_serves_posterior_samples_equal_to_model_sample(cinn, export
                 "inputs": {"n": N, "seed": 0, "temperature": 1.0, "context": np.zeros((N, 8, 8, 1)).tolist()}}
         response = http.post("/v1/models/superres:predict", content=json.dumps(body))
         assert response.status_code == 400 and "[-1, 4, 4, 1]" in response.json()["error"], response.text
+
+
+def _context_errors(http, model_name, context, extra=None):
+    inputs = {"n": 2, "seed": 0, "temperature": 1.0, **(extra or {})}
+    if context is not _MISSING:
+        inputs["context"] = context
+    response = http.post(f"/v1/models/{model_name}:predict",
+                         content=json.dumps({"signature_name": "sample", "inputs": inputs}))
+    return response.status_code, response.json().get("error", response.text)
+
+
+_MISSING = object()
+
+
+@pytest.mark.parametrize("context, message", [
+    (_MISSING, r"signature 'sample' takes the inputs \['n', 'seed', 'temperature', 'context'\]; "
+               r"missing \['context'\]"),
+    (np.zeros((2, 4, 4)).tolist(), r"input 'context' of signature 'sample' must have shape \[-1, 4, 4, 1\] "
+                                   r"\(-1: batch >= 1\), got \[2, 4, 4\]"),
+    ([[["a"] * 1] * 4] * 4, "input 'context' of signature 'sample' must be numbers of dtype DT_FLOAT, got strings"),
+    (True, "input 'context' of signature 'sample' must be numbers of dtype DT_FLOAT, got booleans"),
+])
+def test_onnx_server_refuses_a_bad_observation_with_a_400_naming_it(exported, context, message):
+    from starlette.testclient import TestClient
+
+    out, _ = exported
+    with TestClient(create_app(out)) as http:
+        status, error = _context_errors(http, "superres", context)
+    assert status == 400 and __import__("re").search(message, error), (status, error)
+
+
+def test_onnx_server_refuses_an_observation_for_an_unconditional_model(onnx_glow):
+    from starlette.testclient import TestClient
+
+    _, out = onnx_glow
+    with TestClient(create_app(out)) as http:
+        status, error = _context_errors(http, "digits", np.zeros((2, 4, 4, 1)).tolist())
+    assert status == 400 and error == ("signature 'sample' takes the inputs ['n', 'seed', 'temperature']; "
+                                       "unknown ['context']"), (status, error)

@@ -81,9 +81,36 @@ def test_compile_defaults():
     assert train_step_compiles(model) == (True, "")
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-    # XLA training by default on an accelerator only (on CPU it measured slower)
+    # XLA training by default on an accelerator; on CPU only for models that opt in (not this one)
     assert model.jit_compile is accelerated and model.steps_per_execution == (8 if accelerated else 1)
     model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=True)
     assert model.jit_compile is True
     model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
     assert model.jit_compile is False and model.steps_per_execution == 1
+
+
+def test_compile_defaults_pick_xla_and_several_steps_for_small_glows(monkeypatch):
+    """Glow opts in to XLA training on CPU for events up to ``CPU_XLA_TRAINING_MAX_DIMS`` (256)
+    values, with 8 steps per execution, and fit runs that path; a larger one trains in graph mode
+    one step per call. (conftest turns the opt-in off for the rest of the suite.)"""
+    from tfinv.models import glow
+
+    assert glow.CPU_XLA_TRAINING_MAX_DIMS == 256
+    monkeypatch.setattr(glow.Glow, "cpu_xla_training_max_dims", glow.CPU_XLA_TRAINING_MAX_DIMS)
+    small = tfinv.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4)
+    large = tfinv.models.Glow((16, 16, 2), levels=1, steps_per_level=1, hidden_channels=4)
+    assert small.num_dims <= small.cpu_xla_training_max_dims < large.num_dims
+    small.compile(optimizer=keras.optimizers.SGD(0.01))
+    large.compile(optimizer=keras.optimizers.SGD(0.01))
+    accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    assert small.jit_compile is True and small.steps_per_execution == 8
+    assert large.jit_compile is accelerated and large.steps_per_execution == (8 if accelerated else 1)
+    # fit with XLA, 8 steps per call: 5 batches (one partial call) move every trained weight
+    data = np.random.default_rng(3).uniform(0.5, 16.5, (20, 4, 4, 1)).astype(np.float32)
+    small.initialize(data[:8])
+    before = [np.array(v) for v in small.trainable_variables]
+    history = small.fit(tf.data.Dataset.from_tensor_slices(data).batch(4), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert all(np.any(np.array(v) != b) for v, b in zip(small.trainable_variables, before))
+    small.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
+    assert small.jit_compile is False and small.steps_per_execution == 1

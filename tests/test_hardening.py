@@ -33,6 +33,23 @@ def test_act_norm_on_a_constant_channel_keeps_scale_one_and_warns(layer_class, s
     assert layer_class.from_config(layer.get_config()).min_std == layer.min_std
 
 
+def test_sequence_act_norm_names_its_constant_positions_and_keeps_their_scale_one():
+    x = np.random.default_rng(2).standard_normal((16, 6, 2)).astype(np.float32) * 3.0 - 1.0
+    x[:, 2, :] = 0.5  # position 2 constant in both channels, position 4 in channel 1 only
+    x[:, 4, 1] = -0.25
+    layer = layers.SequenceActNorm(name="norm")
+    layer.build(x.shape)
+    with pytest.warns(RuntimeWarning, match=r"SequenceActNorm 'norm': position\(s\) \[2, 4\] constant"):
+        layer.initialize(tf.constant(x))
+    log_scale = layer.log_scale.numpy()
+    constant = np.zeros((6, 2), bool)
+    constant[2, :] = constant[4, 1] = True
+    assert np.all(log_scale[constant] == 0.0)
+    np.testing.assert_allclose(log_scale[~constant], -np.log(x.std(axis=0)[~constant] + 1e-6), rtol=1e-5)
+    np.testing.assert_allclose(layer.forward_and_log_det(tf.constant(x))[1].numpy(),
+                               np.full(16, log_scale.sum()), rtol=1e-6)
+
+
 def test_act_norm_without_constant_channels_does_not_warn():
     x = np.random.default_rng(1).standard_normal((8, 2, 2, 3)).astype(np.float32)
     layer = layers.ActNorm()

@@ -146,13 +146,31 @@ def test_conditional_glow_density_sampling_and_errors(superres):
         ConditionalGlow((8, 8, 1))
 
 
+@pytest.mark.parametrize("bad", [np.ones((32, 4, 4, 1), bool), np.ones((32, 4, 4, 1), complex),
+                                 np.full((32, 4, 4, 1), "a"), tf.ones((32, 4, 4, 1), tf.bool)])
+def test_a_y_that_is_not_real_numbers_is_refused_by_name(superres, bad):
+    model, x, y = superres
+    dtype = bad.dtype.name if hasattr(bad.dtype, "name") else bad.dtype
+    message = (r"context must hold real numbers \(float or int\) of shape \(batch, 4, 4, 1\), got dtype "
+               + str(dtype))
+    with pytest.raises(ValueError, match=message):
+        model.log_prob(x, bad)
+    with pytest.raises(ValueError, match=message):
+        model.sample(32, seed=1, context=bad)
+    # Integer observations are real numbers: accepted, as their float values (1e-5: a separate trace).
+    ints = np.round(y * 10).astype(np.int32)
+    assert relative_error(model.log_prob(x, ints), model.log_prob(x, ints.astype(np.float32))) <= 1e-5
+
+
 def test_conditional_glow_trains_the_conditioning_network_jointly():
     keras.utils.set_random_seed(1)
     x, y = ip.Deblurring(0.05).pairs(_images(32, seed=3), seed=4)
     # Any Keras model as the conditioning network (here a vector of features: flattened y).
     network = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(6)])
+    # Glow's sigmoid-scaled coupling (its threshold below was set for it; the soft-clamped default
+    # starts at s = 1 instead of 0.88 and its fit step is checked by the contract harness).
     model = ConditionalGlow((8, 8, 1), observation_shape=(8, 8, 1), conditioning_network=network,
-                            levels=1, steps_per_level=2, hidden_channels=8)
+                            levels=1, steps_per_level=2, hidden_channels=8, coupling="affine")
     assert model.feature_shape == (6,)
     model.initialize(x, y)
     kernel = np.array(network.layers[-1].kernel)
@@ -162,6 +180,38 @@ def test_conditional_glow_trains_the_conditioning_network_jointly():
     after = float(tf.reduce_mean(-model.log_prob(x, y)))
     assert after < before - 1.0, (before, after)
     assert np.max(np.abs(np.array(network.layers[-1].kernel) - kernel)) > 1e-4
+
+
+def _adversarial_conditioners(model, magnitude=1e4, seed=0):
+    """Every coupling's conditioner output set to +-``magnitude`` (random signs, whatever its
+    input): raw log-scales and shifts far beyond anything training should produce."""
+    rng = np.random.default_rng(seed)
+    found = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer).__name__ == "ZeroConv2D":
+            layer.kernel.assign(np.zeros(layer.kernel.shape, np.float32))
+            layer.log_gain.assign(np.zeros(layer.log_gain.shape, np.float32))
+            layer.bias.assign(magnitude * rng.choice([-1.0, 1.0], layer.bias.shape).astype(np.float32))
+            found += 1
+    return found
+
+
+@pytest.mark.parametrize("coupling, finite", [("soft_clamp", True), ("affine", False)])
+def test_posterior_draws_stay_finite_for_an_adversarially_large_conditioner(coupling, finite):
+    """Glow's sigmoid scale divides by s = sigmoid(h + 2) in the inverse: a large negative h gives
+    1 / s = inf (the negative control); the soft clamp bounds |log s| < 2 in both directions."""
+    keras.utils.set_random_seed(2)
+    x, y = ip.SuperResolution(0.05).pairs(_images(8, seed=5), seed=6)
+    model = ConditionalGlow((8, 8, 1), observation_shape=(4, 4, 1), levels=2, steps_per_level=1,
+                            hidden_channels=8, condition_features=4, coupling=coupling)
+    model.initialize(x, y)
+    assert _adversarial_conditioners(model) == 2
+    z = np.random.default_rng(3).standard_normal((8, 64)).astype(np.float32)  # temperature-1 draws
+    draws = np.asarray(model.inverse(z, y))
+    assert np.all(np.isfinite(draws)) == finite
+    if finite:
+        z, _ = model.forward(x, y)
+        assert np.all(np.isfinite(np.asarray(z)))
 
 
 def test_conditional_glow_keras_round_trip(superres, tmp_path):
@@ -231,3 +281,34 @@ def test_conditional_vector_flow_recovers_the_linear_gaussian_posterior():
     assert calibration["error"] < 0.1, calibration
     with pytest.raises(ValueError, match=r"context must have shape \(batch, 4\), got \(3, 2\)"):
         model.log_prob(x_test[:3], y_test[:3, :2])
+
+
+def test_patch_context_encoder_sees_every_context_pixel_and_resizes_other_sizes():
+    from tfinv.nets import ContextEncoder
+
+    rng = np.random.default_rng(0)
+    context = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+    like = np.zeros((2, 2, 2, 5), np.float32)
+    patch = ContextEncoder(4, downsampling="patch")
+    patch.build(context.shape, like.shape)
+    assert patch.project.kernel.shape == (4, 4, 3, 4)  # one 4x4 patch per output position
+    out = np.asarray(patch(context, like=like))
+    # A change in any single context pixel reaches the output of its patch (bilinear reads only a few).
+    bilinear = ContextEncoder(4)
+    bilinear.build(context.shape)
+    changed_patch, changed_bilinear = 0, 0
+    for i in range(8):
+        for j in range(8):
+            bumped = context.copy()
+            bumped[:, i, j] += 1.0
+            changed_patch += int(np.any(np.abs(np.asarray(patch(bumped, like=like)) - out) > 1e-6))
+            changed_bilinear += int(np.any(np.abs(np.asarray(bilinear(bumped, like=like))
+                                                  - np.asarray(bilinear(context, like=like))) > 1e-6))
+    assert changed_patch == 64 and changed_bilinear < 64, (changed_patch, changed_bilinear)
+    # A context smaller than the input is resized bilinearly (no patch map).
+    small = ContextEncoder(4, downsampling="patch")
+    small.build((None, 2, 2, 3), (None, 4, 4, 5))
+    assert small.project.kernel.shape == (3, 3, 3, 4)
+    assert np.asarray(small(context[:, :2, :2], like=np.zeros((2, 4, 4, 5), np.float32))).shape == (2, 4, 4, 4)
+    with pytest.raises(ValueError, match="downsampling must be one of"):
+        ContextEncoder(4, downsampling="area")

@@ -420,9 +420,10 @@ def test_create_app_rejects_bad_configuration(export_dir, option, value, message
     (["--max-concurrency", "0"], "max_concurrency must be a positive int, got 0"),
     (["--header-timeout", "0"], "header_timeout must be a positive number of seconds, got 0.0"),
     (["--graceful-timeout", "-1"], "graceful_timeout must be a positive number of seconds, got -1.0"),
-    (["--max-connections", "0"], "max_connections must be a positive int (port: >= 0), got 0"),
-    (["--keep-alive", "0"], "keep_alive must be a positive int (port: >= 0), got 0"),
-    (["--port", "-2"], "must be a positive int (port: >= 0), got -1"),
+    (["--max-connections", "0"], "max_connections must be a positive int, got 0"),
+    (["--keep-alive", "0"], "keep_alive must be a positive int, got 0"),
+    (["--port", "-2"], "port must be an int in [0, 65535] (0: a free port), got -2"),
+    (["--port", "65536"], "port must be an int in [0, 65535] (0: a free port), got 65536"),
     (["--name", "../x"], "../x"),
 ])
 def test_server_configuration_errors_are_one_line_before_serving(export_dir, capsys, argv, message):

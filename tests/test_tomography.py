@@ -35,6 +35,28 @@ def test_radon_and_fbp_matrices_equal_scikit_image(circle, arc):
     assert abs(np.std(noisy - y) - 0.2) < 4 * 0.2 / np.sqrt(2 * n)
 
 
+def test_low_dose_poisson_sinogram_is_the_post_log_of_poisson_counts():
+    op = ip.Tomography(photons=200.0, angles=5, circle=True)
+    x = ip.random_ellipses(1, 8, seed=4)
+    mu = op.attenuation_for(8)
+    assert mu == 0.25 and op.noise_std is None
+    clean = op.apply(x)[0].astype(np.float64)
+    y = op(np.repeat(x, 2000, axis=0), seed=5).astype(np.float64)
+    np.testing.assert_array_equal(y[:3], op(np.repeat(x, 3, axis=0), seed=5)[:3])
+    counts = 200.0 * np.exp(-mu * y)  # back from the post-log sinogram: whole photon counts
+    assert np.max(np.abs(counts - np.round(counts))) < 1e-3
+    # Mean and variance of the counts of each of the 40 bins = lambda = I0 exp(-mu R x): the mean
+    # within 5 standard errors sqrt(lambda / 2000), the variance within 5 of sqrt(2 / 1999) lambda.
+    lam = 200.0 * np.exp(-mu * clean)
+    assert np.all(np.abs(counts.mean(0) - lam) < 5 * np.sqrt(lam / 2000))
+    assert np.all(np.abs(counts.var(0, ddof=1) - lam) < 5 * np.sqrt(2 / 1999) * lam + 5 * np.sqrt(lam / 2000))
+    # A detector bin that counted no photon: counts raised to 0.1, y = -log(0.1 / I0) / mu (finite).
+    starved = ip.Tomography(photons=1e-3, attenuation=0.5, angles=5, circle=True)(np.repeat(x, 50, axis=0), seed=6)
+    zero, one = -np.log(ip.tomography.MIN_COUNT / 1e-3) / 0.5, -np.log(1.0 / 1e-3) / 0.5
+    assert np.all(np.isfinite(starved)) and np.mean(np.isclose(starved, zero, rtol=1e-6)) > 0.99
+    assert np.all(np.isclose(starved, zero, rtol=1e-6) | (starved <= one + 1e-5))
+
+
 def test_phantoms():
     u = ip.random_ellipses(16, 16, seed=0)
     assert u.shape == (16, 16, 16, 1) and u.dtype == np.float32
@@ -58,6 +80,12 @@ def test_phantoms():
     (lambda: ip.Tomography(0.1).apply(np.zeros((1, 8, 8, 2))), r"square single-channel images"),
     (lambda: ip.Tomography(0.1, angles=3).fbp(np.zeros((1, 12, 4, 1)), (8, 8, 1)),
      r"sinograms of shape \(N,\) \+ \(12, 3, 1\)"),
+    (lambda: ip.Tomography(photons=0), "photons must be a finite number > 0, got 0"),
+    (lambda: ip.Tomography(photons=float("inf")), "photons must be a finite number > 0"),
+    (lambda: ip.Tomography(photons="many"), "photons must be a finite number > 0, got 'many'"),
+    (lambda: ip.Tomography(photons=100, attenuation=-1), "attenuation must be a finite number > 0, got -1"),
+    (lambda: ip.Tomography(0.1, photons=100), "either noise_std .* or photons .*, got noise_std=0.1 and photons=100"),
+    (lambda: ip.Tomography(attenuation=0.1), "attenuation=0.1 applies to Poisson noise: pass photons"),
     (lambda: ip.random_ellipses(0), "n >= 1"),
     (lambda: ip.FilteredBackProjection((4, 2, 1), (2, 2, 1), matrix=np.zeros((3, 3))), r"shape \(4, 8\)"),
 ])
@@ -98,3 +126,24 @@ def test_matched_cnn_regressor_is_the_widest_within_the_budget():
     assert model.output_shape == (None, 8, 8, 1)
     with pytest.raises(ValueError, match="has <= 10 parameters"):
         ip.matched_cnn_regressor((4, 4, 1), (8, 8, 1), 10)
+
+
+def test_matched_unet_regressor_is_the_widest_within_the_budget_and_adds_a_residual():
+    budget = 3000
+    fbp = ip.Tomography(0.1, angles=3, circle=True).fbp_layer((8, 8, 1))
+    model = ip.matched_unet_regressor((8, 3, 1), (8, 8, 1), budget, depth=1, preprocessing=fbp)
+    width = model.get_layer("down_0_a").filters
+
+    def count(m):
+        return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+
+    assert count(model) <= budget < count(ip.unet_regressor((8, 3, 1), (8, 8, 1), width + 1, 1, preprocessing=fbp))
+    # The output is the FBP plus a learned residual: zero residual weights give the FBP itself.
+    for weight in model.get_layer("residual").weights:
+        weight.assign(np.zeros(weight.shape, np.float32))
+    y = np.random.default_rng(0).standard_normal((2, 8, 3, 1)).astype(np.float32)
+    assert relative_error(model.predict(y, verbose=0), np.asarray(fbp(y))) <= 1e-6
+    with pytest.raises(ValueError, match=r"depth 3 needs H and W divisible by 8, got \(4, 4\)"):
+        ip.unet_regressor((4, 4, 1), (4, 4, 1), 2, depth=3)
+    with pytest.raises(ValueError, match="has <= 5 parameters"):
+        ip.matched_unet_regressor((4, 4, 1), (4, 4, 1), 5, depth=1)

@@ -10,6 +10,7 @@ import pytest
 
 import tfinv
 from tfinv import data, training
+from tfinv.testing.contract import perturb_weights
 
 IMAGES = data.digits_arrays("train", with_labels=False)[0][:40]
 FIT = dict(epochs=3, batch_size=16, seed=4)  # 3 steps per epoch (16 + 16 + 8)
@@ -96,6 +97,29 @@ def test_backup_is_written_atomically_and_sigint_waits_for_it(tmp_path):
     assert fired and training.restored_epoch(tmp_path) == 2
     assert sorted(os.listdir(tmp_path)) == ["state"]  # no staging folder left behind
     assert sorted(os.listdir(tmp_path / "state")) == ["latest.weights.h5", "training_metadata.json"]
+
+
+def test_conditional_bits_per_dim_pairs_each_image_with_its_context_and_matches_val_loss():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 17, (10, 4, 4, 1))
+    contexts = rng.standard_normal((10, 3)).astype(np.float32)
+    model = tfinv.models.Glow((4, 4, 1), levels=1, steps_per_level=1, hidden_channels=4, num_levels=17,
+                              context_shape=(3,), seed=1)
+    result = training.fit_conditional_flow(model, images[:6], contexts[:6], epochs=1, batch_size=6,
+                                           validation=(images[6:], contexts[6:]))
+    # the validation set is evaluated as conditional_bits_per_dim does: val_loss is its NLL in nats
+    val_bits = training.conditional_bits_per_dim(model, images[6:], contexts[6:])
+    assert result.history["val_loss"][-1] == pytest.approx(val_bits * 16 * np.log(2.0), rel=1e-4)
+    perturb_weights(model, 0.1, seed=2)  # the context then matters (its conditioner starts at zero)
+    # fixed noise in order, image i with context i: the same value whatever the batch size
+    noisy = np.concatenate([x.numpy() for x in data.dequantized_dataset(images, batch_size=4, shuffle=False,
+                                                                        fixed_noise=True)])
+    expected = model.bits_per_dim(noisy, contexts).numpy()
+    assert training.conditional_bits_per_dim(model, images, contexts, batch_size=3) == pytest.approx(
+        expected.mean(), rel=1e-5)
+    assert training.conditional_bits_per_dim(model, images, contexts[::-1]) != pytest.approx(expected.mean(), rel=1e-3)
+    with pytest.raises(ValueError, match=r"conditional_bits_per_dim: expected one context per image \(10\), got 9"):
+        training.conditional_bits_per_dim(model, images, contexts[:9])
 
 
 @pytest.mark.parametrize("jit", [False, True])

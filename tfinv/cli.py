@@ -20,9 +20,12 @@ classifier (``--model revvit``) it trains on the labels and writes ``DIR/model.k
 --task superres|inpaint|deblur|ct``) it makes ``(x, y)`` pairs with the task's forward operator
 (`tfinv.inverse_problems`) from the images scaled to ``[0, 1]``, learns ``p(x | y)`` and writes
 ``DIR/model.keras``, ``DIR/posterior.png`` (rows: naive estimate from y, truth, 4 posterior
-samples, posterior mean, posterior std), ``DIR/metrics.json`` (PSNR of the posterior mean and of
-the naive estimate, calibration, conditional bits/dim) and ``DIR/observations.npy`` (test
-observations, a ready ``--context`` file for ``tfinv sample``).
+samples, posterior mean, posterior std), ``DIR/metrics.json`` (PSNR of the posterior mean, of a
+plain CNN regressor with at most the cINN's trainable parameters trained with MSE on the same pairs,
+and of the naive estimate; the calibration curve q / coverage / error; conditional bits/dim),
+``DIR/calibration.png`` (the calibration curve) and ``DIR/observations.npy`` (test observations,
+a ready ``--context`` file for ``tfinv sample``). ``--task ct --photons I0``: low-dose Poisson noise
+on the sinogram instead of Gaussian ``--noise-std``.
 
 ``tfinv sample --context FILE`` draws posterior samples of a conditional model: FILE is a ``.npy``
 array of float observations ``y``, shape ``(N,) + observation_shape`` (or one observation,
@@ -130,18 +133,19 @@ def register_model(name: str, description: str, task: str = "density"):
     return decorator
 
 
+def _glow_options(args: argparse.Namespace, num_levels: int) -> dict[str, Any]:
+    """The multi-scale Glow options every Glow-based model takes from the command line."""
+    return dict(levels=args.levels, steps_per_level=args.steps_per_level, hidden_channels=args.hidden_channels,
+                coupling=args.coupling, num_levels=num_levels, seed=args.seed)
+
+
 @register_model("glow", "multi-scale Glow (tfinv.models.Glow), a flow trained by maximum likelihood")
 def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int):
     from tfinv.models import Glow
 
     return Glow(
         input_shape,
-        levels=args.levels,
-        steps_per_level=args.steps_per_level,
-        hidden_channels=args.hidden_channels,
-        coupling=args.coupling,
-        num_levels=num_levels,
-        seed=args.seed,
+        **_glow_options(args, num_levels),
         linear=args.linear,
         learned_prior=getattr(args, "learned_prior", False),
         conditioner_actnorm=getattr(args, "conditioner_actnorm", False),
@@ -200,12 +204,7 @@ def _build_flowgmm(args: argparse.Namespace, input_shape: tuple[int, ...], num_l
     return FlowGMM.glow(
         input_shape,
         num_classes,
-        levels=args.levels,
-        steps_per_level=args.steps_per_level,
-        hidden_channels=args.hidden_channels,
-        coupling=args.coupling,
-        num_levels=num_levels,
-        seed=args.seed,
+        **_glow_options(args, num_levels),
         consistency_weight=args.consistency_weight,
         name="flowgmm",
     )
@@ -252,6 +251,8 @@ def _inverse_operator(args: argparse.Namespace):
         return ip.Inpainting(args.noise_std, hole=args.hole)
     if args.task == "deblur":
         return ip.Deblurring(args.noise_std, blur_std=1.0, kernel_size=5)
+    if args.photons is not None:
+        return ip.Tomography(photons=args.photons, angles=args.angles)
     return ip.Tomography(args.noise_std, angles=args.angles)
 
 
@@ -354,7 +355,7 @@ BACKUP_DIR = "backup"
 RESUMABLE_CHANGES = ("epochs", "verbose", "resume", "num_samples", "temperature", "max_test", "out",
                      "posterior_samples")
 #: Files ``tfinv train --model cinn`` writes into its run folder.
-INVERSE_RUN_FILES = ("model.keras", "posterior.png", "metrics.json", "observations.npy")
+INVERSE_RUN_FILES = ("model.keras", "posterior.png", "calibration.png", "metrics.json", "observations.npy")
 
 
 def _run_options(args: argparse.Namespace) -> dict:
@@ -461,6 +462,17 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"--task {args.task} applies to a conditional model (--model cinn), not --model {args.model}")
     if inverse and args.task is None:
         args.task = "superres"
+    if args.coupling is None:  # the cINN's couplings have the soft-clamped scale (finite posterior draws)
+        args.coupling = "soft_clamp" if inverse else "affine"
+    if args.photons is not None:
+        if args.task != "ct":
+            raise UsageError(f"--photons (low-dose Poisson noise) applies to --model cinn --task ct, not "
+                             f"--model {args.model}" + (f" --task {args.task}" if args.task else ""))
+        if args.noise_std is not None:
+            raise UsageError("--task ct takes either --noise-std (Gaussian noise) or --photons (Poisson noise), "
+                             "not both")
+    elif args.noise_std is None:
+        args.noise_std = 0.05
     backup = _prepare_backup(args, out)
     task = MODEL_BUILDERS[args.model].task
     classify = task == "classification"
@@ -737,6 +749,9 @@ def _train_inverse(args: argparse.Namespace, out: str, backup: str, train_images
         x_test = test_images + rng.uniform(size=test_images.shape)  # fixed dequantisation noise
         calibration = ip.calibration(samples, x_test)
         naive = _naive_estimate(operator, y_test, input_shape)
+        regressor, regressor_seconds = _fit_cnn_regressor(args, model, operator, input_shape, y_train,
+                                                          train_images / scale)
+        cnn_estimate = np.clip(regressor.predict(y_test, batch_size=args.batch_size, verbose=0), 0.0, 1.0)
         if not chief:
             return _save_as_worker(model)
         show = min(8, len(test_images))
@@ -748,6 +763,8 @@ def _train_inverse(args: argparse.Namespace, out: str, backup: str, train_images
                                  num_levels=1, columns=show)
             with files.atomic_write(os.path.join(staging, "observations.npy"), "wb") as f:
                 np.save(f, y_test[:show].astype(np.float32), allow_pickle=False)
+            files.write_bytes_atomic(os.path.join(staging, "calibration.png"), _png(ip.calibration_chart(
+                calibration, title=f"{args.task} test calibration")))
             metrics = _write_metrics(
                 os.path.join(staging, "metrics.json"), args, model, result, started,
                 task=args.task, num_levels=num_levels, input_shape=list(input_shape),
@@ -758,12 +775,20 @@ def _train_inverse(args: argparse.Namespace, out: str, backup: str, train_images
                 posterior_samples=int(args.posterior_samples),
                 psnr_posterior_mean=training.finite_or_none(ip.psnr(mean, truth, 1.0)),
                 psnr_naive_estimate=training.finite_or_none(ip.psnr(naive, truth, 1.0)),
+                psnr_cnn_regressor=training.finite_or_none(ip.psnr(cnn_estimate, truth, 1.0)),
+                cnn_regressor={"trainable_parameters": _trainable_parameters(regressor),
+                               "cinn_trainable_parameters": _trainable_parameters(model),
+                               "width": int(regressor.get_layer("conv_0").filters),
+                               "depth": CNN_REGRESSOR_DEPTH, "epochs": int(args.epochs),
+                               "fit_seconds": round(regressor_seconds, 3),
+                               "preprocessing": "filtered back-projection" if args.task == "ct" else None},
                 mean_posterior_std=float(std.mean()),
                 calibration=calibration,
             )
     print(
         f"test bits/dim {test_bpd:.4f} (conditional), PSNR posterior mean {metrics['psnr_posterior_mean']:.2f} dB "
-        f"vs naive {metrics['psnr_naive_estimate']:.2f} dB, calibration error {calibration['error']:.3f} after "
+        f"vs CNN regressor {metrics['psnr_cnn_regressor']:.2f} dB vs naive {metrics['psnr_naive_estimate']:.2f} dB, "
+        f"calibration error {calibration['error']:.3f} after "
         f"{metrics['epochs']} epoch(s){_resumed(result)} in {result.fit_seconds:.1f} s; "
         f"wrote {', '.join(_written(out, INVERSE_RUN_FILES))}"
     )
@@ -771,6 +796,41 @@ def _train_inverse(args: argparse.Namespace, out: str, backup: str, train_images
         print("tfinv train: training diverged (non-finite bits/dim); try a smaller --lr", file=sys.stderr)
         return 1
     return 0
+
+
+#: Depth of the plain CNN regressor ``tfinv train --model cinn`` compares the posterior mean with.
+CNN_REGRESSOR_DEPTH = 4
+
+
+def _trainable_parameters(model) -> int:
+    return int(sum(math.prod(int(d) for d in w.shape) for w in model.trainable_weights))
+
+
+def _png(image) -> bytes:
+    import tensorflow as tf
+
+    return tf.io.encode_png(image).numpy()
+
+
+def _fit_cnn_regressor(args: argparse.Namespace, model, operator, input_shape, y_train, x_train):
+    """The widest plain CNN regressor ``y -> x`` (`tfinv.inverse_problems.matched_cnn_regressor`)
+    within the cINN's trainable-parameter count, trained with MSE on the same pairs, epochs, batch
+    size and learning rate (CT: from the filtered back-projection). Returns it and its fit time."""
+    import keras
+    import numpy as np
+
+    from tfinv import inverse_problems as ip
+
+    keras.utils.set_random_seed(args.seed)
+    preprocessing = operator.fbp_layer(input_shape) if isinstance(operator, ip.Tomography) else None
+    regressor = ip.matched_cnn_regressor(operator.observation_shape(input_shape), input_shape,
+                                         _trainable_parameters(model), depth=CNN_REGRESSOR_DEPTH,
+                                         preprocessing=preprocessing)
+    regressor.compile(optimizer=keras.optimizers.Adam(args.lr), loss="mse")
+    start = time.perf_counter()
+    regressor.fit(y_train, x_train.astype(np.float32), epochs=args.epochs, batch_size=args.batch_size,
+                  shuffle=True, verbose=0)
+    return regressor, time.perf_counter() - start
 
 
 def _train_flowgmm(args: argparse.Namespace, out: str, backup: str, train_split, test_split,
@@ -1159,7 +1219,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--levels", type=_positive_int, default=2, help="Glow scales L")
     train.add_argument("--steps-per-level", type=_positive_int, default=4, help="Glow steps K per scale")
     train.add_argument("--hidden-channels", type=_positive_int, default=64, help="coupling network width (Glow), hidden units (MixerFlow)")
-    train.add_argument("--coupling", default="affine", choices=sorted(COUPLINGS))
+    train.add_argument("--coupling", default=None, choices=sorted(COUPLINGS),
+                       help="coupling of every step (default: affine; soft_clamp for --model cinn)")
     train.add_argument("--patch-size", type=_positive_int, default=2, help="RevViT / MixerFlow patch side (divides H and W)")
     train.add_argument("--dim", type=_positive_int, default=32, help="RevViT width (features per stream)")
     train.add_argument("--depth", type=_positive_int, default=4, help="RevViT reversible blocks / MixerFlow blocks")
@@ -1190,8 +1251,12 @@ def build_parser() -> argparse.ArgumentParser:
         "deblur: Gaussian blur; ct: scikit-image's Radon transform at --angles views, needs tfinv[inverse]); "
         "default superres",
     )
-    train.add_argument("--noise-std", type=_positive_float, default=0.05,
-                       help="--model cinn: standard deviation of the Gaussian noise on y (images in [0, 1])")
+    train.add_argument("--noise-std", type=_positive_float, default=None,
+                       help="--model cinn: standard deviation of the Gaussian noise on y (images in [0, 1]; "
+                       "default 0.05)")
+    train.add_argument("--photons", type=_positive_float, default=None,
+                       help="--task ct: low-dose Poisson noise instead: I0, the mean photon count per detector bin "
+                       "(tfinv.inverse_problems.Tomography(photons=I0))")
     train.add_argument("--angles", type=_positive_int, default=4, help="--task ct: projection angles over 180 degrees")
     train.add_argument("--hole", type=_positive_int, default=4, help="--task inpaint: side of the square hole")
     train.add_argument("--posterior-samples", type=_positive_int, default=16,

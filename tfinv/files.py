@@ -69,6 +69,23 @@ def _fsync_directory(folder: str) -> None:
 
 
 @contextlib.contextmanager
+def _replacing(path: str, suffix: str = "") -> Iterator[tuple[int, str]]:
+    """Yields ``(fd, tmp)``, a new temporary file beside ``path``. When the block ends normally
+    the file gets the umask's permissions and is renamed onto ``path``; if it raises, the file is
+    removed and ``path`` keeps its previous content."""
+    fd, tmp = _temporary_path(path, suffix=suffix)
+    try:
+        yield fd, tmp
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Opens a temporary file beside ``path`` for writing; on success renames it to ``path``.
 
@@ -77,20 +94,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     """
     if "w" not in mode:
         raise ValueError(f"atomic_write opens files for writing ('w' or 'wb'), got mode {mode!r}")
-    path = os.fspath(path)
-    fd, tmp = _temporary_path(path)
-    try:
+    with _replacing(os.fspath(path)) as (fd, _):
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -104,18 +112,11 @@ def save_model_atomic(model, path: str | os.PathLike) -> None:
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"a model file must end in .keras, got {path!r}")
-    fd, tmp = _temporary_path(path, suffix=".keras")
-    os.close(fd)
-    try:
+    with _replacing(path, suffix=".keras") as (fd, tmp):
+        os.close(fd)
         model.save(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------- folders

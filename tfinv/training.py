@@ -315,6 +315,16 @@ def _check_contexts(images: np.ndarray, contexts: np.ndarray, what: str) -> np.n
     return contexts
 
 
+def _fixed_noise_pairs(images: np.ndarray, contexts: np.ndarray, batch_size: int, seed: int,
+                       what: str) -> tf.data.Dataset:
+    """``(x, context)`` batches of integer images in order, dequantised with fixed noise (evaluation)."""
+    images = np.asarray(images)
+    contexts = _check_contexts(images, contexts, what)
+    dataset = data.dequantized_dataset(images, np.arange(len(images)), batch_size=batch_size, seed=seed,
+                                       shuffle=False, fixed_noise=True, with_labels=True)
+    return _with_contexts(dataset, contexts)
+
+
 def fit_conditional_flow(
     model,
     images: np.ndarray,
@@ -348,11 +358,7 @@ def fit_conditional_flow(
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
     validation_data = None
     if validation is not None:
-        val_images, val_contexts = np.asarray(validation[0]), validation[1]
-        val_contexts = _check_contexts(val_images, val_contexts, "fit_conditional_flow validation")
-        validation_data = _with_contexts(
-            data.dequantized_dataset(val_images, np.arange(len(val_images)), batch_size=batch_size, seed=seed,
-                                     shuffle=False, fixed_noise=True, with_labels=True), val_contexts)
+        validation_data = _fixed_noise_pairs(*validation, batch_size, seed, "fit_conditional_flow validation")
     return _fit(model, make_batches, len(images), epochs=epochs, batch_size=batch_size,
                 validation_data=validation_data, backup_dir=backup_dir, callbacks=callbacks, verbose=verbose,
                 drop_remainder=False)
@@ -362,11 +368,7 @@ def conditional_bits_per_dim(model, images: np.ndarray, contexts: np.ndarray, ba
                              seed: int = 0) -> float:
     """Mean ``-log p(x | y) / (D ln 2)`` of integer images with fixed dequantisation noise
     (as `dataset_bits_per_dim`), each image with its context row."""
-    images = np.asarray(images)
-    contexts = _check_contexts(images, contexts, "conditional_bits_per_dim")
-    dataset = _with_contexts(data.dequantized_dataset(images, np.arange(len(images)), batch_size=batch_size,
-                                                      seed=seed, shuffle=False, fixed_noise=True, with_labels=True),
-                             contexts)
+    dataset = _fixed_noise_pairs(images, contexts, batch_size, seed, "conditional_bits_per_dim")
     total, count = 0.0, 0
     for x, context in dataset:
         total += float(tf.reduce_sum(tf.cast(model.bits_per_dim(x, context), tf.float64)))

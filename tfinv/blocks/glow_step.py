@@ -15,6 +15,7 @@ from tfinv.layers.butterfly_layer import ButterflyLayer
 from tfinv.layers.c_in_c_chain_conv import CInCChainConv
 from tfinv.layers.c_in_c_conv import CInCConv
 from tfinv.layers.conv_exp import ConvExp
+from tfinv.layers.eco_conv import ECOConv
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.entropy_weighted_shuffle import EntropyWeightedShuffle
 from tfinv.layers.f_in_c_conv import FInCConv
@@ -28,12 +29,16 @@ from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.quad_coupling import QuadCoupling
 from tfinv.layers.raster_emerging_conv import RasterEmergingConv
+from tfinv.layers.soft_clamp_affine_coupling import SoftClampAffineCoupling
 from tfinv.layers.symmetric_conv import SymmetricConv
 from tfinv.layers.woodbury import Woodbury
 
 #: ``"quad"`` is CInC Flow's Quad-coupling (arXiv:2107.01358): four-way autoregressive over channel
 #: quarters, so every step's channel count must be divisible by 4.
-COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling}
+#: ``"soft_clamp"``: the cINN paper's affine coupling with a soft-clamped log-scale (bounded both
+#: ways, so sampling cannot overflow), `SoftClampAffineCoupling`.
+COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling,
+             "soft_clamp": SoftClampAffineCoupling}
 
 #: name -> ``factory(seed, name) -> InvertibleLayer``: the channel-mixing layer of a step.
 #: tfinv layers are listed here; add your own with `register_linear` (then ``Glow(..., linear=name)``).
@@ -83,6 +88,9 @@ LINEAR_LAYERS: dict[str, Callable[..., InvertibleLayer]] = {
     "inverse_conv": lambda seed, name: InverseConv(seed=seed, fit_kernel_to_image=True, name=name),
     # Inverse-Flow's unit: the inverses of the four corner convolutions, chained.
     "inverse_flow": lambda seed, name: InverseFlowUnit(seed=seed, fit_kernel_to_image=True, name=name),
+    # ECO (Yu et al., ICLR 2022): an exactly orthogonal k x k convolution (circular padding, taps
+    # dilated by H/k; k = 3, or the largest divisor of the level's size below it).
+    "eco": lambda seed, name: ECOConv(seed=seed, fit_kernel_to_image=True, name=name),
     # EIW-Flow (arXiv:2407.04958): Glow's 1x1 convolution, then the feature-dependent channel
     # weighting and shuffle (weights from one half scale and reorder the other; the halves swap).
     "entropy_weighted": lambda seed, name: InvertibleSequential(
@@ -117,12 +125,16 @@ class GlowStep(InvertibleSequential):
 
     Args:
         hidden_channels: width of the coupling's conditioner.
-        coupling: ``"affine"``, ``"additive"`` or ``"quad"`` (`QuadCoupling`, needs ``C % 4 == 0``).
+        coupling: ``"affine"``, ``"additive"``, ``"soft_clamp"`` (`SoftClampAffineCoupling`) or
+            ``"quad"`` (`QuadCoupling`, needs ``C % 4 == 0``).
         seed: seed of the linear layer's initialisation.
         linear: name of the channel-mixing layer in `LINEAR_LAYERS` (default ``"inv_conv1x1"``).
         context_shape: shape of one context for a conditional step (the coupling's conditioner
             sees it, see `tfinv.layers.bases.coupling_layer.CouplingLayer`); ``None``: unconditional.
         context_features: channels of the coupling's context features.
+        context_downsampling: how an image context larger than the step's input reaches the
+            coupling (`tfinv.nets.ContextEncoder`: ``"bilinear"`` resizing or a learned
+            ``"patch"`` map of every ``f x f`` patch).
         conditioner_actnorm: ActNorm inside the coupling's conditioner, after each hidden
             convolution (Glow's paper; ``affine``/``additive`` only).
         attention: ``None`` (Glow's step) or a name in `ATTENTION_LAYERS`: ``"imap"``
@@ -139,7 +151,8 @@ class GlowStep(InvertibleSequential):
     def __init__(self, hidden_channels: int = 64, coupling: str = "affine", seed: int = 0,
                  linear: str = "inv_conv1x1", context_shape: Sequence[int] | None = None,
                  context_features: int = 16, conditioner: dict | None = None,
-                 conditioner_actnorm: bool = False, attention: str | None = None, **kwargs):
+                 conditioner_actnorm: bool = False, attention: str | None = None,
+                 context_downsampling: str = "bilinear", **kwargs):
         if coupling not in COUPLINGS:
             raise ValueError(f"GlowStep coupling must be one of {sorted(COUPLINGS)}, got {coupling!r}")
         if linear not in LINEAR_LAYERS:
@@ -158,6 +171,14 @@ class GlowStep(InvertibleSequential):
         conditioning = ({} if coupling == "quad" else
                         {"context_shape": context_shape, "context_features": context_features,
                          "conditioner_actnorm": bool(conditioner_actnorm)})
+        if context_downsampling != "bilinear":
+            if context_shape is None or coupling == "quad":
+                raise ValueError(f"GlowStep context_downsampling={context_downsampling!r} applies to a conditional "
+                                 "affine/additive/soft_clamp coupling (context_shape set)")
+            from tfinv.nets import ContextEncoder
+
+            conditioning["context_encoder"] = ContextEncoder(context_features, downsampling=context_downsampling,
+                                                             name="context_encoder")
         if conditioner is not None:
             if coupling == "quad" or not isinstance(conditioner, dict):
                 raise ValueError("GlowStep conditioner must be a serialised Keras layer (dict) for an affine or "
@@ -179,6 +200,7 @@ class GlowStep(InvertibleSequential):
         self.context_features = int(context_features)
         self.conditioner_actnorm = bool(conditioner_actnorm)
         self.conditioner = conditioner
+        self.context_downsampling = context_downsampling
 
     def get_config(self):
         config = super().get_config()
@@ -195,4 +217,6 @@ class GlowStep(InvertibleSequential):
             config["context_features"] = self.context_features
         if self.conditioner is not None:
             config["conditioner"] = self.conditioner
+        if self.context_downsampling != "bilinear":
+            config["context_downsampling"] = self.context_downsampling
         return config

@@ -48,8 +48,9 @@ class ReversibleStack(InvertibleSequential):
     consecutive shape-preserving blocks is walked by a ``tf.while_loop``: an iteration's buffers
     die before the next one starts, and the compiler can neither keep a block's rebuilt
     activations nor merge them with the forward pass's; only the gradients are carried. Blocks
-    of one configuration (a RevViT's) share one loop body, their weights stacked and substituted
-    per iteration (``keras.StatelessScope``), so the compiled program does not grow with depth;
+    of one configuration (a RevViT's) share one loop body, each iteration reading its block's
+    weights and substituting them (``keras.StatelessScope``), so the compiled program does not
+    grow with depth;
     other runs pick their block with ``tf.switch_case``. Blocks that change the shape are unrolled, ordered by
     an optimization barrier (``XlaOptimizationBarrier``, as in JAX's remat) over the rebuilt
     input, its cotangent and the gradients of the block above. Measured figures:
@@ -187,25 +188,30 @@ def _same_configuration(run) -> bool:
 
 
 def _stacked_loop(run, y, dy, d_log_det, variables, grads):
-    """A run of blocks of one configuration as one loop body (as JAX's scan over layers): the
-    blocks' weights are stacked, and iteration ``i`` runs the first block's code with block
-    ``i``'s weights substituted (``keras.StatelessScope``), taking the gradients with respect to
-    those weight values. The compiled body is one block, whatever the depth."""
+    """A run of blocks of one configuration as one loop body (as JAX's scan over layers):
+    iteration ``i`` reads block ``i``'s weights (``tf.switch_case`` over the blocks' variables)
+    and runs the first block's code with them substituted (``keras.StatelessScope``), taking the
+    gradients with respect to those weight values. The compiled body is one block whatever the
+    depth, and no stacked copy of the run's weights is made (that copy, ``tf.stack`` of every
+    block's weights, was as big as the weights: under XLA it made the step's buffers grow with
+    depth by the weights' size on top of the gradients'). The gradients are written to one
+    ``TensorArray`` per weight slot."""
     template = run[0]
     slots = template.variables
-    stacked = [tf.stack([tf.convert_to_tensor(block.variables[j]) for block in run]) for j in range(len(slots))]
     trainable = [j for j, v in enumerate(slots) if v.trainable]
     index = {id(v): k for k, v in enumerate(variables)}
+    branches = [lambda block=block: [tf.convert_to_tensor(v) for v in block.variables] for block in run]
 
     def body(i, y, dy, *arrays):
-        values = [tf.gather(s, i) for s in stacked]
+        values = tf.switch_case(i, branches)
+        values = [tf.ensure_shape(value, slot.shape) for value, slot in zip(values, slots)]
         with keras.StatelessScope(state_mapping=list(zip(slots, values))):
             x, dx, block_grads = _rebuild_function(template)(y, dy, d_log_det, [values[j] for j in trainable])
         arrays = [a.write(i, tf.zeros_like(values[j]) if g is None else g)
                   for a, j, g in zip(arrays, trainable, block_grads)]
         return (i + 1, tf.ensure_shape(x, y.shape), tf.ensure_shape(dx, dy.shape), *arrays)
 
-    arrays = [tf.TensorArray(stacked[j].dtype, size=len(run), element_shape=stacked[j].shape[1:]) for j in trainable]
+    arrays = [tf.TensorArray(slots[j].dtype, size=len(run), element_shape=slots[j].shape) for j in trainable]
     _, y, dy, *arrays = tf.while_loop(
         lambda i, *_: i < len(run), body, (tf.constant(0), y, dy, *arrays), parallel_iterations=1
     )

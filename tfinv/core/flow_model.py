@@ -252,6 +252,25 @@ class FlowModel(CompiledInference, keras.Model):
             value = tf.debugging.assert_all_finite(value, f"{type(self).__name__} '{self.name}': {what} has NaN or Inf")
         return value
 
+    def _real_context(self, context):
+        """``context`` unchanged if it holds real numbers (float or int), else ``ValueError``: a bool,
+        complex or string context would be silently cast (the imaginary part dropped) or fail deep
+        inside TensorFlow."""
+        if tf.is_tensor(context) or isinstance(context, keras.KerasTensor):
+            dtype = tf.as_dtype(context.dtype)
+            real = dtype.is_floating or (dtype.is_integer and dtype != tf.bool)
+        else:
+            try:
+                dtype = np.asarray(context).dtype
+            except (TypeError, ValueError):  # ragged nested lists
+                dtype = np.dtype(object)
+            real = np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+        if not real:
+            shape = ", ".join(map(str, self.context_shape))
+            raise ValueError(f"{type(self).__name__} '{self.name}': context must hold real numbers (float or int) "
+                             f"of shape (batch, {shape}), got dtype {getattr(dtype, 'name', dtype)}")
+        return context
+
     def _check_context(self, context, value) -> tf.Tensor | None:
         """The context of a conditional model, checked against ``context_shape`` and ``value``'s batch."""
         where = f"{type(self).__name__} '{self.name}'"
@@ -262,6 +281,7 @@ class FlowModel(CompiledInference, keras.Model):
         expected = f"(batch, {', '.join(map(str, self.context_shape))})"
         if context is None:
             raise ValueError(f"{where} is conditional: pass context of shape {expected}")
+        context = self._real_context(context)
         if not tf.is_tensor(context):
             context = tf.convert_to_tensor(np.asarray(context), dtype=value.dtype)
         elif context.dtype != value.dtype:
@@ -318,6 +338,7 @@ class FlowModel(CompiledInference, keras.Model):
         """A context for ``n`` samples: ``(n,) + context_shape``, or one context repeated."""
         if context is None or self.context_shape is None:
             return context
+        context = self._real_context(context)
         context = tf.convert_to_tensor(context, dtype=self.compute_dtype) if not tf.is_tensor(context) else context
         if tuple(context.shape) == self.context_shape:
             context = tf.broadcast_to(context[None], (n,) + self.context_shape)
@@ -369,7 +390,7 @@ class FlowModel(CompiledInference, keras.Model):
                     f"{type(self).__name__} '{self.name}' is conditional: as_distribution needs a context "
                     f"of shape {self.context_shape} or (batch, {', '.join(map(str, self.context_shape))})"
                 )
-            context = tf.convert_to_tensor(context, dtype=self.compute_dtype)
+            context = tf.convert_to_tensor(self._real_context(context), dtype=self.compute_dtype)
         return tfd.TransformedDistribution(self.base.distribution(), tfb.Invert(_FlowBijector(self, context)))
 
     def initialize(self, batch, context=None) -> "FlowModel":
@@ -384,38 +405,61 @@ class FlowModel(CompiledInference, keras.Model):
         return self
 
     # ---------------------------------------------------------------- training
+    #: Largest event size (``num_dims``) at which ``compile()`` picks XLA training on a CPU-only
+    #: machine (0: never). Models whose small-event training was measured faster under XLA on
+    #: CPU set it (`tfinv.models.Glow`).
+    cpu_xla_training_max_dims: int = 0
+
     def compile(self, optimizer="rmsprop", *, jit_compile="auto", steps_per_execution="auto", **kwargs):
         """`keras.Model.compile` with the fastest training path of small flows as the default.
 
-        ``jit_compile="auto"`` (default): on a GPU/TPU, XLA when the model's loss and gradient
-        lower to XLA (checked once here; otherwise a one-line notice and no XLA); on CPU no XLA
-        (measured slower there); ``jit_compile=True`` forces it. Keras's own ``"auto"``
-        never picks XLA on a CPU-only machine. ``steps_per_execution="auto"``: on a GPU/TPU 8 train steps per
-        call of the compiled function (1 on CPU) (at a few ms per step of a small flow, per-call overhead
-        decides the throughput; callbacks then see every eighth batch). Both fall back to Keras's
-        plain path (no XLA, one step per call) under a ``tf.distribute`` strategy with several
-        replicas (where neither works on CPU replicas) and with ``run_eagerly=True``.
+        ``jit_compile="auto"`` (default): XLA when the model's loss and gradient lower to XLA
+        (checked once here; otherwise a one-line notice and no XLA), on a GPU/TPU always, on a
+        CPU-only machine only for models that opt in through ``cpu_xla_training_max_dims`` and
+        events no larger than it (Glow on 8x8 digits trains ~1.2-1.5x faster under XLA on CPU;
+        at 32x32x3 XLA measured slower than graph mode there, and XLA compiles of some models,
+        e.g. residual flows' fixed-point loops, took minutes); ``jit_compile=True`` forces it.
+        Keras's own ``"auto"`` never picks XLA on a CPU-only machine.
+        ``steps_per_execution="auto"``: 8 train steps per call of the compiled function on a
+        GPU/TPU or under XLA, else 1 (at a few ms per step of a small flow, per-call overhead
+        decides the throughput; callbacks such as ``TerminateOnNaN`` then see every eighth
+        batch). Both fall back to Keras's plain path (no XLA, one step per call) under a
+        ``tf.distribute`` strategy with several replicas (where neither works on CPU replicas)
+        and with ``run_eagerly=True``. A ``.keras`` file keeps these arguments as given
+        (``"auto"`` is resolved again where it is loaded) and the optimizer's state: the loaded
+        model comes compiled (`compile_from_config`).
         """
+        requested_jit, requested_steps = jit_compile, steps_per_execution
         plain = bool(kwargs.get("run_eagerly")) or tf.distribute.get_strategy().num_replicas_in_sync > 1
-        if steps_per_execution == "auto":
-            # several steps per call on accelerators only: on CPU a step costs more than a call,
-            # and callbacks (backups, interruption) then see every batch
-            accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-            steps_per_execution = 8 if accelerated and not plain else 1
+        accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
         if jit_compile == "auto":
             jit_compile = False
-            # XLA training only where it pays: on an accelerator. On CPU it measured slower than
-            # graph mode at 32x32x3 (benchmarks/speed.py), took minutes to compile, and crashed
-            # compiling the fixed-point loops of residual flows. XLA drops the input checks too.
-            accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-            if accelerated and not plain and not self.validate_args:
+            # XLA drops the input checks: never with validate_args.
+            small_on_cpu = self.num_dims <= self.cpu_xla_training_max_dims
+            if (accelerated or small_on_cpu) and not plain and not self.validate_args:
                 jit_compile, reason = train_step_compiles(self)
                 if not jit_compile:
                     logging.getLogger("tfinv").warning(
                         "tfinv: %s '%s' does not compile with XLA (%s); training without XLA",
                         type(self).__name__, self.name, reason)
+        if steps_per_execution == "auto":
+            steps_per_execution = 8 if (accelerated or jit_compile is True) and not plain else 1
         super().compile(optimizer=optimizer, jit_compile=jit_compile,
                         steps_per_execution=steps_per_execution, **kwargs)
+        # saved as asked, not as resolved here: a model saved with "auto" and loaded on another
+        # machine resolves "auto" again there
+        self._compile_config.config.update(jit_compile=requested_jit, steps_per_execution=requested_steps)
+
+    def compile_from_config(self, config: dict) -> None:
+        """Compiles a loaded model as it was compiled when saved (optimizer, jit, steps per call).
+
+        Keras skips compiling a loaded model whose ``compile`` is overridden unless the class
+        overrides this too; the optimizer's variables are built here so that its saved state loads.
+        """
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def _pack_context(self, data):
         """``(x, context[, sample_weight])`` -> ``((x, context), None[, sample_weight])`` so that

@@ -225,6 +225,25 @@ def _validate_labels(labels: np.ndarray, num_examples: int, source: str) -> np.n
     return labels.astype(np.int64)
 
 
+def _dataset_arrays(images, labels, batch_size: int, with_labels: bool,
+                    allow_empty: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(images, labels)`` as arrays after the checks of the dataset builders (``labels`` int64,
+    needed only ``with_labels``)."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images = np.asarray(images)
+    if images.ndim != 4 or (len(images) == 0 and not allow_empty):
+        raise ValueError(f"expected {'' if allow_empty else 'non-empty '}images of shape (N, H, W, C), "
+                         f"got {images.shape}")
+    if with_labels:
+        if labels is None:
+            raise ValueError("with_labels=True needs labels, but this data has none")
+        labels = np.asarray(labels, np.int64)
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"expected labels of shape ({len(images)},), got {labels.shape}")
+    return images, labels
+
+
 def dequantized_dataset(
     images: np.ndarray,
     labels: np.ndarray | None = None,
@@ -253,17 +272,7 @@ def dequantized_dataset(
     Returns:
         Batches of float32 ``(B, H, W, C)`` in ``[0, num_levels)`` (or ``(x, y)`` pairs).
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"expected images of shape (N, H, W, C), got {images.shape}")
-    if with_labels:
-        if labels is None:
-            raise ValueError("with_labels=True needs labels, but this data has none")
-        labels = np.asarray(labels, np.int64)
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"expected labels of shape ({len(images)},), got {labels.shape}")
+    images, labels = _dataset_arrays(images, labels, batch_size, with_labels)
     event_shape = images.shape[1:]
     seed = int(seed)
     index = np.arange(len(images), dtype=np.int64)
@@ -337,19 +346,9 @@ def dequantized_epochs(
     Returns:
         Batches of float32 ``(B, H, W, C)`` in ``[0, num_levels)`` (or ``(x, y)`` pairs).
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images, labels = _dataset_arrays(images, labels, batch_size, with_labels, allow_empty=False)
     if not 0 <= int(first_epoch) <= int(epochs):
         raise ValueError(f"expected 0 <= first_epoch <= epochs, got first_epoch={first_epoch}, epochs={epochs}")
-    images = np.asarray(images)
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"expected non-empty images of shape (N, H, W, C), got {images.shape}")
-    if with_labels:
-        if labels is None:
-            raise ValueError("with_labels=True needs labels, but this data has none")
-        labels = np.asarray(labels, np.int64)
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"expected labels of shape ({len(images)},), got {labels.shape}")
     event_shape = images.shape[1:]
     seed, n = int(seed), len(images)
     # Captured by the dataset's functions (eager tensors, not graph constants: no 2 GB limit).

@@ -68,8 +68,20 @@ def _matrices(size: int, theta: tuple[float, ...], circle: bool) -> tuple[np.nda
     return radon, np.stack(columns, axis=1)
 
 
+#: Photon counts below this are raised to it before the log (LoDoPaB-CT's rule: a detector bin
+#: that counted no photon would give ``y = inf``).
+MIN_COUNT = 0.1
+
+
 class Tomography:
     """``y = R x + sigma * eps``: the sinogram of ``x`` at ``A`` projection angles, then noise.
+
+    Low-dose (``photons=I0``): Poisson noise of a photon-counting detector instead of Gaussian
+    noise (Beer-Lambert): ``counts ~ Poisson(I0 exp(-mu R x))`` per detector bin, and the
+    observation is the post-log sinogram ``y = -log(max(counts, 0.1) / I0) / mu`` (on the scale
+    of ``R x``; counts of 0 are raised to 0.1, as in LoDoPaB-CT, Leuschner et al.,
+    arXiv:1910.01113). Its noise grows where few photons get through: ``std(y) ~
+    1 / (mu sqrt(I0 exp(-mu R x)))``.
 
     ``R`` is ``skimage.transform.radon`` (parallel beam; ``circle=False``: the image is padded
     to its diagonal, ``D = ceil(sqrt(2) * H)`` detectors; ``circle=True``: ``x`` is assumed zero
@@ -80,17 +92,38 @@ class Tomography:
 
     Args:
         noise_std: ``sigma > 0`` (in the units of the ray sums: a pixel of value 1 contributes
-            about 1 per unit of path length).
+            about 1 per unit of path length); ``None``: 0.1, or no Gaussian noise with ``photons``.
+        photons: ``I0 > 0``, the mean photon count per detector bin without an object (e.g. 4096
+            as LoDoPaB-CT, fewer for lower dose); ``None``: Gaussian noise.
+        attenuation: ``mu > 0`` with ``photons``: attenuation per unit of ray sum; ``None``:
+            ``2 / H`` for ``H x H`` images (a ray through ``H`` pixels of value 1 keeps
+            ``exp(-2) = 13.5 %`` of its photons).
         angles: number of views, evenly spaced over ``[0, arc)`` degrees, or the list of angles.
         arc: angular range in degrees for a number of views (180: sparse view; less: limited angle).
         circle: see above.
     """
 
-    def __init__(self, noise_std: float = 0.1, angles: int | Sequence[float] = 8, arc: float = 180.0,
-                 circle: bool = False):
-        self.noise_std = _checks.noise_level(noise_std)
+    def __init__(self, noise_std: float | None = None, angles: int | Sequence[float] = 8, arc: float = 180.0,
+                 circle: bool = False, photons: float | None = None, attenuation: float | None = None):
+        if photons is None:
+            if attenuation is not None:
+                raise ValueError(f"Tomography attenuation={attenuation!r} applies to Poisson noise: pass photons "
+                                 "(I0 > 0) too, or drop attenuation")
+            self.noise_std = _checks.noise_level(0.1 if noise_std is None else noise_std)
+            self.photons = None
+        else:
+            if noise_std is not None:
+                raise ValueError(f"Tomography takes either noise_std (Gaussian noise) or photons (Poisson noise), "
+                                 f"got noise_std={noise_std!r} and photons={photons!r}")
+            self.noise_std = None
+            self.photons = _checks.noise_level(photons, "photons")
+        self.attenuation = None if attenuation is None else _checks.noise_level(attenuation, "attenuation")
         self.theta = _angles(angles, arc)
         self.circle = bool(circle)
+
+    def attenuation_for(self, size: int) -> float:
+        """``mu`` for ``size x size`` images (the given one, else ``2 / size``)."""
+        return self.attenuation if self.attenuation is not None else 2.0 / int(size)
 
     def _check_image_shape(self, image_shape) -> int:
         shape = tuple(int(s) for s in image_shape)
@@ -117,8 +150,14 @@ class Tomography:
         return flat.reshape((len(x),) + self.observation_shape(x.shape[1:])).astype(np.float32)
 
     def __call__(self, x, seed: int | None = None) -> np.ndarray:
+        """A noisy sinogram of ``x`` (Gaussian, or Poisson photon counts with ``photons``)."""
         clean = self.apply(x)
-        return (clean + self.noise_std * _checks.rng(seed).standard_normal(clean.shape)).astype(np.float32)
+        rng = _checks.rng(seed)
+        if self.photons is None:
+            return (clean + self.noise_std * rng.standard_normal(clean.shape)).astype(np.float32)
+        mu = self.attenuation_for(np.asarray(x).shape[1])
+        counts = rng.poisson(self.photons * np.exp(-mu * clean.astype(np.float64)))
+        return (-np.log(np.maximum(counts, MIN_COUNT) / self.photons) / mu).astype(np.float32)
 
     def pairs(self, x, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)`` training pairs from an image set ``x`` of shape ``(N, H, H, 1)``."""
@@ -235,4 +274,4 @@ def shepp_logan(size: int = 64) -> np.ndarray:
     return np.clip(image, 0.0, 1.0)[None, ..., None].astype(np.float32)
 
 
-__all__ = ["FilteredBackProjection", "Tomography", "random_ellipses", "shepp_logan"]
+__all__ = ["MIN_COUNT", "FilteredBackProjection", "Tomography", "random_ellipses", "shepp_logan"]

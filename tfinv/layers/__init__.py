@@ -13,6 +13,7 @@ from tfinv.layers.channel_skip import ChannelSkip
 from tfinv.layers.cross_unit_coupling import CrossUnitCoupling
 from tfinv.layers.cyclic_shift import CyclicShift
 from tfinv.layers.data_adaptive_conv import DataAdaptiveConv
+from tfinv.layers.eco_conv import ECOConv
 from tfinv.layers.emerging_conv import EmergingConv
 from tfinv.layers.entropy_weighted_shuffle import EntropyWeightedShuffle
 from tfinv.layers.factor_out import FactorOut
@@ -35,9 +36,11 @@ from tfinv.layers.invertible_upsampling import InvertibleUpsampling
 from tfinv.layers.learnable_leaky_relu import LearnableLeakyReLU
 from tfinv.layers.learned_prior import LearnedPrior
 from tfinv.layers.logit_preprocess import LogitPreprocess
+from tfinv.layers.marginal_gaussianization import MarginalGaussianization
 from tfinv.layers.me_woodbury import MEWoodbury
 from tfinv.layers.monotone_block import MonotoneBlock
 from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
+from tfinv.layers.orthonormal_conv import OrthonormalConv
 from tfinv.layers.patchify import Patchify
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.permute import Permute
@@ -50,6 +53,7 @@ from tfinv.layers.reverse import Reverse
 from tfinv.layers.s_log import SLog
 from tfinv.layers.sequence_act_norm import SequenceActNorm
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
+from tfinv.layers.soft_clamp_affine_coupling import SoftClampAffineCoupling
 from tfinv.layers.spectral_filter_coupling import SpectralFilterCoupling
 from tfinv.layers.squeeze import Squeeze
 from tfinv.layers.symmetric_conv import SymmetricConv
@@ -70,6 +74,7 @@ __all__ = [
     "ConvSylvester",
     "CyclicShift",
     "DataAdaptiveConv",
+    "ECOConv",
     "EmergingConv",
     "EntropyWeightedShuffle",
     "FInCConv",
@@ -91,8 +96,10 @@ __all__ = [
     "LearnedPrior",
     "LogitPreprocess",
     "MEWoodbury",
+    "MarginalGaussianization",
     "MonotoneBlock",
     "OrthogonalDownsampling",
+    "OrthonormalConv",
     "ChannelSkip",
     "InvertibleDownsampling",
     "InvertibleUpsampling",
@@ -108,6 +115,7 @@ __all__ = [
     "SLog",
     "SequenceActNorm",
     "SmoothLeakyReLU",
+    "SoftClampAffineCoupling",
     "SpectralFilterCoupling",
     "Squeeze",
     "SymmetricConv",

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
 from tfinv.ops import orthogonal
-from tfinv.ops.space_to_depth import depth_to_space_shape, space_to_depth_shape
+from tfinv.ops.space_to_depth import check_divisible, depth_to_space_shape, space_to_depth_shape
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -36,11 +36,7 @@ class HaarDownsampling(InvertibleLayer):
     event_ndims = 3
 
     def _check_even(self, height, width):
-        if (height is not None and height % 2) or (width is not None and width % 2):
-            raise ValueError(
-                f"HaarDownsampling '{self.name}' needs even H and W, "
-                f"got (H, W) = ({height}, {width})"
-            )
+        check_divisible(f"HaarDownsampling '{self.name}'", height, width, 2)
 
     def build(self, input_shape):
         height, width, _ = self.input_event_shape

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
 from tfinv.ops import orthogonal
-from tfinv.ops.space_to_depth import depth_to_space_shape, space_to_depth_shape
+from tfinv.ops.space_to_depth import check_divisible, depth_to_space_shape, space_to_depth_shape
 
 INITS = {"haar": orthogonal.haar_matrix, "squeeze": orthogonal.squeeze_matrix}
 
@@ -76,10 +76,7 @@ class InvertibleDownsampling(InvertibleLayer):
 
     def _check_input(self, shape):
         height, width, _ = shape[-3:]
-        f = self.factor
-        if (height is not None and height % f) or (width is not None and width % f):
-            raise ValueError(f"{type(self).__name__} '{self.name}' needs H and W divisible by {f}, "
-                             f"got (H, W) = ({height}, {width})")
+        check_divisible(f"{type(self).__name__} '{self.name}'", height, width, self.factor)
 
     def build(self, input_shape):
         self._check_input(self.input_event_shape)

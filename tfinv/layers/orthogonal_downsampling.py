@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
 from tfinv.ops import orthogonal
-from tfinv.ops.space_to_depth import depth_to_space_shape, space_to_depth_shape
+from tfinv.ops.space_to_depth import check_divisible, depth_to_space_shape, space_to_depth_shape
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -45,12 +45,7 @@ class OrthogonalDownsampling(InvertibleLayer):
         self.factor = int(factor)
 
     def _check_divisible(self, height, width):
-        f = self.factor
-        if (height is not None and height % f) or (width is not None and width % f):
-            raise ValueError(
-                f"OrthogonalDownsampling '{self.name}' needs H and W divisible by {f}, "
-                f"got (H, W) = ({height}, {width})"
-            )
+        check_divisible(f"OrthogonalDownsampling '{self.name}'", height, width, self.factor)
 
     def build(self, input_shape):
         height, width, channels = self.input_event_shape

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
-
 import keras
-import numpy as np
-import tensorflow as tf
 
-from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
-from tfinv.ops import act_norm
+from tfinv.layers.bases.act_norm_layer import ActNormLayer
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class SequenceActNorm(InvertibleLayer):
+class SequenceActNorm(ActNormLayer):
     """``z[t, c] = (x[t, c] + b[t, c]) * exp(log_s[t, c])`` for every position ``t`` and channel ``c``.
 
     Inverse: ``x = z * exp(-log_s) - b``.
@@ -39,41 +34,5 @@ class SequenceActNorm(InvertibleLayer):
     """
 
     event_ndims = 2
-
-    def __init__(self, epsilon: float = 1e-6, min_std: float = 1e-3, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = float(epsilon)
-        self.min_std = float(min_std)
-
-    def build(self, input_shape):
-        shape = self.input_event_shape
-        if any(s is None for s in shape):
-            raise ValueError(f"SequenceActNorm '{self.name}' needs a static (T, channels), got {tuple(input_shape)}")
-        self.bias = self.add_weight(name="bias", shape=shape, initializer="zeros")
-        self.log_scale = self.add_weight(name="log_scale", shape=shape, initializer="zeros")
-        super().build(input_shape)
-
-    def _log_det(self, x):
-        return batch_log_det(tf.reduce_sum(self.log_scale), x, self.event_ndims)
-
-    def _forward_and_log_det(self, x):
-        return (x + self.bias) * tf.exp(self.log_scale), self._log_det(x)
-
-    def _inverse_and_log_det(self, z):
-        return z * tf.exp(-self.log_scale) - self.bias, -self._log_det(z)
-
-    def _initialize(self, x):
-        bias, log_scale, constant = act_norm.initial_parameters(
-            x, list(range(len(x.shape) - 2)), self.epsilon, self.min_std)
-        self.bias.assign(bias)
-        self.log_scale.assign(log_scale)
-        if tf.executing_eagerly():
-            positions = sorted({int(t) for t in np.argwhere(constant.numpy())[:, 0]})
-            if positions:
-                warnings.warn(
-                    f"SequenceActNorm '{self.name}': positions {positions} are constant on the "
-                    f"initialisation batch (std < {self.min_std:g}); their scale stays 1",
-                    RuntimeWarning, stacklevel=3)
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon, "min_std": self.min_std}
+    parameter_ndims = 2
+    unit = "position"

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
-from tfinv.ops.space_to_depth import depth_to_space_shape, space_to_depth_shape
+from tfinv.ops.space_to_depth import check_divisible, depth_to_space_shape, space_to_depth_shape
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
@@ -32,11 +32,7 @@ class Squeeze(InvertibleLayer):
 
     def build(self, input_shape):
         height, width, _ = self.input_event_shape
-        if (height is not None and height % self.factor) or (width is not None and width % self.factor):
-            raise ValueError(
-                f"Squeeze '{self.name}' needs H and W divisible by {self.factor}, "
-                f"got (H, W) = ({height}, {width})"
-            )
+        check_divisible(f"Squeeze '{self.name}'", height, width, self.factor)
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape):

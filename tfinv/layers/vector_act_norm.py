@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
-from tfinv.core.invertible_layer import InvertibleLayer, batch_log_det
-from tfinv.layers.act_norm import initialize_from_batch
+from tfinv.layers.bases.act_norm_layer import ActNormLayer
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class VectorActNorm(InvertibleLayer):
+class VectorActNorm(ActNormLayer):
     """``z[..., i] = (x[..., i] + b_i) * exp(log_s_i)`` for each feature ``i`` of the last axis.
 
     Inverse: ``x = z * exp(-log_s) - b``.
@@ -34,29 +32,4 @@ class VectorActNorm(InvertibleLayer):
     """
 
     event_ndims = 1
-
-    def __init__(self, epsilon: float = 1e-6, min_std: float = 1e-3, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = float(epsilon)
-        self.min_std = float(min_std)
-
-    def build(self, input_shape):
-        features = self.input_event_shape[-1]
-        self.bias = self.add_weight(name="bias", shape=(features,), initializer="zeros")
-        self.log_scale = self.add_weight(name="log_scale", shape=(features,), initializer="zeros")
-        super().build(input_shape)
-
-    def _log_det(self, x):
-        return batch_log_det(tf.reduce_sum(self.log_scale), x, self.event_ndims)
-
-    def _forward_and_log_det(self, x):
-        return (x + self.bias) * tf.exp(self.log_scale), self._log_det(x)
-
-    def _inverse_and_log_det(self, z):
-        return z * tf.exp(-self.log_scale) - self.bias, -self._log_det(z)
-
-    def _initialize(self, x):
-        initialize_from_batch(self, x, "feature")
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon, "min_std": self.min_std}
+    unit = "feature"

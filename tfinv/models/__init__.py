@@ -12,9 +12,11 @@ from tfinv.models.i_rev_net import IRevNet
 from tfinv.models.i_u_net import IUNet
 from tfinv.models.invertible_cnn import InvertibleCNN
 from tfinv.models.mixer_flow import MixerFlow
+from tfinv.models.rbig import RBIGResult, fit_rbig, learn_orthonormal_conv
 from tfinv.models.residual_flow import ResidualFlow
 from tfinv.models.rev_net import RevNet
 from tfinv.models.rev_vit import RevViT
 
 __all__ = ["ConditionalGlow", "ConditionalVectorFlow", "FlowGMM", "FourierFlow", "FullyConnectedFlow", "Glow",
-           "IDenseNet", "IRevNet", "IUNet", "InvertibleCNN", "MixerFlow", "ResidualFlow", "RevNet", "RevViT"]
+           "IDenseNet", "IRevNet", "IUNet", "InvertibleCNN", "MixerFlow", "RBIGResult", "ResidualFlow", "RevNet", "RevViT", "fit_rbig",
+           "learn_orthonormal_conv"]

@@ -26,10 +26,17 @@ class ConditionalGlow(ConditioningNetworkMixin, Glow):
     the conditioning network ``h`` has no loss of its own. ``model.sample(n, context=y)`` draws
     posterior samples (``y`` one observation, or ``n`` of them).
 
-    Differences from the paper's cINN: the conditioning network's features reach the couplings
-    through each coupling's `tfinv.nets.ContextEncoder` (resize + 3x3 convolution) rather than
-    one feature map per resolution taken from the network's intermediate stages; the couplings
-    are Glow's (sigmoid-scaled affine) rather than the soft-clamped GLOW-style ones.
+    Defaults follow the paper's cINN: the couplings are affine with a soft-clamped log-scale
+    (``coupling="soft_clamp"``, `SoftClampAffineCoupling`: ``|log s| < 2``, so a posterior draw
+    cannot overflow through ``1 / s`` however large the conditioner's output; Glow's
+    ``sigmoid(h + 2)`` scale, ``coupling="affine"``, can reach ``s = 0``), and every level is
+    conditioned on all of the full-resolution features (``context_downsampling="patch"``: each
+    coupling's `tfinv.nets.ContextEncoder` maps every ``f x f`` patch of ``h(y)`` to its level's
+    resolution with a learned stride-``f`` convolution). Difference from the paper: the paper's
+    conditioning network hands each resolution the output of its own stage; here one feature map
+    at the data's resolution is shared and each coupling learns its own patch map
+    (``context_downsampling="bilinear"``: bilinear resizing, which at ``f > 2`` reads only a few
+    feature pixels per position: the earlier default).
 
     Args:
         input_shape: ``(H, W, C)`` of one ``x``.
@@ -39,7 +46,9 @@ class ConditionalGlow(ConditioningNetworkMixin, Glow):
             CNN at the data's resolution for image ``y``, an MLP otherwise).
         condition_features: channels of the default conditioning network's output.
         num_levels: pixel levels for Glow's `LogitPreprocess` (``None``: continuous data as given).
-        levels, steps_per_level, hidden_channels, coupling, seed, linear, learned_prior,
+        coupling: ``"soft_clamp"`` (default), ``"affine"`` or ``"additive"``: see `Glow`.
+        context_downsampling: ``"patch"`` (default) or ``"bilinear"``: see above and `Glow`.
+        levels, steps_per_level, hidden_channels, seed, linear, learned_prior,
         context_features, base, validate_args, **kwargs: see `Glow`.
 
     References: Ardizzone et al., "Guided Image Generation with Conditional Invertible Neural
@@ -57,6 +66,8 @@ class ConditionalGlow(ConditioningNetworkMixin, Glow):
         steps_per_level: int = 4,
         hidden_channels: int = 64,
         num_levels: int | None = None,
+        coupling: str = "soft_clamp",
+        context_downsampling: str = "patch",
         **kwargs: Any,
     ):
         shape = tuple(int(s) for s in input_shape)
@@ -66,8 +77,8 @@ class ConditionalGlow(ConditioningNetworkMixin, Glow):
         # Tracked as a sub-model in build(), which FlowModel.__init__ calls (a built model is locked).
         object.__setattr__(self, "_pending_conditioning_network", network)
         super().__init__(shape, levels=levels, steps_per_level=steps_per_level,
-                         hidden_channels=hidden_channels, num_levels=num_levels,
-                         context_shape=feature_shape, **kwargs)
+                         hidden_channels=hidden_channels, num_levels=num_levels, coupling=coupling,
+                         context_downsampling=context_downsampling, context_shape=feature_shape, **kwargs)
         self.feature_shape = feature_shape
         self.context_shape = observation
         self.condition_features = int(condition_features)
@@ -76,9 +87,15 @@ class ConditionalGlow(ConditioningNetworkMixin, Glow):
     def observation_shape(self) -> tuple[int, ...]:
         return self.context_shape
 
+    @classmethod
+    def from_config(cls, config):
+        # models saved before the "patch" default resized the features bilinearly
+        return super().from_config({"context_downsampling": "bilinear", **config})
+
     def get_config(self):
         return {
             **super().get_config(),
+            "context_downsampling": self.context_downsampling,
             "observation_shape": list(self.context_shape),
             "conditioning_network": keras.saving.serialize_keras_object(self.conditioning_network),
             "condition_features": self.condition_features,

@@ -15,13 +15,15 @@ from tfinv.layers.spectral_filter_coupling import SpectralFilterCoupling
 
 def fourier_flow_layers(num_couplings: int, hidden_units: int, num_hidden_layers: int = 2,
                         log_filter_bound: float | None = 5.0, normalize: bool = True,
-                        norm: str = "ortho") -> list[InvertibleLayer]:
-    """``[RealDFT, (SequenceActNorm,) SpectralFilterCoupling(parity 0), (parity 1), ...]``."""
+                        norm: str = "ortho", context_shape: Sequence[int] | None = None) -> list[InvertibleLayer]:
+    """``[RealDFT, (SequenceActNorm,) SpectralFilterCoupling(parity 0), (parity 1), ...]`` (every
+    coupling conditioned on a context of ``context_shape`` when given)."""
     layers: list[InvertibleLayer] = [RealDFT(norm, name="dft")]
     if normalize:
         layers.append(SequenceActNorm(name="spectrum_norm"))
     layers += [SpectralFilterCoupling(parity=i % 2, hidden_units=hidden_units, num_hidden_layers=num_hidden_layers,
-                                      log_filter_bound=log_filter_bound, name=f"filter_{i}")
+                                      log_filter_bound=log_filter_bound, context_shape=context_shape,
+                                      name=f"filter_{i}")
                for i in range(num_couplings)]
     return layers
 
@@ -47,7 +49,9 @@ class FourierFlow(FlowModel):
     Differences from the paper: the DFT is a bijection of ``R^T`` (``T`` real numbers, not the
     ``T + 2`` of the reference code's cropped real and imaginary parts, whose density is then
     over a degenerate set); the filter gain is soft-bounded (`SpectralFilterCoupling`); the
-    spectrum standardisation is a trained ActNorm.
+    spectrum standardisation is a trained ActNorm; the conditional form (``context_shape``, e.g.
+    one-hot labels or covariates of each series: every coupling's MLP also sees the context, see
+    `SpectralFilterCoupling`) is ours — the paper's model is unconditional.
 
     Args:
         input_shape: ``(T, channels)`` of one sequence.
@@ -57,6 +61,8 @@ class FourierFlow(FlowModel):
         log_filter_bound: soft bound on ``|log H|`` (``None``: the paper's unbounded ``exp``).
         normalize: put a `SequenceActNorm` after the DFT (call ``initialize(batch)`` before training).
         norm: scaling of the DFT (``"ortho"``, ``"backward"``, ``"forward"``).
+        context_shape: shape of one context (no batch axis) for a conditional flow ``p(x | c)``:
+            ``forward``, ``log_prob``, ``fit`` on ``(x, c)`` pairs and ``sample(n, context=c)``.
         base, validate_args, **kwargs: see `FlowModel`.
 
     Example::
@@ -74,7 +80,7 @@ class FourierFlow(FlowModel):
 
     def __init__(self, input_shape: Sequence[int] = (32, 1), num_couplings: int = 4, hidden_units: int = 64,
                  num_hidden_layers: int = 2, log_filter_bound: float | None = 5.0, normalize: bool = True,
-                 norm: str = "ortho", **kwargs: Any):
+                 norm: str = "ortho", context_shape: Sequence[int] | None = None, **kwargs: Any):
         shape = tuple(int(s) for s in input_shape)
         if len(shape) != 2 or shape[0] < 3 or shape[1] < 1:
             raise ValueError(
@@ -86,8 +92,8 @@ class FourierFlow(FlowModel):
         kwargs.pop("layers", None)
         super().__init__(
             fourier_flow_layers(int(num_couplings), int(hidden_units), int(num_hidden_layers), log_filter_bound,
-                                bool(normalize), norm),
-            input_shape=shape, **kwargs)
+                                bool(normalize), norm, context_shape),
+            input_shape=shape, context_shape=context_shape, **kwargs)
         self.num_couplings = int(num_couplings)
         self.hidden_units = int(hidden_units)
         self.num_hidden_layers = int(num_hidden_layers)

@@ -17,6 +17,12 @@ from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.squeeze import Squeeze
 
 
+# XLA training on a CPU-only machine up to this many values per image (see `FlowModel.compile`):
+# measured faster on 8x8 digits (64 values: benchmarks/speed.py --train-only), slower at 32x32x3
+# (3072); untested in between, so only small images.
+CPU_XLA_TRAINING_MAX_DIMS = 256
+
+
 def glow_layers(
     levels: int,
     steps_per_level: int,
@@ -31,6 +37,7 @@ def glow_layers(
     conditioner: dict | None = None,
     conditioner_actnorm: bool = False,
     attention: str | None = None,
+    context_downsampling: str = "bilinear",
 ) -> list[InvertibleLayer]:
     """Glow's layers: ``[LogitPreprocess, level_0, FactorOut([level_1, FactorOut([... level_{L-1},
     (LearnedPrior,) Flatten])])]``, each level a `Squeeze` then ``steps_per_level`` `GlowStep`s
@@ -40,7 +47,8 @@ def glow_layers(
         steps = [
             GlowStep(hidden_channels, coupling, seed=seed + 1000 * index + step, linear=linear,
                      context_shape=context_shape, context_features=context_features, conditioner=conditioner,
-                     conditioner_actnorm=conditioner_actnorm, attention=attention, name=f"step_{step}")
+                     conditioner_actnorm=conditioner_actnorm, attention=attention,
+                     context_downsampling=context_downsampling, name=f"step_{step}")
             for step in range(steps_per_level)
         ]
         return InvertibleSequential([Squeeze(name="squeeze")] + steps, name=f"level_{index}")
@@ -92,7 +100,8 @@ class Glow(FlowModel):
         levels: number of scales ``L``.
         steps_per_level: Glow steps ``K`` per scale.
         hidden_channels: width of the coupling conditioners.
-        coupling: ``"affine"``, ``"additive"`` or ``"quad"`` (CInC Flow's `QuadCoupling`; every
+        coupling: ``"affine"``, ``"additive"``, ``"soft_clamp"`` (the cINN paper's affine coupling with
+            a soft-clamped scale, `SoftClampAffineCoupling`) or ``"quad"`` (CInC Flow's `QuadCoupling`; every
             level's channel count after the squeeze must then be divisible by 4, e.g. ``C = 1``
             or ``C = 2`` input channels give 4 and 8).
         num_levels: pixel levels of the data for the `LogitPreprocess` front layer (17 for digits,
@@ -107,6 +116,8 @@ class Glow(FlowModel):
             conditioner (the paper's network; initialised by `initialize`).
         context_shape: shape of one context for a conditional Glow (e.g. ``(10,)`` one-hot labels).
         context_features: channels of the context features given to each conditioner.
+        context_downsampling: ``"bilinear"`` or ``"patch"``: how an image context at a finer
+            resolution than a level reaches its couplings (`tfinv.nets.ContextEncoder`).
         attention: ``None``, ``"imap"`` or ``"itrans"``: Sukthanker et al.'s invertible attention
             (`IMapAttention`, `ITransAttention`, arXiv:2106.03959) appended to every step after its
             coupling (`tfinv.blocks.glow_step.ATTENTION_LAYERS`; the placement after the coupling
@@ -114,6 +125,8 @@ class Glow(FlowModel):
             (at most 4096 positions per level).
         base, validate_args, **kwargs: see `FlowModel`.
     """
+
+    cpu_xla_training_max_dims = CPU_XLA_TRAINING_MAX_DIMS
 
     def __init__(
         self,
@@ -130,6 +143,7 @@ class Glow(FlowModel):
         context_features: int = 16,
         conditioner_actnorm: bool = False,
         attention: str | None = None,
+        context_downsampling: str = "bilinear",
         **kwargs: Any,
     ):
         shape = tuple(int(s) for s in input_shape)
@@ -147,7 +161,8 @@ class Glow(FlowModel):
         layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling,
                              None if num_levels is None else int(num_levels), int(seed), linear,
                              bool(learned_prior), context_shape, int(context_features),
-                             conditioner_actnorm=bool(conditioner_actnorm), attention=attention)
+                             conditioner_actnorm=bool(conditioner_actnorm), attention=attention,
+                             context_downsampling=context_downsampling)
         super().__init__(layers, input_shape=shape, context_shape=context_shape, **kwargs)
         self.levels = int(levels)
         self.steps_per_level = int(steps_per_level)
@@ -160,6 +175,7 @@ class Glow(FlowModel):
         self.context_features = int(context_features)
         self.conditioner_actnorm = bool(conditioner_actnorm)
         self.attention = attention
+        self.context_downsampling = context_downsampling
 
     # ------------------------------------------------------------- views into the composition
     @property
@@ -194,4 +210,6 @@ class Glow(FlowModel):
             "context_features": self.context_features,
             "conditioner_actnorm": self.conditioner_actnorm,
             "attention": self.attention,
+            **({"context_downsampling": self.context_downsampling}
+               if self.context_downsampling != "bilinear" else {}),
         }

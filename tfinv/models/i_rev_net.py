@@ -9,11 +9,12 @@ import tensorflow as tf
 
 from tfinv.blocks.reversible_stack import ReversibleStack
 from tfinv.layers.i_rev_net_block import IRevNetBlock
+from tfinv.models.image_classifier import ImageClassifier
 from tfinv.nets.injective_padding import InjectivePadding
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class IRevNet(keras.Model):
+class IRevNet(ImageClassifier):
     """``logits = head(Phi(x))`` where ``Phi`` is invertible: the i-RevNet.
 
     ``Phi`` (`features`): the pixels scaled by ``input_scale``; ``initial_downsampling`` times
@@ -71,20 +72,13 @@ class IRevNet(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"IRevNet needs image_shape (H, W, C) of positive sizes, got {image_shape}")
-        stages = tuple(int(b) for b in blocks_per_stage)
-        if not stages or min(stages) < 1:
-            raise ValueError(f"IRevNet needs blocks_per_stage of positive counts, got {tuple(blocks_per_stage)}")
+        image_shape = self._image_shape_argument(image_shape)
+        stages = self._stages_argument(blocks_per_stage)
         if int(initial_downsampling) < 0:
             raise ValueError(f"IRevNet needs initial_downsampling >= 0, got {initial_downsampling}")
-        height, width, in_channels = image_shape
         downsamplings = int(initial_downsampling) + len(stages) - 1
-        if height % 2**downsamplings or width % 2**downsamplings:
-            raise ValueError(f"IRevNet with {downsamplings} downsamplings needs H and W divisible by "
-                             f"{2**downsamplings}, got (H, W) = ({height}, {width})")
-        after_psi = in_channels * 4 ** int(initial_downsampling)
+        self._check_divisible(image_shape, 2**downsamplings, f"{downsamplings} downsamplings")
+        after_psi = image_shape[-1] * 4 ** int(initial_downsampling)
         if int(channels) < after_psi or int(channels) % 2:
             raise ValueError(f"IRevNet channels must be even and at least the {after_psi} channels after "
                              f"the initial downsampling, got {channels}")
@@ -123,15 +117,9 @@ class IRevNet(keras.Model):
         self.head.build((None, self.feature_shape[-1]))
         self.built = True
 
-    def _check(self, images):
-        got = tuple(images.shape[1:])
-        if len(images.shape) != 4 or any(g is not None and g != e for g, e in zip(got, self.image_shape)):
-            raise ValueError(f"IRevNet '{self.name}' expects images of shape (batch, "
-                             f"{', '.join(map(str, self.image_shape))}), got {tuple(images.shape)}")
-
     def features(self, images: tf.Tensor) -> tf.Tensor:
         """The bijective features ``Phi(x)`` the head reads (shape ``feature_shape``)."""
-        self._check(images)
+        self._check_images(images)
         h = tf.cast(images, self.compute_dtype) * self.input_scale
         for _ in range(self.initial_downsampling):
             h = tf.nn.space_to_depth(h, 2)
@@ -148,14 +136,9 @@ class IRevNet(keras.Model):
         h = tf.nn.relu(self.norm(self.features(images), training=training))
         return self.head(tf.reduce_mean(h, axis=[1, 2]))
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
-
     def get_config(self):
         return {
             **super().get_config(),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
             "blocks_per_stage": list(self.blocks_per_stage),
             "channels": self.channels,
             "initial_downsampling": self.initial_downsampling,

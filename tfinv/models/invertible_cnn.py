@@ -15,6 +15,7 @@ from tfinv.layers.orthogonal_downsampling import OrthogonalDownsampling
 from tfinv.layers.periodic_conv import PeriodicConv
 from tfinv.layers.s_log import SLog
 from tfinv.layers.smooth_leaky_relu import SmoothLeakyReLU
+from tfinv.models.image_classifier import ImageClassifier
 
 #: name -> ``factory(negative_slope, name)``: the element-wise bijective activation of a block.
 ACTIVATIONS: dict[str, Callable[[float, str], InvertibleLayer]] = {
@@ -33,7 +34,7 @@ HEADS = ("average", "flatten")
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class InvertibleCNN(keras.Model):
+class InvertibleCNN(ImageClassifier):
     """Image classifier whose whole feature map is a bijection: ``logits = head(F(x))``.
 
     ``F`` (`features`) is an `InvertibleSequential` over ``downsamplings + 1`` resolutions: at
@@ -110,9 +111,7 @@ class InvertibleCNN(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"InvertibleCNN needs image_shape (H, W, C) of positive sizes, got {image_shape}")
+        image_shape = self._image_shape_argument(image_shape)
         for label, value, least in (("num_classes", num_classes, 1), ("downsamplings", downsamplings, 0),
                                     ("depth", depth, 0), ("kernel_size", kernel_size, 1)):
             if int(value) < least:
@@ -127,11 +126,7 @@ class InvertibleCNN(keras.Model):
             raise ValueError(f"InvertibleCNN head must be one of {HEADS}, got {head!r}")
         height, width, channels = image_shape
         factor = 2**int(downsamplings)
-        if height % factor or width % factor:
-            raise ValueError(
-                f"InvertibleCNN with {downsamplings} downsamplings needs H and W divisible by "
-                f"{factor}, got (H, W) = ({height}, {width})"
-            )
+        self._check_divisible(image_shape, factor, f"{downsamplings} downsamplings")
         self.image_shape = image_shape
         self.num_classes = int(num_classes)
         self.downsamplings = int(downsamplings)
@@ -236,14 +231,9 @@ class InvertibleCNN(keras.Model):
             self.add_loss(self.conditioning_weight * self.conditioning_penalty())
         return self.logits_from_features(self.features(images))
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
-
     def get_config(self):
         return {
             **super().get_config(),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
             "downsamplings": self.downsamplings,
             "depth": self.depth,
             "kernel_size": self.kernel_size,

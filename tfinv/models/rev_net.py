@@ -10,11 +10,12 @@ import tensorflow as tf
 
 from tfinv.blocks.reversible_stack import ReversibleStack
 from tfinv.layers.rev_res_block import RevResBlock
+from tfinv.models.image_classifier import ImageClassifier
 from tfinv.nets.conv_residual import conv_residual
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class RevNet(keras.Model):
+class RevNet(ImageClassifier):
     """Image classifier: stem convolution -> stages of reversible residual blocks -> head.
 
     The stem is a ``3x3`` convolution to ``channels``. Stage ``s`` is a `ReversibleStack` of
@@ -60,19 +61,11 @@ class RevNet(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"RevNet needs image_shape (H, W, C) of positive sizes, got {image_shape}")
-        stages = tuple(int(b) for b in blocks_per_stage)
-        if not stages or min(stages) < 1:
-            raise ValueError(f"RevNet needs blocks_per_stage of positive counts, got {tuple(blocks_per_stage)}")
+        image_shape = self._image_shape_argument(image_shape)
+        stages = self._stages_argument(blocks_per_stage)
         if int(channels) < 2 or int(channels) % 2:
             raise ValueError(f"RevNet channels must be even and >= 2 (two streams), got {channels}")
-        height, width, _ = image_shape
-        factor = 2 ** (len(stages) - 1)
-        if height % factor or width % factor:
-            raise ValueError(f"RevNet with {len(stages)} stages needs H and W divisible by {factor}, "
-                             f"got (H, W) = ({height}, {width})")
+        self._check_divisible(image_shape, 2 ** (len(stages) - 1), f"{len(stages)} stages")
         self.image_shape = image_shape
         self.num_classes = int(num_classes)
         self.blocks_per_stage = stages
@@ -111,10 +104,7 @@ class RevNet(keras.Model):
 
     def features(self, images: tf.Tensor) -> tf.Tensor:
         """The last stage's output ``(B, H / 2^(S-1), W / 2^(S-1), channels * 2^(S-1))``."""
-        got = tuple(images.shape[1:])
-        if len(images.shape) != 4 or any(g is not None and g != e for g, e in zip(got, self.image_shape)):
-            raise ValueError(f"RevNet '{self.name}' expects images of shape (batch, "
-                             f"{', '.join(map(str, self.image_shape))}), got {tuple(images.shape)}")
+        self._check_images(images)
         h = self.stem(tf.cast(images, self.compute_dtype) * self.input_scale)
         for stage, block in enumerate(self.stages):
             if stage > 0:
@@ -125,14 +115,9 @@ class RevNet(keras.Model):
     def call(self, images: tf.Tensor) -> tf.Tensor:
         return self.head(tf.reduce_mean(tf.nn.relu(self.features(images)), axis=[1, 2]))
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
-
     def get_config(self):
         return {
             **super().get_config(),
-            "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes,
             "blocks_per_stage": list(self.blocks_per_stage),
             "channels": self.channels,
             "memory_efficient": self.memory_efficient,

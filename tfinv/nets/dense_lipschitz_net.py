@@ -7,11 +7,12 @@ import tensorflow as tf
 
 from tfinv.nets.c_lip_swish import CLipSwish
 from tfinv.nets.spectral_norm_conv2d import SpectralNormConv2D
+from tfinv.nets.spectral_norm_layer import SpectralNormNetwork
 from tfinv.ops.spectral_norm import check_coefficient
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class DenseLipschitzNet(keras.layers.Layer):
+class DenseLipschitzNet(SpectralNormNetwork):
     """``g = L_out o D_n o ... o D_1`` with dense units
     ``D_i(h) = [eta_1 h, eta_2 CLipSwish(L_i h)]`` (channel concatenation, ``eta_1^2 + eta_2^2 = 1``
     learnable per unit) and spectrally normalised convolutions ``L_i`` (``||L_i|| <= c``).
@@ -72,14 +73,6 @@ class DenseLipschitzNet(keras.layers.Layer):
         raw = tf.cast(self.eta_raw, dtype)
         return raw / tf.sqrt(tf.reduce_sum(tf.square(raw), axis=-1, keepdims=True) + 1e-12)
 
-    def update_spectral_norm(self) -> None:
-        for layer in self.linear_layers:
-            layer.update_spectral_norm()
-
-    def refresh_spectral_norm(self, iterations: int = 100) -> None:
-        for layer in self.linear_layers:
-            layer.refresh_spectral_norm(iterations)
-
     def lipschitz_bound(self, iterations: int = 200) -> tf.Tensor:
         """``||L_out|| prod_i sqrt(eta_1^2 + eta_2^2 ||L_i||^2)`` with fresh norm estimates."""
         etas = self.etas(tf.float32)
@@ -105,12 +98,6 @@ class DenseLipschitzNet(keras.layers.Layer):
             return jvp_out(t)
 
         return y, jvp
-
-    def call(self, x):
-        return self.linearize(x)[0]
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.out_features,)
 
     def get_config(self):
         return {**super().get_config(), "out_features": self.out_features, "growth": self.growth,

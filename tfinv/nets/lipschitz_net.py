@@ -10,6 +10,7 @@ from tfinv.nets.c_pila import CPila
 from tfinv.nets.lip_swish import LipSwish
 from tfinv.nets.spectral_norm_conv2d import SpectralNormConv2D
 from tfinv.nets.spectral_norm_dense import SpectralNormDense
+from tfinv.nets.spectral_norm_layer import SpectralNormNetwork
 from tfinv.ops.spectral_norm import check_coefficient
 
 ACTIVATIONS = {"lipswish": LipSwish, "clipswish": CLipSwish, "cpila": CPila}
@@ -17,7 +18,7 @@ KINDS = ("conv", "dense")
 
 
 @keras.saving.register_keras_serializable(package="tfinv")
-class LipschitzNet(keras.layers.Layer):
+class LipschitzNet(SpectralNormNetwork):
     """``g = L_n o act o ... o act o L_1 [o act]``: spectrally normalised linear maps ``L_i``
     (each ``||L_i|| <= c``) between 1-Lipschitz activations, so ``Lip(g) <= c^n <= c``.
 
@@ -86,15 +87,6 @@ class LipschitzNet(keras.layers.Layer):
             shape = tuple(piece.compute_output_shape(shape))
         super().build(input_shape)
 
-    def update_spectral_norm(self) -> None:
-        """One training update of every linear layer's power iteration."""
-        for layer in self.linear_layers:
-            layer.update_spectral_norm()
-
-    def refresh_spectral_norm(self, iterations: int = 100) -> None:
-        for layer in self.linear_layers:
-            layer.refresh_spectral_norm(iterations)
-
     def lipschitz_bound(self, iterations: int = 200) -> tf.Tensor:
         """Product of fresh estimates of the linear maps' norms (activations are 1-Lipschitz)."""
         bound = tf.constant(1.0)
@@ -115,14 +107,6 @@ class LipschitzNet(keras.layers.Layer):
             return t
 
         return x, jvp
-
-    def call(self, x):
-        for piece in self.pieces:
-            x = piece.linearize(x)[0]
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.out_features,)
 
     def get_config(self):
         return {**super().get_config(), "out_features": self.out_features,

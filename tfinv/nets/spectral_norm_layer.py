@@ -1,5 +1,6 @@
 """Shared machinery of spectrally normalised linear layers (`SpectralNormDense`,
-`SpectralNormConv2D`): the power-iteration state, its training-only update, the rescaled kernel."""
+`SpectralNormConv2D`): the power-iteration state, its training-only update, the rescaled kernel;
+and of the networks built from them (`LipschitzNet`, `DenseLipschitzNet`)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,35 @@ class SpectralNormLayer(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "coefficient": self.coefficient,
                 "power_iterations": self.power_iterations, "use_bias": self.use_bias, "seed": self.seed}
+
+
+class SpectralNormNetwork(keras.layers.Layer):
+    """Base of the networks of `SpectralNormLayer`s (`LipschitzNet`, `DenseLipschitzNet`).
+
+    Subclasses give ``linear_layers`` (their spectrally normalised layers), ``out_features``
+    and ``linearize(x) -> (g(x), jvp)``; this class updates and refreshes the layers' power
+    iterations together and calls ``g``.
+    """
+
+    @property
+    def linear_layers(self) -> list[SpectralNormLayer]:
+        raise NotImplementedError
+
+    def linearize(self, x: tf.Tensor):
+        raise NotImplementedError
+
+    def update_spectral_norm(self) -> None:
+        """One training update of every linear layer's power iteration."""
+        for layer in self.linear_layers:
+            layer.update_spectral_norm()
+
+    def refresh_spectral_norm(self, iterations: int = 100) -> None:
+        """`SpectralNormLayer.refresh_spectral_norm` of every linear layer."""
+        for layer in self.linear_layers:
+            layer.refresh_spectral_norm(iterations)
+
+    def call(self, x):
+        return self.linearize(x)[0]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_features,)

@@ -25,6 +25,29 @@ def glow_scale(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.sigmoid(shifted), -tf.nn.softplus(-shifted)
 
 
+def soft_clamp_log_scale(raw: tf.Tensor, clamp: float) -> tf.Tensor:
+    """The cINN paper's soft clamp of a log-scale: ``log s = (2 clamp / pi) * atan(raw / clamp)``.
+
+    ``log s`` lies in ``(-clamp, clamp)`` for every ``raw`` (so ``s`` and ``1 / s`` are at most
+    ``exp(clamp)``), is ``raw`` near 0 (slope 1) and smooth; the log-det of the coupling is this
+    bounded ``log s`` exactly.
+    """
+    clamp = tf.cast(clamp, raw.dtype)
+    return (2.0 / np.pi) * clamp * tf.atan(raw / clamp)
+
+
+def clamped_affine_forward(x_b, shift, raw_scale, clamp: float):
+    """``y_b = x_b * exp(log s) + shift`` with the soft-clamped ``log s``; returns ``(y_b, log s)``."""
+    log_scale = soft_clamp_log_scale(raw_scale, clamp)
+    return x_b * tf.exp(log_scale) + shift, log_scale
+
+
+def clamped_affine_inverse(y_b, shift, raw_scale, clamp: float):
+    """``x_b = (y_b - shift) * exp(-log s)``; returns ``(x_b, log s)`` (forward's log s)."""
+    log_scale = soft_clamp_log_scale(raw_scale, clamp)
+    return (y_b - shift) * tf.exp(-log_scale), log_scale
+
+
 def affine_forward(x_b, shift, raw_scale):
     """``y_b = (x_b + shift) * s``; returns ``(y_b, log s)`` (element-wise)."""
     scale, log_scale = glow_scale(raw_scale)

@@ -42,6 +42,13 @@ def _signed_away_from_zero(shape, seed):
     return (rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape)).astype(np.float32)
 
 
+def _orthonormal_kernel(shape, seed):
+    """The orthonormal circular kernel nearest to a seeded Gaussian one (cyclic taps)."""
+    from tfinv.ops.gaussianization import nearest_orthogonal_circular_kernel
+
+    return nearest_orthogonal_circular_kernel(np.random.default_rng(seed).standard_normal(shape))[0]
+
+
 @dataclass
 class Case:
     """One contract case.
@@ -124,11 +131,19 @@ def cases() -> Iterator[Case]:
     yield Case("AffineCoupling-checkerboard",
                lambda: layers.AffineCoupling(mask="checkerboard", parity=1, hidden_channels=small),
                (2, 4, 4, 2))
+    yield Case("SoftClampAffineCoupling-checkerboard",
+               lambda: layers.SoftClampAffineCoupling(clamp=1.5, mask="checkerboard", hidden_channels=small),
+               (2, 4, 4, 2))
     yield Case("AdditiveCoupling-channel",
                lambda: layers.AdditiveCoupling(mask="channel", hidden_channels=small), (2, 4, 4, 4))
     yield Case("AdditiveCoupling-checkerboard",
                lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small),
                (2, 4, 4, 1))
+    # Kirichenko et al.'s OOD remedy: the conditioner squeezed through a dense 3-unit code
+    yield Case("AffineCoupling-bottleneck-conditioner",
+               lambda: layers.AffineCoupling(mask="channel",
+                                             conditioner=nets.BottleneckConvNet(hidden_channels=4, bottleneck=3)),
+               (2, 4, 4, 4))
     yield Case("Squeeze", lambda: layers.Squeeze(), (2, 4, 4, 2), rearrangement="reorder")
     yield Case("Permute", lambda: layers.Permute(seed=5), (2, 3, 3, 5))
     yield Case("Reverse", lambda: layers.Reverse(), (2, 3, 3, 4))
@@ -174,6 +189,13 @@ def cases() -> Iterator[Case]:
     yield Case("PeriodicConv-bias-odd", lambda: layers.PeriodicConv(use_bias=True, seed=2), (2, 6, 5, 2))
     yield Case("PeriodicConv-k2-dilated-qr",
                lambda: layers.PeriodicConv(kernel_size=2, dilation=2, seed=3, log_det_method="qr"), (2, 6, 5, 2))
+    # ECO (ICLR 2022): exactly orthogonal, taps dilated by H/k (here 3 x 2 kernel, dilations 2, 2)
+    yield Case("ECOConv", lambda: layers.ECOConv(seed=1, fit_kernel_to_image=True), (2, 6, 4, 3))
+    # RBIG (IEEE TNN 2011) / convolutional RBIG (arXiv:2206.03860): fitted marginals, fixed orthonormal convs
+    yield Case("MarginalGaussianization-channel",
+               lambda: layers.MarginalGaussianization(num_knots=8, sharing="channel"), (2, 4, 4, 3))
+    yield Case("OrthonormalConv-dilated", lambda: layers.OrthonormalConv(kernel=_orthonormal_kernel((2, 3, 2, 2), 2)),
+               (2, 4, 6, 2))
     yield Case("SymmetricConv", lambda: layers.SymmetricConv(seed=1), (2, 4, 4, 3))
     yield Case("SymmetricConv-bias-odd", lambda: layers.SymmetricConv(use_bias=True, seed=2), (2, 6, 5, 2))
     yield Case("SymmetricConv-k5-qr",
@@ -326,7 +348,7 @@ def fourier_flow_cases() -> Iterator[Case]:
 def conditional_cases() -> Iterator[Case]:
     """Conditional layers and models (``context_shape`` set); the harness runs them at a fixed
     context and checks that the context changes the map."""
-    from tfinv import layers
+    from tfinv import layers, nets
     from tfinv.models import Glow
 
     small = 8
@@ -336,6 +358,11 @@ def conditional_cases() -> Iterator[Case]:
     yield Case("AdditiveCoupling-checkerboard-image-context",
                lambda: layers.AdditiveCoupling(mask="checkerboard", hidden_channels=small, context_shape=(2, 2, 3)),
                (2, 4, 4, 2), context_shape=(2, 2, 3))
+    yield Case("SoftClampAffineCoupling-patch-image-context",
+               lambda: layers.SoftClampAffineCoupling(
+                   hidden_channels=small, context_shape=(8, 8, 3),
+                   context_encoder=nets.ContextEncoder(4, downsampling="patch")),
+               (2, 4, 4, 4), context_shape=(8, 8, 3))
     yield Case("LearnedPrior-context", lambda: layers.LearnedPrior(context_shape=(4,)), (2, 4, 4, 3),
                context_shape=(4,))
     yield Case(
@@ -356,6 +383,14 @@ def conditional_cases() -> Iterator[Case]:
                lambda: ConditionalGlow((8, 8, 1), observation_shape=(4, 4, 1), levels=2, steps_per_level=1,
                                        hidden_channels=small, condition_features=4),
                (2, 8, 8, 1), perturb=0.05, context_shape=(4, 4, 1))
+    from tfinv.models import FourierFlow
+
+    yield Case("SpectralFilterCoupling-context",
+               lambda: layers.SpectralFilterCoupling(parity=1, hidden_units=small, context_shape=(3,)), (2, 7, 2),
+               context_shape=(3,))
+    yield Case("FourierFlow-context",
+               lambda: FourierFlow((8, 2), num_couplings=2, hidden_units=small, context_shape=(4,)), (2, 8, 2),
+               context_shape=(4,))
 
 
 def model_cases() -> Iterator[Case]:

@@ -106,11 +106,14 @@ class CouplingLayer(InvertibleLayer):
             cond_in, transformed = channels, channels
         out_channels = self.params_per_channel * transformed
         if self.context_shape is not None:
-            if self.context_encoder is None:
-                from tfinv.nets import ContextEncoder
+            from tfinv.nets import ContextEncoder
 
+            if self.context_encoder is None:
                 self.context_encoder = ContextEncoder(self.context_features, name="context_encoder")
-            self.context_encoder.build((None,) + self.context_shape)
+            if isinstance(self.context_encoder, ContextEncoder):  # its patch downsampling needs our size
+                self.context_encoder.build((None,) + self.context_shape, (None, height, width, cond_in))
+            else:
+                self.context_encoder.build((None,) + self.context_shape)
             cond_in += int(self.context_encoder.compute_output_shape(
                 (None,) + self.context_shape, (None, height, width, cond_in))[-1])
         if self.conditioner is None:
@@ -121,7 +124,10 @@ class CouplingLayer(InvertibleLayer):
         elif getattr(self.conditioner, "out_channels", 0) is None:  # a template: its width is ours to set
             self.conditioner.out_channels = out_channels
         cond_shape = (None, height, width, cond_in)
-        self.conditioner.build(cond_shape)
+        # a deserialised conditioner comes built: building it again fails for one that makes its
+        # sub-layers in build (BottleneckConvNet: its dense bottleneck needs H and W)
+        if not self.conditioner.built:
+            self.conditioner.build(cond_shape)
         got = tuple(self.conditioner.compute_output_shape(cond_shape))
         if got[-1] != out_channels:
             raise ValueError(
