@@ -16,7 +16,7 @@ import shutil
 import uuid
 from typing import Iterable
 
-from tfinv.files import is_writable_folder
+from tfinv import files as tfinv_files
 
 __all__ = ["Staging", "atomic_write", "check_destination"]
 
@@ -57,7 +57,7 @@ def check_destination(out: str | os.PathLike, files: Iterable[str], overwrite: b
     existing = _nearest_existing(out)
     if not existing.is_dir():
         raise NotADirectoryError(f"cannot write the export to {out}: {existing} is a file, not a directory")
-    if not is_writable_folder(existing):  # tried: os.access says yes to root on read-only file systems
+    if not tfinv_files.is_writable_folder(existing):  # tried: os.access says yes to root on read-only file systems
         raise PermissionError(f"cannot write the export to {out}: {existing} is not writable; "
                               "expected a writable output folder")
     clashes = []
