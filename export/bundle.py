@@ -108,6 +108,7 @@ def export_flow(
             data_shape=model.data_shape, latent_shape=model.latent_shape,
             context_shape=getattr(model, "context_shape", None), opset=opset, graphs=graphs,
             saved_model=saved_model_dir if saved_model else None,
+            num_levels=getattr(model, "num_levels", None),
             base=None if standard_base else {"class": type(base).__name__, "noise_shape": list(base.noise_shape)})
         with open(staging.path("manifest.json"), "xb") as f:
             f.write(manifest_module.dumps(manifest))

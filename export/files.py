@@ -16,6 +16,8 @@ import shutil
 import uuid
 from typing import Iterable
 
+from tfinv import files as tfinv_files
+
 __all__ = ["Staging", "atomic_write", "check_destination"]
 
 
@@ -55,8 +57,9 @@ def check_destination(out: str | os.PathLike, files: Iterable[str], overwrite: b
     existing = _nearest_existing(out)
     if not existing.is_dir():
         raise NotADirectoryError(f"cannot write the export to {out}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write the export to {out}: {existing} is not writable")
+    if not tfinv_files.is_writable_folder(existing):  # tried: os.access says yes to root on read-only file systems
+        raise PermissionError(f"cannot write the export to {out}: {existing} is not writable; "
+                              "expected a writable output folder")
     clashes = []
     for relative in files:
         is_dir = relative.endswith("/")

@@ -73,6 +73,15 @@ class Manifest:
         """The deployment contract for this model's shapes."""
         return signatures(self.data_shape, self.latent_shape, self.context_shape)
 
+    @property
+    def num_levels(self) -> int | None:
+        """The pixel levels of the model's data (``num_levels``, from the manifest or, for
+        manifests written before that key, the model config), ``None`` if it records none."""
+        for value in (self.raw.get("num_levels"), (self.raw.get("model_config") or {}).get("num_levels")):
+            if type(value) is int and value > 1:
+                return value
+        return None
+
     def graph_path(self, direction: str) -> pathlib.Path:
         """The ONNX file of ``direction`` (beside the manifest; the recorded name only)."""
         return self.path.parent / pathlib.PurePath(str(self.graphs[direction].get("path", f"{direction}.onnx"))).name
@@ -86,8 +95,10 @@ def graph_io(direction: str, context: bool) -> tuple[list[str], list[str]]:
 
 def build(*, name: str, model_class: str, model_config: dict[str, Any], data_shape, latent_shape,
           context_shape, opset: int, graphs: dict[str, dict[str, Any]],
-          saved_model: str | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest document of an export (``graphs``: per direction, what `OnnxExport.as_dict` gives)."""
+          saved_model: str | None = None, base: dict[str, Any] | None = None,
+          num_levels: int | None = None) -> dict[str, Any]:
+    """The manifest document of an export (``graphs``: per direction, what `OnnxExport.as_dict` gives;
+    ``num_levels``: the data's pixel levels, recorded when the model has them)."""
     contract = signatures(data_shape, latent_shape, context_shape)
     manifest: dict[str, Any] = {
         "format": 1 if context_shape is None and base is None else 2,
@@ -110,6 +121,8 @@ def build(*, name: str, model_class: str, model_config: dict[str, Any], data_sha
     })
     if saved_model is not None:
         manifest["saved_model"] = saved_model
+    if num_levels is not None:
+        manifest["num_levels"] = int(num_levels)
     return manifest
 
 

@@ -126,7 +126,9 @@ def register_query(commands) -> None:
     parser.add_argument("--context", default=None,
                         help="a conditional model's context for `sample`, as JSON: one context (shape "
                         "context_shape, used for every sample) or one row per sample, e.g. a one-hot label")
-    parser.add_argument("--num-levels", type=int, default=17, help="pixel levels for the PNG grid")
+    parser.add_argument("--num-levels", type=int, default=None,
+                        help="pixel levels for the PNG grid (default: the served model's, which `tfinv serve` "
+                        "reports in its metadata; TF Serving does not, so pass it there)")
     parser.add_argument("--out", default="served_samples.png", help="PNG file for `sample`")
     parser.set_defaults(func=_run_query)
 
@@ -184,9 +186,14 @@ def _run_query(args: argparse.Namespace) -> int:
             if args.what == "sample":
                 from tfinv.data import save_image_grid
 
+                num_levels = args.num_levels or client.num_levels()
+                if num_levels is None:
+                    raise ValueError(f"the served model {args.model!r} does not report its pixel levels (TF "
+                                     "Serving's metadata has only the signatures): pass --num-levels, e.g. "
+                                     "--num-levels 256 for 8-bit images")
                 x = client.sample(args.n, seed=args.seed, temperature=args.temperature,
                                   context=_query_context(client, args.context, args.n))
-                save_image_grid(x, args.out, args.num_levels)
+                save_image_grid(x, args.out, num_levels)
                 print(f"wrote {len(x)} served samples (seed {args.seed}, temperature "
                       f"{args.temperature}) to {args.out}")
             else:

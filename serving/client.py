@@ -126,6 +126,13 @@ class Client:
         """TF Serving's model metadata JSON (``{"model_spec": ..., "metadata": {"signature_def": ...}}``)."""
         return self.transport.metadata()
 
+    def num_levels(self) -> int | None:
+        """The served model's pixel levels, from the metadata field ``tfinv`` that ``tfinv serve``
+        adds; ``None`` when the server does not report them (TF Serving's metadata carries only
+        the signatures)."""
+        value = (self.metadata().get("metadata", {}).get("tfinv") or {}).get("num_levels")
+        return value if type(value) is int and value > 1 else None
+
     def signatures(self) -> dict[str, dict[str, dict[str, tuple[str, list[int]]]]]:
         """The signatures from `metadata`, simplified: ``{key: {"inputs"|"outputs": {name: (dtype,
         shape)}}}`` with dtype like ``"DT_FLOAT"`` and ``-1`` for the batch axis."""

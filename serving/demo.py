@@ -52,7 +52,7 @@ def serve_and_sample(export_dir: str, out: str, n: int = 64, seed: int = 0, temp
 
     manifest = json.loads((pathlib.Path(export_dir) / "manifest.json").read_text())
     name = manifest["name"]
-    num_levels = manifest.get("model_config", {}).get("num_levels") or 17
+    num_levels = manifest.get("num_levels") or manifest.get("model_config", {}).get("num_levels") or 17
     server, url = start_server(export_dir, "--log-level", "warning", timeout=timeout)
     try:
         with Client(url, model=name) as client:

@@ -75,12 +75,14 @@ def status_document(version: int) -> dict[str, Any]:
     }]}
 
 
-def metadata_document(name: str, version: int, signatures: Mapping[str, Signature]) -> dict[str, Any]:
-    """The body of ``GET /v1/models/<name>/metadata`` (TF Serving's layout)."""
-    return {
-        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
-        "metadata": {"signature_def": {"signature_def": {k: signature_def(s) for k, s in signatures.items()}}},
-    }
+def metadata_document(name: str, version: int, signatures: Mapping[str, Signature],
+                      model_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The body of ``GET /v1/models/<name>/metadata`` (TF Serving's layout). ``model_info`` (e.g.
+    ``{"num_levels": 256}``) is added as the metadata field ``tfinv``, beside ``signature_def``."""
+    metadata: dict[str, Any] = {"signature_def": {"signature_def": {k: signature_def(s) for k, s in signatures.items()}}}
+    if model_info:
+        metadata["tfinv"] = dict(model_info)
+    return {"model_spec": {"name": name, "signature_name": "", "version": str(version)}, "metadata": metadata}
 
 
 # --------------------------------------------------------------------------- requests (server side)

@@ -160,4 +160,6 @@ class OnnxFlowServable:
         return protocol.status_document(self.version)
 
     def metadata(self) -> dict[str, Any]:
-        return protocol.metadata_document(self.name, self.version, self.signatures)
+        levels = self.manifest.num_levels
+        return protocol.metadata_document(self.name, self.version, self.signatures,
+                                          None if levels is None else {"num_levels": levels})

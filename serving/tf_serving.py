@@ -58,6 +58,7 @@ import string
 from typing import Sequence, Union
 
 from tfinv.export.signatures import check_model_name
+from tfinv import files as tfinv_files
 
 __all__ = ["CONFIG_MOUNT", "DEFAULT_IMAGE", "DEFAULT_ONNX_PORT", "FILES", "saved_model_base_from_manifest",
            "write_serving_config"]
@@ -165,6 +166,12 @@ def _check_arguments(saved_model_base, out_dir, name, container_base, rest_port,
     out = pathlib.Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a directory")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write the serving files to {out}: {existing} is a file, not a directory")
+    if not tfinv_files.is_writable_folder(existing):
+        raise PermissionError(f"cannot write the serving files to {out}: {existing} is not writable; "
+                              "expected a writable output folder")
     return base, out, container_base.rstrip("/"), rest, grpc, policy, available
 
 

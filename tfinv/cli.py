@@ -1187,7 +1187,7 @@ def _maybe(value) -> str:
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``tfinv`` argument parser (subcommands ``train``, ``sample``, ``diagnose`` and ``ood``)."""
-    from tfinv.blocks.glow_step import ATTENTION_LAYERS, COUPLINGS, LINEAR_LAYERS
+    from tfinv.step_names import ATTENTION_NAMES, COUPLING_NAMES, linear_names
 
     parser = _Parser(prog="tfinv", description="Invertible networks in TensorFlow/Keras.")
     parser.add_argument(
@@ -1223,7 +1223,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--levels", type=_positive_int, default=2, help="Glow scales L")
     train.add_argument("--steps-per-level", type=_positive_int, default=4, help="Glow steps K per scale")
     train.add_argument("--hidden-channels", type=_positive_int, default=64, help="coupling network width (Glow), hidden units (MixerFlow)")
-    train.add_argument("--coupling", default=None, choices=sorted(COUPLINGS),
+    train.add_argument("--coupling", default=None, choices=sorted(COUPLING_NAMES),
                        help="coupling of every step (default: affine; soft_clamp for --model cinn)")
     train.add_argument("--patch-size", type=_positive_int, default=2, help="RevViT / MixerFlow patch side (divides H and W)")
     train.add_argument("--dim", type=_positive_int, default=32, help="RevViT width (features per stream)")
@@ -1234,7 +1234,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="RevViT: rebuild activations in the backward pass instead of storing them",
     )
     train.add_argument(
-        "--linear", default="inv_conv1x1", choices=sorted(LINEAR_LAYERS),
+        "--linear", default="inv_conv1x1", choices=linear_names(),
         help="channel-mixing layer of every Glow step (tfinv.blocks.glow_step.LINEAR_LAYERS)",
     )
     train.add_argument(
@@ -1246,7 +1246,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Glow: ActNorm after each hidden convolution of the coupling conditioners (Glow's paper)",
     )
     train.add_argument(
-        "--attention", default=None, choices=sorted(ATTENTION_LAYERS),
+        "--attention", default=None, choices=sorted(ATTENTION_NAMES),
         help="invertible attention after every Glow step's coupling (iMap / iTrans, arXiv:2106.03959)",
     )
     train.add_argument(
@@ -1477,13 +1477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = _command_name(argv)
     try:
         lean = _lean_command(name)
-        if lean is not None:
-            parser = _lean_parser(name, lean)
-        else:
-            if _startup.is_quiet_command():
-                _startup.import_tensorflow(quiet=True)
-            parser = build_parser()
-        args = parser.parse_args(argv)
+        # The parser needs no TensorFlow (--help and usage errors are fast); a command that runs
+        # imports it after parsing.
+        args = (_lean_parser(name, lean) if lean is not None else build_parser()).parse_args(argv)
+        if lean is None:
+            _startup.import_tensorflow(quiet=_startup.is_quiet_command())
     except SystemExit as exit_:  # argparse reports its own errors (and --help) this way
         return int(exit_.code or 0)
     except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads (seconds): nothing started yet

@@ -28,6 +28,7 @@ __all__ = [
     "check_output_directory",
     "check_output_file",
     "default_file_mode",
+    "is_writable_folder",
     "replace_directory",
     "save_model_atomic",
     "staged_directory",
@@ -210,9 +211,9 @@ def _remove_abandoned_staging(parent: str, name: str) -> None:
 
 
 # ---------------------------------------------------------------- destination checks
-def _writable(folder: str) -> bool:
+def is_writable_folder(folder: str | os.PathLike) -> bool:
     """True if a file can be created in ``folder`` (tried, not inferred from mode bits, which say
-    nothing for root or on read-only filesystems)."""
+    nothing for root or on read-only filesystems such as ``/sys``)."""
     try:
         fd, probe = tempfile.mkstemp(prefix=".tfinv-write-probe-", dir=folder)
     except OSError:
@@ -237,7 +238,7 @@ def _check_creatable(path: str, what: str) -> None:
     ancestor = _first_existing_ancestor(path)
     if not os.path.isdir(ancestor):
         raise ValueError(f"{what} {path!r} cannot be created: {ancestor!r} is a file, not a folder")
-    if not _writable(ancestor):
+    if not is_writable_folder(ancestor):
         raise ValueError(f"{what} {path!r} cannot be created: no write permission in {ancestor!r}")
 
 
@@ -258,12 +259,12 @@ def check_output_directory(path: str | os.PathLike, what: str = "output folder")
             raise ValueError(f"{what} {path!r} is an existing file, not a folder")
         path = os.path.realpath(path)  # a symlinked run folder: replace its target, keep the link
         parent = os.path.dirname(path)
-        if not _writable(parent):
+        if not is_writable_folder(parent):
             raise ValueError(
                 f"{what} {path!r}: no write permission in its parent {parent!r} "
                 "(outputs are staged beside the folder, then swapped in)"
             )
-        if not _writable(path):
+        if not is_writable_folder(path):
             raise ValueError(f"{what} {path!r} is not writable")
         return path
     _check_creatable(path, what)
@@ -284,7 +285,7 @@ def check_output_file(path: str | os.PathLike, what: str = "output file", suffix
         raise ValueError(f"{what} {path!r} must end in {suffix}")
     folder = os.path.dirname(path)
     if os.path.isdir(folder):
-        if not _writable(folder):
+        if not is_writable_folder(folder):
             raise ValueError(f"{what} {path!r}: no write permission in {folder!r}")
     else:
         _check_creatable(path, what)

@@ -65,6 +65,19 @@ def glow_layers(
     return front + body
 
 
+def multiscale_shape_error(name: str, levels: int, factor: int, height: int, width: int) -> str:
+    """The message for a multi-scale model whose ``levels`` need H and W divisible by ``factor``:
+    what was expected, and the two fixes (resize the images, or use fewer levels)."""
+    # The most levels (below ``levels``) this H and W allow: each level fewer halves the factor.
+    fits = next((k for k in range(levels - 1, 0, -1)
+                 if height % (factor >> (levels - k)) == 0 and width % (factor >> (levels - k)) == 0), 0)
+    resize = (f"pad the images to ({-(-height // factor) * factor}, {-(-width // factor) * factor}) or crop them "
+              f"to ({height // factor * factor}, {width // factor * factor})")
+    fewer = f", or use levels <= {fits}" if fits else ""
+    return (f"{name} with {levels} level{'s' if levels != 1 else ''} needs H and W divisible by {factor}, "
+            f"got (H, W) = ({height}, {width}): {resize}{fewer}")
+
+
 @keras.saving.register_keras_serializable(package="tfinv")
 class Glow(FlowModel):
     """Multi-scale Glow: per level, squeeze then K steps (ActNorm, 1x1 conv, coupling); after
@@ -153,10 +166,7 @@ class Glow(FlowModel):
             raise ValueError(f"Glow needs levels >= 1 and steps_per_level >= 1, got {levels}, {steps_per_level}")
         height, width, _ = shape
         if height % 2**levels or width % 2**levels:
-            raise ValueError(
-                f"Glow with {levels} levels needs H and W divisible by {2**levels}, "
-                f"got (H, W) = ({height}, {width})"
-            )
+            raise ValueError(multiscale_shape_error("Glow", levels, 2**levels, height, width))
         kwargs.pop("layers", None)
         layers = glow_layers(int(levels), int(steps_per_level), int(hidden_channels), coupling,
                              None if num_levels is None else int(num_levels), int(seed), linear,

@@ -44,6 +44,7 @@ import keras
 from tfinv.blocks.invertible_sequential import InvertibleSequential
 from tfinv.core.flow_model import FlowModel
 from tfinv.layers.act_norm import ActNorm
+from tfinv.models.glow import multiscale_shape_error
 from tfinv.layers.invertible_residual_block import InvertibleResidualBlock
 from tfinv.layers.logit_preprocess import LogitPreprocess
 from tfinv.layers.squeeze import Squeeze
@@ -97,8 +98,7 @@ class ResidualFlow(FlowModel):
             raise ValueError(f"{name} needs levels >= 1 and blocks_per_level >= 1, got {levels}, {blocks_per_level}")
         factor = 2 ** (int(levels) - 1)
         if shape[0] % factor or shape[1] % factor:
-            raise ValueError(f"{name} with {levels} levels needs H and W divisible by {factor}, "
-                             f"got (H, W) = ({shape[0]}, {shape[1]})")
+            raise ValueError(multiscale_shape_error(name, int(levels), factor, shape[0], shape[1]))
         block_options = dict(
             coefficient=coefficient, estimator=estimator, exact_terms=int(exact_terms),
             series_terms=int(series_terms), neumann_gradient=bool(neumann_gradient),
