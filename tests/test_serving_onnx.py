@@ -422,8 +422,6 @@ def test_create_app_rejects_bad_configuration(export_dir, option, value, message
     (["--graceful-timeout", "-1"], "graceful_timeout must be a positive number of seconds, got -1.0"),
     (["--max-connections", "0"], "max_connections must be a positive int, got 0"),
     (["--keep-alive", "0"], "keep_alive must be a positive int, got 0"),
-    (["--port", "-2"], "port must be an int in [0, 65535] (0: a free port), got -2"),
-    (["--port", "65536"], "port must be an int in [0, 65535] (0: a free port), got 65536"),
     (["--name", "../x"], "../x"),
 ])
 def test_server_configuration_errors_are_one_line_before_serving(export_dir, capsys, argv, message):
@@ -432,6 +430,18 @@ def test_server_configuration_errors_are_one_line_before_serving(export_dir, cap
     err = captured.err.strip()
     assert err.startswith(f"tfinv serve: error: cannot serve {str(export_dir)!r}: ") and "\n" not in err, err
     assert message in err and "listening" not in captured.out
+
+
+@pytest.mark.parametrize("port", ["-2", "65536", "http"])
+def test_server_port_outside_the_range_is_a_usage_error(export_dir, capsys, port):
+    """``--port`` is checked while parsing: argparse's one usage line and exit code 2, nothing served."""
+    with pytest.raises(SystemExit) as exit_info:
+        server_main(["--export-dir", str(export_dir), "--port", port])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last.endswith(f"argument --port: expected a port in [0, 65535] (0: a free port), got {port!r}"), last
+    assert "listening" not in captured.out and "Traceback" not in captured.err
 
 
 @pytest.mark.parametrize("limit", [1, 3])
