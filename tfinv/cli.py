@@ -136,7 +136,7 @@ def register_model(name: str, description: str, task: str = "density"):
 def _glow_options(args: argparse.Namespace, num_levels: int) -> dict[str, Any]:
     """The multi-scale Glow options every Glow-based model takes from the command line."""
     return dict(levels=args.levels, steps_per_level=args.steps_per_level, hidden_channels=args.hidden_channels,
-                coupling=args.coupling, num_levels=num_levels, seed=args.seed)
+                coupling=args.coupling or "affine", num_levels=num_levels, seed=args.seed)
 
 
 @register_model("glow", "multi-scale Glow (tfinv.models.Glow), a flow trained by maximum likelihood")
@@ -233,7 +233,7 @@ def _build_cinn(args: argparse.Namespace, input_shape: tuple[int, ...], num_leve
         levels=args.levels,
         steps_per_level=args.steps_per_level,
         hidden_channels=args.hidden_channels,
-        coupling=args.coupling,
+        coupling=args.coupling or "soft_clamp",
         num_levels=num_levels,
         seed=args.seed,
         linear=args.linear,
