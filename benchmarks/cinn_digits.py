@@ -41,7 +41,7 @@ from tfinv.data.digits import DIGITS_NUM_LEVELS, digits_arrays  # noqa: E402
 from tfinv.data.image_grid import save_image_grid  # noqa: E402
 from tfinv.models import ConditionalGlow  # noqa: E402
 
-from _common import log, save_calibration_plot, stdout_to_stderr, trainable_parameters  # noqa: E402
+from _common import add_glow_training_arguments, log, save_calibration_plot, stdout_to_stderr, trainable_parameters  # noqa: E402
 
 TASKS = ("superres", "inpaint", "deblur")
 
@@ -50,14 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", choices=TASKS, default="superres")
     parser.add_argument("--noise-std", type=float, default=0.05)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--levels", type=int, default=2)
-    parser.add_argument("--steps-per-level", type=int, default=4)
-    parser.add_argument("--hidden-channels", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    add_glow_training_arguments(parser, epochs=20)
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", default="cinn_digits.png")
     parser.add_argument("--calibration-png", default="cinn_digits_calibration.png")
     return parser.parse_args(argv)

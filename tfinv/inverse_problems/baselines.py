@@ -9,6 +9,19 @@ import keras
 import numpy as np
 
 
+def _observation_images(observation_shape, image_shape, preprocessing, who: str):
+    """The regressors' input ``y`` and the image-shaped tensor they start from: ``p(y)``
+    (``preprocessing``, if given), resized bilinearly to the images' ``(H, W)`` when its size differs."""
+    height, width_px = (int(s) for s in image_shape[:2])
+    inputs = keras.Input(tuple(int(s) for s in observation_shape), name="observation")
+    h = preprocessing(inputs) if preprocessing is not None else inputs
+    if len(h.shape) != 4:
+        raise ValueError(f"{who} needs image-shaped (H, W, C) input after preprocessing, got {h.shape[1:]}")
+    if tuple(h.shape[1:3]) != (height, width_px):
+        h = keras.layers.Resizing(height, width_px, interpolation="bilinear", name="resize")(h)
+    return inputs, h
+
+
 def cnn_regressor(observation_shape: Sequence[int], image_shape: Sequence[int], width: int = 64, depth: int = 4,
                   preprocessing: keras.layers.Layer | None = None, name: str = "cnn_regressor") -> keras.Model:
     """A plain CNN point estimate ``x_hat = g(y)`` (trained by the caller with MSE on ``(y, x)`` pairs).
@@ -21,13 +34,8 @@ def cnn_regressor(observation_shape: Sequence[int], image_shape: Sequence[int], 
     """
     if depth < 2 or width < 1:
         raise ValueError(f"cnn_regressor needs depth >= 2 and width >= 1, got depth={depth}, width={width}")
-    height, width_px, channels = (int(s) for s in image_shape)
-    inputs = keras.Input(tuple(int(s) for s in observation_shape), name="observation")
-    h = preprocessing(inputs) if preprocessing is not None else inputs
-    if len(h.shape) != 4:
-        raise ValueError(f"cnn_regressor needs image-shaped (H, W, C) input after preprocessing, got {h.shape[1:]}")
-    if tuple(h.shape[1:3]) != (height, width_px):
-        h = keras.layers.Resizing(height, width_px, interpolation="bilinear", name="resize")(h)
+    channels = int(image_shape[-1])
+    inputs, h = _observation_images(observation_shape, image_shape, preprocessing, "cnn_regressor")
     for i in range(depth - 1):
         h = keras.layers.Conv2D(int(width), 3, padding="same", activation="relu", name=f"conv_{i}")(h)
     outputs = keras.layers.Conv2D(channels, 3, padding="same", name="estimate")(h)
@@ -72,12 +80,7 @@ def unet_regressor(observation_shape: Sequence[int], image_shape: Sequence[int],
     if height % 2**depth or width_px % 2**depth:
         raise ValueError(f"unet_regressor with depth {depth} needs H and W divisible by {2**depth}, "
                          f"got {(height, width_px)}")
-    inputs = keras.Input(tuple(int(s) for s in observation_shape), name="observation")
-    h = preprocessing(inputs) if preprocessing is not None else inputs
-    if len(h.shape) != 4:
-        raise ValueError(f"unet_regressor needs image-shaped (H, W, C) input after preprocessing, got {h.shape[1:]}")
-    if tuple(h.shape[1:3]) != (height, width_px):
-        h = keras.layers.Resizing(height, width_px, interpolation="bilinear", name="resize")(h)
+    inputs, h = _observation_images(observation_shape, image_shape, preprocessing, "unet_regressor")
     start = h
 
     def block(t, filters, tag):
