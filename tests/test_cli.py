@@ -171,6 +171,10 @@ def test_sigkill_during_the_final_save_leaves_the_previous_run_intact(trained, t
     assert all(after[name] != before[name] for name in after)
     assert json.loads((out / "metrics.json").read_text())["config"]["cli"]["seed"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # the abandoned staging folder is gone
+    # --resume with nothing left to resume refuses instead of replacing the finished run.
+    assert cli.main(["train", *SMALL, "--seed", "1", "--resume", "--out", str(out)]) == 2
+    assert "holds a finished run" in assert_one_line_error(capsys.readouterr().err, "train")
+    assert folder_digest(out) == after
 
 
 def test_train_on_an_npz_file_outputs_get_the_umask_permissions_and_foreign_files_stay(tmp_path):

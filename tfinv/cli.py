@@ -376,6 +376,13 @@ def _prepare_backup(args: argparse.Namespace, out: str) -> str:
                 f"to continue it, or remove that folder to start again"
             )
         return backup
+    finished = [name for name in ("metrics.json", "model.keras") if os.path.isfile(os.path.join(out, name))]
+    if not _has_state(backup) and finished:
+        # nothing to continue: training afresh would replace the finished run's files
+        raise UsageError(
+            f"--resume: {out} holds a finished run ({', '.join(finished)}) and no interrupted one to "
+            f"continue; run without --resume to train it again (its files are replaced), or pick another --out"
+        )
     if os.path.isfile(options_path):
         with open(options_path) as f:
             before = json.load(f)
@@ -1306,7 +1313,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--resume", action="store_true",
-        help="continue the interrupted run backed up in OUT/backup (same options; --epochs may grow)",
+        help="continue the interrupted run backed up in OUT/backup (same options; --epochs may grow); "
+        "refused if OUT holds a finished run and nothing to continue",
     )
     train.set_defaults(func=_train)
 
