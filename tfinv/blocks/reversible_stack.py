@@ -210,8 +210,14 @@ def _check_fusable(stack: ReversibleStack, optimizer, model) -> None:
     if not optimizer.built:
         # What the optimizer's first apply would do, needed before it: the slots of the stack's
         # weights are updated in the backward pass (Keras builds it lazily, on first trace).
-        with keras.name_scope(optimizer.name, caller=optimizer):
-            optimizer.build(model.trainable_weights)
+        # Built outside the stack's name scope, so its variables are named as Keras names them.
+        outer_scopes = global_state.get_global_attribute("name_scope_stack")
+        global_state.set_global_attribute("name_scope_stack", [])
+        try:
+            with keras.name_scope(optimizer.name, caller=optimizer):
+                optimizer.build(model.trainable_weights)
+        finally:
+            global_state.set_global_attribute("name_scope_stack", outer_scopes)
         optimizer.built = True
     fused = {id(v) for layer in model._flatten_layers()
              if isinstance(layer, ReversibleStack) and layer.fused_update for v in layer.trainable_variables}
