@@ -228,12 +228,16 @@ def write_plot(rows: list[dict], path: str) -> str:
     import matplotlib.pyplot as plt
 
     depths = sorted({r["depth"] for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "train_step_peak_mb", "training-step peak memory (MB)"),
-                           (axes[1], "images_per_second_best", "training throughput, best step (images/s)")):
+    panels = [("train_step_peak_mb", "training-step peak memory, process (MB)"),
+              ("images_per_second_best", "training throughput, best step (images/s)")]
+    if any(r.get("xla_step_buffers_peak_mb") for r in rows):  # XLA's exact figure, beside the process's
+        panels.insert(1, ("xla_step_buffers_peak_mb", "compiled step's own buffers, XLA (MB)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    for ax, (key, label) in zip(axes, panels):
         for run_path in PATHS:
             for mode in MODES:
-                points = sorted((r["depth"], r[key]) for r in rows if r["path"] == run_path and r["mode"] == mode)
+                points = sorted((r["depth"], r[key]) for r in rows
+                                if r["path"] == run_path and r["mode"] == mode and r.get(key) is not None)
                 if points:
                     ax.plot(*zip(*points), marker="o", linestyle=_STYLES[run_path], color=_COLORS[mode],
                             label=f"{mode}, {run_path}")
@@ -244,7 +248,7 @@ def write_plot(rows: list[dict], path: str) -> str:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("RevViT training: reversible backprop vs ordinary autodiff (same run)")
+    fig.suptitle("RevViT training: reversible backprop (standard or fused optimizer updates) vs ordinary autodiff (same run)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=100, format="png")
