@@ -16,7 +16,7 @@ from tfinv.blocks.reversible_stack import ReversibleStack
 from tfinv.layers import ActNorm, AffineCoupling
 from tfinv.layers.i_rev_net_block import IRevNetBlock
 from tfinv.layers.rev_res_block import RevResBlock
-from tfinv.models import RevViT
+from tfinv.models import IRevNet, RevNet, RevViT
 from tfinv.testing.contract import perturb_weights
 
 RTOL = 1e-5
@@ -50,21 +50,27 @@ def _mixed(fused_update):
     return model
 
 
+def _revnet(fused_update):
+    """Two stages (two fused stacks) joined by a strided residual downsampling."""
+    return RevNet(image_shape=(8, 8, 1), blocks_per_stage=(2, 2), channels=8, input_scale=1 / 17,
+                  fused_update=fused_update)
+
+
 def _data(model_name):
     rng = np.random.default_rng(0)
-    if model_name == "revvit":
+    if model_name in ("revvit", "revnet"):
         return rng.uniform(0, 17, (16, 8, 8, 1)).astype(np.float32), rng.integers(0, 10, 16)
     return rng.standard_normal((8, 4, 4, 4)).astype(np.float32), rng.standard_normal((8, 3)).astype(np.float32)
 
 
 def _train(model_name, fused_update, optimizer_name, jit, initial=None):
     keras.utils.set_random_seed(0)
-    model = _revvit(fused_update) if model_name == "revvit" else _mixed(fused_update)
+    model = {"revvit": _revvit, "revnet": _revnet, "mixed": _mixed}[model_name](fused_update)
     if initial is not None:
         model.set_weights(initial)
     start = [w.copy() for w in model.get_weights()]
-    loss = (keras.losses.SparseCategoricalCrossentropy(from_logits=True) if model_name == "revvit"
-            else keras.losses.MeanSquaredError())
+    loss = (keras.losses.MeanSquaredError() if model_name == "mixed"
+            else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # under XLA also two steps per call of the compiled function (the default of FlowModel there)
     model.compile(optimizer=OPTIMIZERS[optimizer_name](), loss=loss, jit_compile=jit,
                   steps_per_execution=2 if jit else 1)
@@ -81,7 +87,7 @@ def _relative(a, b):
 @pytest.mark.parametrize("model_name, optimizer_name, jit", [
     ("revvit", "adam", False), ("revvit", "adam", True),
     ("revvit", "sgd-momentum", False), ("revvit", "sgd-momentum", True),
-    ("mixed", "adamw-clipnorm-ema", False), ("mixed", "adam", True),
+    ("mixed", "adamw-clipnorm-ema", False), ("mixed", "adam", True), ("revnet", "adam", False),
 ])
 def test_fused_updates_equal_standard_training(model_name, optimizer_name, jit):
     standard, start, standard_losses = _train(model_name, False, optimizer_name, jit)
@@ -153,6 +159,10 @@ def test_fused_update_round_trips_through_config_and_keras_file(tmp_path):
     assert ReversibleStack.from_config(ReversibleStack([RevResBlock()]).get_config()).fused_update is False
     model = _revvit(True, depth=1)
     assert RevViT.from_config(model.get_config()).blocks.fused_update is True
+    revnet = RevNet.from_config(_revnet(True).get_config())
+    assert revnet.fused_update and all(stage.fused_update for stage in revnet.stages)
+    irevnet = IRevNet(image_shape=(8, 8, 1), blocks_per_stage=(1,), channels=4, fused_update=True)
+    assert IRevNet.from_config(irevnet.get_config()).stack.fused_update is True
     model.save(tmp_path / "fused.keras")
     loaded = keras.saving.load_model(tmp_path / "fused.keras", safe_mode=True)
     assert loaded.fused_update is True and loaded.blocks.fused_update is True
