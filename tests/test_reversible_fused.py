@@ -66,7 +66,9 @@ def _data(model_name):
 def _train(model_name, fused_update, optimizer_name, jit, initial=None):
     keras.utils.set_random_seed(0)
     model = {"revvit": _revvit, "revnet": _revnet, "mixed": _mixed}[model_name](fused_update)
-    if initial is not None:
+    if initial is None:
+        perturb_weights(model, 0.1, seed=5)  # biases and norms away from their 0 / 1 start too
+    else:
         model.set_weights(initial)
     start = [w.copy() for w in model.get_weights()]
     loss = (keras.losses.MeanSquaredError() if model_name == "mixed"
