@@ -4,7 +4,8 @@ optimizer state.
 
 Tolerance (float32): weights and optimizer variables after a few steps agree with the standard
 path to <= 1e-5 relative per tensor (``max|fused - standard| / max|standard|``; the two paths run
-the same per-element update formulas, only in another order).
+the same per-element update formulas, in another order and, under XLA, another compiled program;
+attention's key bias, whose gradient is rounding noise, is measured against the largest tensor).
 """
 
 import keras
@@ -33,15 +34,16 @@ OPTIMIZERS = {
 
 
 def _revvit(fused_update, depth=2):
-    """Blocks of one configuration: under XLA the backward is one ``tf.while_loop`` body."""
+    """Blocks of one configuration: under XLA the standard backward is one ``tf.while_loop``
+    body, the fused one straight-line code ordered by optimization barriers."""
     return RevViT(patch_size=4, dim=8, depth=depth, heads=2, num_classes=10, image_shape=(8, 8, 1), mlp_ratio=2,
                   input_scale=1 / 17, fused_update=fused_update)
 
 
 def _mixed(fused_update):
-    """Blocks of different configurations (a ``tf.switch_case`` loop under XLA), a block that
-    changes the shape (unrolled), ActNorm and a coupling whose log-det depends on x; a Dense head
-    outside the stack."""
+    """Blocks of different configurations (a ``tf.switch_case`` loop under XLA on the standard
+    path), a block that changes the shape, ActNorm and a coupling whose log-det depends on x; a
+    Dense head outside the stack."""
     stack = ReversibleStack([RevResBlock(hidden_channels=4), ActNorm(), AffineCoupling(hidden_channels=4),
                              IRevNetBlock(stride=2, hidden_channels=4), IRevNetBlock()],
                             fused_update=fused_update, name="stack")
@@ -86,6 +88,19 @@ def _relative(a, b):
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-30))
 
 
+def _errors(actual, expected, names) -> dict:
+    """Per tensor ``max|a - e| / max|e|``, except for attention's key bias and its optimizer
+    slots: softmax ignores the key bias, so its gradient is zero in exact arithmetic and pure
+    rounding noise in both paths (which Adam scales up to steps of the learning rate's size);
+    those are measured against the largest tensor of the list instead (as in
+    tests/test_reversible.py)."""
+    actual, expected = [np.asarray(a) for a in actual], [np.asarray(e) for e in expected]
+    largest = max(float(np.max(np.abs(e))) for e in expected)
+    vanishing = lambda name: "key/bias" in name or "key_bias" in name
+    return {n: float(np.max(np.abs(a - e))) / largest if vanishing(n) else _relative(a, e)
+            for n, a, e in zip(names, actual, expected) if np.any(e) or vanishing(n)}
+
+
 @pytest.mark.parametrize("model_name, optimizer_name, jit", [
     ("revvit", "adam", False), ("revvit", "adam", True),
     ("revvit", "sgd-momentum", False), ("revvit", "sgd-momentum", True),
@@ -97,16 +112,14 @@ def test_fused_updates_equal_standard_training(model_name, optimizer_name, jit):
     assert all(np.array_equal(a, b) for a, b in zip(start, fused_start))
     assert max(_relative(w, s) for w, s in zip(standard.get_weights(), start)) > 1e-3  # it trained
     np.testing.assert_allclose(fused_losses, standard_losses, rtol=RTOL)
-    errors = {w.path: _relative(np.asarray(w), np.asarray(s)) for w, s in zip(fused.weights, standard.weights)}
+    errors = _errors(fused.weights, standard.weights, [w.path for w in standard.weights])
     assert max(errors.values()) <= RTOL, sorted(errors.items(), key=lambda item: item[1])[-3:]
     # the optimizer's state: step counter (advanced once per step), slots, EMA
     names = [v.path for v in standard.optimizer.variables]  # built in the same order: slots align
     assert len(names) > 2 and [v.shape for v in standard.optimizer.variables] == [
         v.shape for v in fused.optimizer.variables]
     assert int(fused.optimizer.iterations) == int(standard.optimizer.iterations) == STEPS
-    slot_errors = {n: _relative(np.asarray(f), np.asarray(s))
-                   for n, f, s in zip(names, fused.optimizer.variables, standard.optimizer.variables)
-                   if np.any(np.asarray(s))}
+    slot_errors = _errors(fused.optimizer.variables, standard.optimizer.variables, names)
     assert max(slot_errors.values()) <= RTOL, sorted(slot_errors.items(), key=lambda item: item[1])[-3:]
 
 

@@ -66,8 +66,8 @@ class ReversibleStack(InvertibleSequential):
     ``fused_update=True``, in a training call of a compiled Keras model (``fit``,
     ``train_on_batch``: a call of the model under a recording gradient tape, not with
     ``training=False``), the backward pass applies the model's optimizer to each
-    block's weights as soon as their gradients are known, inside the backward walk (and inside
-    the XLA loops), so a block's gradients die with its loop iteration. The stack's weights then
+    block's weights as soon as their gradients are known, inside the backward walk, so a block's
+    gradients die with its step of the walk. The stack's weights then
     get no gradient (``None``) in the step's gradient list; the other weights of the model (head,
     embeddings) are updated by the optimizer's ordinary ``apply`` after the backward pass, which
     also advances the shared ``iterations`` counter once per step (the fused updates run before
@@ -87,14 +87,16 @@ class ReversibleStack(InvertibleSequential):
     ``model.optimizer.apply(grads, model.trainable_variables)`` then completes the step; a loop
     with another optimizer, or one that only inspects gradients, needs ``fused_update=False``.
     Unlike LOMO (plain SGD, its own gradient normalisation), any Keras 3 optimizer with
-    per-variable ``update_step`` is fused unchanged. Under XLA the
-    loop body updates block ``i`` with a second ``tf.switch_case`` (one branch per block); the
-    loop then carries every block's weights and optimizer slots as its state, updated in place
-    (they are the step's input buffers, not new ones), at the price of the conditional copying
-    the other blocks' weights through its branches (measured ~2 % of the step at depth 32).
+    per-variable ``update_step`` is fused unchanged. Under XLA the fused backward pass is not a
+    loop but straight-line code, one block after the other from the top, each block's
+    rebuild ordered after the block above is updated by an optimization barrier over the
+    updated weights (as the shape-changing blocks are): every update then writes its own
+    weights and slots in place (they are the step's input buffers), where a loop would need a
+    ``tf.switch_case`` over every block's variables whose outputs XLA does not update in place
+    (measured with Adam: the step's buffers grew 1.6x from depth 4 to 32 that way).
     Measured (``benchmarks/revvit_memory.py``, RevViT, XLA): the compiled step's own buffers stay
-    at 15.3 MB from depth 4 to 32 (1.00x), where standard reversible training grows 1.33x with
-    the gradients, at about the throughput of standard reversible training.
+    at 29.3 MB from depth 4 to 32 (1.00x, SGD and Adam), where standard reversible training
+    grows 1.33x with the gradients (16.1 -> 21.4 MB), at about its throughput.
 
     Args:
         blocks: the invertible blocks, applied in order in the forward direction.
@@ -173,9 +175,9 @@ class ReversibleStack(InvertibleSequential):
             def backward(dz, d_log_det, variables=None):
                 variables = list(variables or ())
                 fused = None if optimizer is None else _FusedUpdate(optimizer, blocks, variables)
-                if _in_xla_context():
-                    dx, grads = _backward_in_loops(blocks, z, dz, d_log_det, variables, fused)
-                else:
+                if _in_xla_context() and fused is None:
+                    dx, grads = _backward_in_loops(blocks, z, dz, d_log_det, variables)
+                else:  # fused updates under XLA too: see the class docstring
                     dx, grads = _backward_unrolled(blocks, z, dz, d_log_det, variables, fused)
                 # Fused weights were updated in the walk: no gradient for the optimizer's apply.
                 grads = [None if fused and fused.owns(k) else tf.zeros_like(v) if g is None else g
@@ -335,31 +337,25 @@ def _shape_preserving_runs(blocks, z_shape) -> list[list[InvertibleLayer]]:
     return [run for run, _ in runs]
 
 
-def _backward_in_loops(blocks, z, dz, d_log_det, variables, fused: _FusedUpdate | None = None):
+def _backward_in_loops(blocks, z, dz, d_log_det, variables):
     """The backward pass under XLA: every run of two or more shape-preserving blocks is a
     ``tf.while_loop`` over the blocks (`_stacked_loop` when the blocks are copies of one
     configuration, else `_switch_loop`). A loop iteration's buffers are dead when the next one
     starts, so the compiler cannot keep one block's rebuilt activations (or share them with the
     forward pass by common-subexpression elimination) while the blocks below are processed: the
     activation memory is that of one block whatever the depth. Blocks that change the shape run
-    unrolled, ordered as in `_backward_unrolled`. With ``fused``, every block's weights are
-    updated inside its iteration (or right after its unrolled step), so no gradient of the
-    stack's weights outlives its block."""
+    unrolled, ordered as in `_backward_unrolled`."""
     y, dy = z, dz
     grads = [None] * len(variables)
-    done = []
     for run in _shape_preserving_runs(blocks, z.shape):
         if len(run) == 1:
-            y, dy = _after(y, dy, [g for g in grads if isinstance(g, tf.Tensor)] + done)
+            y, dy = _after(y, dy, [g for g in grads if isinstance(g, tf.Tensor)])
             y, dy, block_grads = _rebuild_function(run[0])(y, dy, d_log_det, variables)
-            block_grads, done = _apply_fused(fused, block_grads)
-            if fused is None:
-                done = []  # the gradients themselves are waited for, through ``grads``
             grads = add_gradients(grads, block_grads)
         elif _same_configuration(run):
-            y, dy, grads = _stacked_loop(run, y, dy, d_log_det, variables, grads, fused)
+            y, dy, grads = _stacked_loop(run, y, dy, d_log_det, variables, grads)
         else:
-            y, dy, grads = _switch_loop(run, y, dy, d_log_det, variables, grads, fused)
+            y, dy, grads = _switch_loop(run, y, dy, d_log_det, variables, grads)
     return dy, grads
 
 
@@ -375,7 +371,7 @@ def _same_configuration(run) -> bool:
     return all(_configuration(block) == first for block in run[1:])
 
 
-def _stacked_loop(run, y, dy, d_log_det, variables, grads, fused: _FusedUpdate | None = None):
+def _stacked_loop(run, y, dy, d_log_det, variables, grads):
     """A run of blocks of one configuration as one loop body (as JAX's scan over layers):
     iteration ``i`` reads block ``i``'s weights (``tf.switch_case`` over the blocks' variables)
     and runs the first block's code with them substituted (``keras.StatelessScope``), taking the
@@ -383,9 +379,7 @@ def _stacked_loop(run, y, dy, d_log_det, variables, grads, fused: _FusedUpdate |
     depth, and no stacked copy of the run's weights is made (that copy, ``tf.stack`` of every
     block's weights, was as big as the weights: under XLA it made the step's buffers grow with
     depth by the weights' size on top of the gradients'). The gradients are written to one
-    ``TensorArray`` per weight slot, or, with ``fused``, applied to block ``i``'s weights by the
-    optimizer inside the iteration (a second ``tf.switch_case``, one update per block), so
-    nothing of size depth x weights is carried."""
+    ``TensorArray`` per weight slot."""
     template = run[0]
     slots = template.variables
     trainable = [j for j, v in enumerate(slots) if v.trainable]
@@ -397,20 +391,10 @@ def _stacked_loop(run, y, dy, d_log_det, variables, grads, fused: _FusedUpdate |
         values = [tf.ensure_shape(value, slot.shape) for value, slot in zip(values, slots)]
         with keras.StatelessScope(state_mapping=list(zip(slots, values))):
             x, dx, block_grads = _rebuild_function(template)(y, dy, d_log_det, [values[j] for j in trainable])
-        block_grads = [tf.zeros_like(values[j]) if g is None else g for j, g in zip(trainable, block_grads)]
-        if fused is not None:
-            updates = [functools.partial(_update_block, fused, block_grads, [block.variables[j] for j in trainable])
-                       for block in run]
-            # Ordered after this iteration's weight reads (same resources); the next iteration
-            # reads the loop-carried weights it wrote, so no extra dependency is needed.
-            tf.switch_case(i, updates)
-            return (i + 1, tf.ensure_shape(x, y.shape), tf.ensure_shape(dx, dy.shape))
-        arrays = [a.write(i, g) for a, g in zip(arrays, block_grads)]
+        arrays = [a.write(i, tf.zeros_like(values[j]) if g is None else g)
+                  for a, j, g in zip(arrays, trainable, block_grads)]
         return (i + 1, tf.ensure_shape(x, y.shape), tf.ensure_shape(dx, dy.shape), *arrays)
 
-    if fused is not None:
-        _, y, dy = tf.while_loop(lambda i, *_: i < len(run), body, (tf.constant(0), y, dy), parallel_iterations=1)
-        return y, dy, grads
     arrays = [tf.TensorArray(slots[j].dtype, size=len(run), element_shape=slots[j].shape) for j in trainable]
     _, y, dy, *arrays = tf.while_loop(
         lambda i, *_: i < len(run), body, (tf.constant(0), y, dy, *arrays), parallel_iterations=1
@@ -431,40 +415,25 @@ def _backing_variable(variable):
     return getattr(variable, "_value", variable)
 
 
-def _switch_loop(run, y, dy, d_log_det, variables, grads, fused: _FusedUpdate | None = None):
+def _switch_loop(run, y, dy, d_log_det, variables, grads):
     """A run of blocks of different configurations: the loop body picks block ``i`` with
-    ``tf.switch_case``; the gradients of every variable are the loop's carried state (with
-    ``fused``, only those of weights outside the stack: the branch updates its block's own)."""
-    carry = [k for k in range(len(variables)) if fused is None or not fused.owns(k)]
-    carried = [tf.zeros_like(variables[k]) if grads[k] is None else grads[k] for k in carry]
+    ``tf.switch_case``; the gradients of every variable are the loop's carried state."""
+    carried = [tf.zeros_like(v) if g is None else g for v, g in zip(variables, grads)]
 
     def make_branch(block, y, dy, carried):
         def branch():
             x, dx, block_grads = _rebuild_function(block)(y, dy, d_log_det, variables)
-            block_grads, done = _apply_fused(fused, block_grads)
-            if fused is not None:
-                x, dx = _after(x, dx, done)
-            return [x, dx, *add_gradients(carried, [block_grads[k] for k in carry])]
+            return [x, dx, *add_gradients(carried, block_grads)]
         return branch
 
     def body(i, y, dy, *carried):
         x, dx, *carried = tf.switch_case(i, [make_branch(b, y, dy, list(carried)) for b in run])
         return (i + 1, tf.ensure_shape(x, y.shape), tf.ensure_shape(dx, dy.shape), *carried)
 
-    _, y, dy, *carried = tf.while_loop(
+    _, y, dy, *grads = tf.while_loop(
         lambda i, *_: i < len(run), body, (tf.constant(0), y, dy, *carried), parallel_iterations=1
     )
-    grads = list(grads)
-    for k, g in zip(carry, carried):
-        grads[k] = g
     return y, dy, grads
-
-
-def _update_block(fused: _FusedUpdate, grads: list, variables: list) -> tf.Tensor:
-    """One ``tf.switch_case`` branch of `_stacked_loop`: updates one block's weights (the
-    branches must return alike: a constant)."""
-    fused.apply(grads, variables)
-    return tf.constant(0)
 
 
 def _after(y, dy, done: list):
