@@ -65,38 +65,41 @@ class ReversibleStack(InvertibleSequential):
     applies them together after the backward pass), which grows with depth. With
     ``fused_update=True``, in a training call of a compiled Keras model (``fit``,
     ``train_on_batch``: a call of the model under a recording gradient tape, not with
-    ``training=False``), the backward pass applies the model's optimizer to each
-    block's weights as soon as their gradients are known, inside the backward walk, so a block's
-    gradients die with its step of the walk. The stack's weights then
-    get no gradient (``None``) in the step's gradient list; the other weights of the model (head,
-    embeddings) are updated by the optimizer's ordinary ``apply`` after the backward pass, which
-    also advances the shared ``iterations`` counter once per step (the fused updates run before
-    it, with the same step number, so Adam's bias correction and learning-rate schedules are
-    those of standard training). Per-weight clipping (``clipnorm``, ``clipvalue``), weight decay,
-    ``loss_scale_factor`` and constraints are applied as the optimizer's ``apply`` does; the
+    ``training=False``), the backward pass applies the model's optimizer to each block's weights
+    as soon as their gradients are known, so a block's gradients die with its step of the walk.
+
+    What differs from standard training: the stack's weights get no gradient (``None``) in the
+    step's gradient list. The other weights of the model (head, embeddings) are updated by the
+    optimizer's ordinary ``apply`` after the backward pass, which also advances the shared
+    ``iterations`` counter once per step; the fused updates run before it, with the same step
+    number, so Adam's bias correction and learning-rate schedules are those of standard
+    training. Per-weight clipping (``clipnorm``, ``clipvalue``), weight decay,
+    ``loss_scale_factor``, constraints and EMA are applied as the optimizer's ``apply`` does; the
     updates equal standard training up to float32 rounding. What cannot work when each block is
     updated before the next one's gradients exist raises a ``ValueError``: ``global_clipnorm``
     (needs every gradient's norm first), `keras.optimizers.LossScaleOptimizer` (mixed float16:
     skips the whole step when any gradient is not finite), ``gradient_accumulation_steps``,
     several ``tf.distribute`` replicas (gradients are summed across replicas before the update),
-    ``memory_efficient=False``, a model with no trainable weight outside its fused stacks, and
-    a weight shared by two blocks. Outside training calls (no tape, ``training=False``, or a
-    model without an optimizer) the stack returns ordinary gradients. A custom training loop
-    that calls a compiled model under a tape gets ``model.optimizer`` applied in the backward
-    pass and ``None`` gradients for the stack, exactly as ``fit``: its own
+    ``memory_efficient=False``, a model with no trainable weight outside its fused stacks, and a
+    weight shared by two blocks. Outside training calls (no tape, ``training=False``, or a model
+    without an optimizer) the stack returns ordinary gradients. A custom training loop that calls
+    a compiled model under a tape gets ``model.optimizer`` applied in the backward pass and
+    ``None`` gradients for the stack, as ``fit`` does: its own
     ``model.optimizer.apply(grads, model.trainable_variables)`` then completes the step; a loop
     with another optimizer, or one that only inspects gradients, needs ``fused_update=False``.
-    Unlike LOMO (plain SGD, its own gradient normalisation), any Keras 3 optimizer with
-    per-variable ``update_step`` is fused unchanged. Under XLA the fused backward pass is not a
-    loop but straight-line code, one block after the other from the top, each block's
-    rebuild ordered after the block above is updated by an optimization barrier over the
-    updated weights (as the shape-changing blocks are): every update then writes its own
-    weights and slots in place (they are the step's input buffers), where a loop would need a
-    ``tf.switch_case`` over every block's variables whose outputs XLA does not update in place
-    (measured with Adam: the step's buffers grew 1.6x from depth 4 to 32 that way).
-    Measured (``benchmarks/revvit_memory.py``, RevViT, XLA): the compiled step's own buffers stay
-    at 29.3 MB from depth 4 to 32 (1.00x, SGD and Adam), where standard reversible training
-    grows 1.33x with the gradients (16.1 -> 21.4 MB), at about its throughput.
+    Unlike LOMO (plain SGD with its own gradient normalisation), any Keras 3 optimizer with a
+    per-variable ``update_step`` is fused unchanged.
+
+    Under XLA the fused backward pass is not a loop but straight-line code, one block after the
+    other from the top, each block's rebuild ordered after the update of the block above by an
+    optimization barrier over the updated weights (as the shape-changing blocks are): every
+    update then writes its own weights and slots in place (they are the step's input buffers).
+    A loop would need a ``tf.switch_case`` over every block's variables, whose outputs XLA does
+    not update in place (measured with Adam: the step's buffers grew 1.6x from depth 4 to 32
+    that way). Measured (``benchmarks/revvit_memory.py --modes reversible ordinary fused``,
+    RevViT, XLA): the compiled step's own buffers stay at 29.3 MB from depth 4 to 32 (1.00x,
+    SGD and Adam), where standard reversible training grows 1.33x with the gradients
+    (16.1 -> 21.4 MB), at about its throughput.
 
     Args:
         blocks: the invertible blocks, applied in order in the forward direction.
