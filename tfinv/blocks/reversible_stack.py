@@ -99,7 +99,9 @@ class ReversibleStack(InvertibleSequential):
     that way). Measured (``benchmarks/revvit_memory.py --modes reversible ordinary fused``,
     RevViT, XLA): the compiled step's own buffers stay at 29.3 MB from depth 4 to 32 (1.00x,
     SGD and Adam), where standard reversible training grows 1.33x with the gradients
-    (16.1 -> 21.4 MB), at about its throughput.
+    (16.1 -> 21.4 MB), at about its throughput. The constant is larger than the loop's one-block
+    15.3 MB (XLA schedules the straight-line rebuild of a block less tightly), so at that width
+    the fused step needs less memory than the standard one only beyond about 70 blocks.
 
     Args:
         blocks: the invertible blocks, applied in order in the forward direction.
