@@ -1,7 +1,9 @@
 """Benchmark: training memory and throughput of RevViT, reversible backprop vs ordinary autodiff.
 
-For every depth (default 4, 8, 16, 32) and both modes (``memory_efficient=True``: activations
-rebuilt in the backward pass; ``False``: stored by autodiff) a *fresh subprocess* builds the same
+For every depth (default 4, 8, 16, 32) and every mode (``reversible``: ``memory_efficient=True``,
+activations rebuilt in the backward pass; ``ordinary``: ``False``, stored by autodiff; ``fused``:
+reversible with ``fused_update=True``, each block's optimizer update applied inside the backward
+pass so its gradients die with it, after LOMO, arXiv:2306.09782) a *fresh subprocess* builds the same
 RevViT (same width, batch and image size), runs Keras training steps (``train_on_batch``, the
 graph ``fit`` uses) on every execution path asked for with ``--paths`` (``eager``:
 ``run_eagerly=True``; ``graph``: ``tf.function``; ``xla``: ``jit_compile=True``; ``--jit`` is
@@ -40,6 +42,7 @@ and writes a PNG of both figures against depth, one line per path and mode (matp
 ``benchmarks`` extra).
 
 Run: ``python benchmarks/revvit_memory.py [--paths eager graph xla] [--depths 4 8 16 32] [--batch 64]
+[--modes reversible ordinary fused] [--optimizer sgd] [--json figures/revvit_memory_fused.json]
 [--plot revvit_memory.png]`` (minutes per path on 2 CPU cores; XLA's compile of depth 32 dominates). Timings are for reading, never asserted in tests.
 """
 
@@ -60,9 +63,14 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _common import write_file_whole  # noqa: E402
+from _common import write_file_whole, write_json  # noqa: E402
 
-MODES = {"reversible": True, "ordinary": False}
+#: RevViT options of each mode (``--modes`` picks some).
+MODES = {
+    "reversible": {"memory_efficient": True},
+    "ordinary": {"memory_efficient": False},
+    "fused": {"memory_efficient": True, "fused_update": True},
+}
 PATHS = ("eager", "graph", "xla")
 GOALS = {"memory_ratio_at_max_depth": 0.2, "reversible_growth": 1.3, "throughput_ratio": 0.6}
 
@@ -86,7 +94,20 @@ def _reset_peak() -> bool:
 
 
 _PEAK = re.compile(r"Stack trace breakdown for peak usage: ([\d ]+) bytes")
-_ARGS_AT_PEAK = re.compile(r"XLA_Args \([^)]*total: ([\d ]+) bytes")
+_BREAKDOWN_LINE = re.compile(r"(?:├──|└──)\s+(\S+) \([\d.]+%, total: [\d ]+ bytes, current: ([\d ]+) bytes")
+_ALLOCATION = re.compile(r"^allocation \d+: size \d+, (parameter \d+|[^,:]+)", re.M)
+_VALUE = re.compile(r"^ value: <\d+ (\S+)(?: \(phi\))? @", re.M)
+
+
+def _parameter_values(text: str) -> set[str]:
+    """Names of the HLO values that live in the step's parameter buffers (weights, optimizer
+    state, batch): the parameters themselves and every value aliased to them, such as a while
+    loop's state that carries a weight the loop updates in place (the fused path's)."""
+    names, starts = set(), [(m.start(), m.group(1)) for m in _ALLOCATION.finditer(text)]
+    for (start, kind), (end, _) in zip(starts, starts[1:] + [(len(text), "")]):
+        if kind.startswith("parameter"):
+            names.update(_VALUE.findall(text, start, end))
+    return names
 
 
 def xla_buffer_figures(directory: str) -> dict | None:
@@ -94,9 +115,11 @@ def xla_buffer_figures(directory: str) -> dict | None:
     the last compiled ``one_step_on_data`` module (the full batch's): ``xla_peak_mb``, the heap
     simulator's peak of live buffers during one step (parameters included);
     ``xla_arguments_at_peak_mb``, the part of it that is the step's inputs (weights, optimizer
-    state, batch: resident between steps anyway); ``xla_step_buffers_peak_mb``, the difference
-    (activations, gradients, temporaries: what the step itself allocates); ``xla_temp_mb``, the
-    one preallocated temporary block (the peak plus packing fragmentation)."""
+    state, batch: resident between steps anyway), whether listed as XLA's arguments or as values
+    aliased to their buffers (a ``tf.while_loop`` that updates weights in place carries them as
+    loop state: the fused path's); ``xla_step_buffers_peak_mb``, the difference (activations,
+    gradients, temporaries: what the step itself allocates); ``xla_temp_mb``, the one
+    preallocated temporary block (the peak plus packing fragmentation)."""
     import glob
 
     files = glob.glob(os.path.join(directory, "*one_step_on_data*buffer-assignment.txt"))
@@ -105,8 +128,13 @@ def xla_buffer_figures(directory: str) -> dict | None:
     latest = max(files, key=lambda f: int(re.search(r"module_(\d+)", os.path.basename(f)).group(1)))
     with open(latest) as f:
         text = f.read()
-    number = lambda match: int(match.group(1).replace(" ", "")) if match else None
-    peak, arguments = number(_PEAK.search(text)), number(_ARGS_AT_PEAK.search(text))
+    match = _PEAK.search(text)
+    peak = int(match.group(1).replace(" ", "")) if match else None
+    arguments = None
+    if match:
+        parameters = _parameter_values(text)
+        arguments = sum(int(current.replace(" ", "")) for name, current in _BREAKDOWN_LINE.findall(text, match.end())
+                        if name == "XLA_Args" or name in parameters)
     temp = re.search(r"allocation \d+: size (\d+), preallocated-temp", text)
     mb = lambda b: None if b is None else round(b / 2**20, 2)
     return {
@@ -132,11 +160,11 @@ def worker(args: argparse.Namespace) -> dict:
         depth=args.depth,
         heads=args.heads,
         num_classes=10,
-        memory_efficient=MODES[args.mode],
+        **MODES[args.mode],
         image_shape=(args.image, args.image, 1),
     )
     model.compile(
-        optimizer=keras.optimizers.SGD(1e-3),
+        optimizer=_optimizer(args.optimizer),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=args.path == "xla",
         run_eagerly=args.path == "eager",
@@ -180,8 +208,14 @@ def worker(args: argparse.Namespace) -> dict:
     }
 
 
+def _optimizer(name: str):
+    import keras
+
+    return {"sgd": lambda: keras.optimizers.SGD(1e-3), "adam": lambda: keras.optimizers.Adam(1e-3)}[name]()
+
+
 # ----------------------------------------------------------------------------- plot
-_COLORS = {"reversible": "tab:blue", "ordinary": "tab:orange"}
+_COLORS = {"reversible": "tab:blue", "ordinary": "tab:orange", "fused": "tab:green"}
 _STYLES = {"eager": ":", "graph": "--", "xla": "-"}
 
 
@@ -194,12 +228,16 @@ def write_plot(rows: list[dict], path: str) -> str:
     import matplotlib.pyplot as plt
 
     depths = sorted({r["depth"] for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "train_step_peak_mb", "training-step peak memory (MB)"),
-                           (axes[1], "images_per_second_best", "training throughput, best step (images/s)")):
+    panels = [("train_step_peak_mb", "training-step peak memory, process (MB)"),
+              ("images_per_second_best", "training throughput, best step (images/s)")]
+    if any(r.get("xla_step_buffers_peak_mb") for r in rows):  # XLA's exact figure, beside the process's
+        panels.insert(1, ("xla_step_buffers_peak_mb", "compiled step's own buffers, XLA (MB)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    for ax, (key, label) in zip(axes, panels):
         for run_path in PATHS:
             for mode in MODES:
-                points = sorted((r["depth"], r[key]) for r in rows if r["path"] == run_path and r["mode"] == mode)
+                points = sorted((r["depth"], r[key]) for r in rows
+                                if r["path"] == run_path and r["mode"] == mode and r.get(key) is not None)
                 if points:
                     ax.plot(*zip(*points), marker="o", linestyle=_STYLES[run_path], color=_COLORS[mode],
                             label=f"{mode}, {run_path}")
@@ -210,7 +248,7 @@ def write_plot(rows: list[dict], path: str) -> str:
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("RevViT training: reversible backprop vs ordinary autodiff (same run)")
+    fig.suptitle("RevViT training: reversible backprop (standard or fused optimizer updates) vs ordinary autodiff (same run)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=100, format="png")
@@ -221,49 +259,55 @@ def write_plot(rows: list[dict], path: str) -> str:
 
 # ----------------------------------------------------------------------------- driver
 def summarize(rows: list[dict], depths: list[int], run_path: str) -> dict:
+    """The figures against the goals for one path: growth with depth of each memory-saving mode
+    (``reversible``, ``fused``, as measured) and its memory and throughput against ``ordinary``."""
     def get(depth, mode, key):
         return next(r[key] for r in rows if r["depth"] == depth and r["mode"] == mode and r["path"] == run_path)
 
     low, high = min(depths), max(depths)
-    memory_ratio = get(high, "reversible", "train_step_peak_mb") / get(high, "ordinary", "train_step_peak_mb")
-    growth = get(high, "reversible", "train_step_peak_mb") / get(low, "reversible", "train_step_peak_mb")
-    ordinary_growth = get(high, "ordinary", "train_step_peak_mb") / get(low, "ordinary", "train_step_peak_mb")
-
-    def ratio(key):
-        return {str(d): round(get(d, "reversible", key) / get(d, "ordinary", key), 3) for d in depths}
-
-    speed, best_speed, cpu_speed = (ratio("images_per_second"), ratio("images_per_second_best"),
-                                    ratio("images_per_cpu_second"))
-    compiled = {}
-    if get(high, "reversible", "xla_step_buffers_peak_mb") if run_path == "xla" else False:
-        buffers = lambda d, mode: get(d, mode, "xla_step_buffers_peak_mb")
-        activations = lambda d, mode: buffers(d, mode) - get(d, mode, "gradient_mb")
-        compiled = {
-            f"xla_step_buffers_growth_reversible_depth_{low}_to_{high}": round(buffers(high, "reversible") / buffers(low, "reversible"), 3),
-            f"xla_step_buffers_less_gradients_growth_reversible_depth_{low}_to_{high}":
-                round(activations(high, "reversible") / activations(low, "reversible"), 3),
-            f"xla_step_buffers_growth_ordinary_depth_{low}_to_{high}": round(buffers(high, "ordinary") / buffers(low, "ordinary"), 3),
-            f"xla_step_buffers_reversible_over_ordinary_at_depth_{high}": round(buffers(high, "reversible") / buffers(high, "ordinary"), 3),
-        }
-        compiled["goals"] = {
-            f"compiled step buffers growth <= {GOALS['reversible_growth']}":
-                compiled[f"xla_step_buffers_growth_reversible_depth_{low}_to_{high}"] <= GOALS["reversible_growth"],
-        }
-    return {
-        f"step_memory_reversible_over_ordinary_at_depth_{high}": round(memory_ratio, 3),
-        f"step_memory_growth_reversible_depth_{low}_to_{high}": round(growth, 3),
-        f"step_memory_growth_ordinary_depth_{low}_to_{high}": round(ordinary_growth, 3),
-        "throughput_reversible_over_ordinary_best_step": best_speed,
-        "throughput_reversible_over_ordinary_median_step": speed,
-        "throughput_reversible_over_ordinary_cpu_time": cpu_speed,
-        "goals": {
-            f"memory ratio <= {GOALS['memory_ratio_at_max_depth']}": memory_ratio <= GOALS["memory_ratio_at_max_depth"],
-            f"reversible growth <= {GOALS['reversible_growth']}": growth <= GOALS["reversible_growth"],
-            f"throughput ratio (best step) >= {GOALS['throughput_ratio']} at every depth":
-                min(best_speed.values()) >= GOALS["throughput_ratio"],
-        },
-        **({"compiled_step": compiled} if compiled else {}),
-    }
+    measured = {r["mode"] for r in rows if r["path"] == run_path}
+    summary = {}
+    if "ordinary" in measured:
+        summary[f"step_memory_growth_ordinary_depth_{low}_to_{high}"] = round(
+            get(high, "ordinary", "train_step_peak_mb") / get(low, "ordinary", "train_step_peak_mb"), 3)
+    for mode in (m for m in ("reversible", "fused") if m in measured):
+        figures = summary[mode] = {}
+        growth = get(high, mode, "train_step_peak_mb") / get(low, mode, "train_step_peak_mb")
+        figures[f"step_memory_growth_depth_{low}_to_{high}"] = round(growth, 3)
+        goals = {f"growth <= {GOALS['reversible_growth']}": growth <= GOALS["reversible_growth"]}
+        if "ordinary" in measured:
+            memory_ratio = get(high, mode, "train_step_peak_mb") / get(high, "ordinary", "train_step_peak_mb")
+            ratio = lambda key: {str(d): round(get(d, mode, key) / get(d, "ordinary", key), 3) for d in depths}
+            best_speed = ratio("images_per_second_best")
+            figures.update({
+                f"step_memory_over_ordinary_at_depth_{high}": round(memory_ratio, 3),
+                "throughput_over_ordinary_best_step": best_speed,
+                "throughput_over_ordinary_median_step": ratio("images_per_second"),
+                "throughput_over_ordinary_cpu_time": ratio("images_per_cpu_second"),
+            })
+            goals[f"memory ratio <= {GOALS['memory_ratio_at_max_depth']}"] = memory_ratio <= GOALS["memory_ratio_at_max_depth"]
+            goals[f"throughput ratio (best step) >= {GOALS['throughput_ratio']} at every depth"] = (
+                min(best_speed.values()) >= GOALS["throughput_ratio"])
+        if run_path == "xla" and get(high, mode, "xla_step_buffers_peak_mb"):
+            buffers = lambda d, m: get(d, m, "xla_step_buffers_peak_mb")
+            compiled = figures["compiled_step"] = {
+                f"xla_step_buffers_mb_depth_{low}": buffers(low, mode),
+                f"xla_step_buffers_mb_depth_{high}": buffers(high, mode),
+                f"xla_step_buffers_growth_depth_{low}_to_{high}": round(buffers(high, mode) / buffers(low, mode), 3),
+            }
+            if mode == "reversible":  # every gradient is held at once: the part that is not one
+                activations = lambda d: buffers(d, mode) - get(d, mode, "gradient_mb")
+                compiled[f"xla_step_buffers_less_gradients_growth_depth_{low}_to_{high}"] = round(
+                    activations(high) / activations(low), 3)
+            if "ordinary" in measured:
+                compiled[f"xla_step_buffers_growth_ordinary_depth_{low}_to_{high}"] = round(
+                    buffers(high, "ordinary") / buffers(low, "ordinary"), 3)
+                compiled[f"xla_step_buffers_over_ordinary_at_depth_{high}"] = round(
+                    buffers(high, mode) / buffers(high, "ordinary"), 3)
+            goals[f"compiled step buffers growth <= {GOALS['reversible_growth']}"] = (
+                compiled[f"xla_step_buffers_growth_depth_{low}_to_{high}"] <= GOALS["reversible_growth"])
+        figures["goals"] = goals
+    return summary
 
 
 def main(argv=None) -> int:
@@ -280,7 +324,12 @@ def main(argv=None) -> int:
                         "(eager: run_eagerly; graph: tf.function; xla: jit_compile=True)")
     parser.add_argument("--jit", action="store_true", help="same as --paths xla (kept for old commands)")
     parser.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
+                        help="training modes, each a row per depth and path (default: all)")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="optimizer of every run (sgd: SGD(1e-3); adam: Adam(1e-3), two slots per weight)")
     parser.add_argument("--plot", default="revvit_memory.png", help="PNG to write ('' to skip)")
+    parser.add_argument("--json", help="also write the JSON report to this file (whole or not at all)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--xla-dump", help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
@@ -293,12 +342,13 @@ def main(argv=None) -> int:
 
     paths = ["xla"] if args.jit else list(dict.fromkeys(args.paths))
     common = ["--batch", str(args.batch), "--dim", str(args.dim), "--heads", str(args.heads),
-              "--image", str(args.image), "--patch", str(args.patch), "--steps", str(args.steps)]
+              "--image", str(args.image), "--patch", str(args.patch), "--steps", str(args.steps),
+              "--optimizer", args.optimizer]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     rows, started = [], time.perf_counter()
     for run_path in paths:
         for depth in sorted(args.depths):
-            for mode in MODES:
+            for mode in args.modes:
                 with tempfile.TemporaryDirectory() as dump:
                     worker_env, dump_args = env, []
                     if run_path == "xla":  # XLA's buffer assignment of the train step
@@ -320,7 +370,8 @@ def main(argv=None) -> int:
                       f"process peak {r['peak_rss_mb']} MB, {r['images_per_second']} images/s", file=sys.stderr)
     result = {
         "benchmark": "revvit_memory",
-        "config": {k: getattr(args, k) for k in ("depths", "batch", "dim", "heads", "image", "patch", "steps")}
+        "config": {k: getattr(args, k) for k in ("depths", "batch", "dim", "heads", "image", "patch", "steps",
+                                                 "modes", "optimizer")}
         | {"tokens": (args.image // args.patch) ** 2, "paths": paths, "device": "CPU"},
         "memory_measure": "train_step_peak_mb = VmHWM - VmRSS around the full-batch steps (peak reset "
         "via /proc/self/clear_refs after tracing on batches of 1 and 2); peak_rss_mb = process VmHWM",
@@ -328,7 +379,7 @@ def main(argv=None) -> int:
         "summary": {p: summarize(rows, sorted(args.depths), p) for p in paths},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    print(json.dumps(result, indent=2), flush=True)  # before the plot: a plotting error loses no figures
+    write_json(result, args.json)  # before the plot: a plotting error loses no figures
     if args.plot:
         print(f"plot: {write_plot(rows, args.plot)}", file=sys.stderr)
     return 0

@@ -72,10 +72,12 @@ def tfinv_wheel(tmp_path_factory):
 def _no_cpu_xla_training_by_default():
     """Tests train tiny models for a few steps, where an XLA compile costs more than it saves:
     ``compile()`` keeps graph mode on CPU unless a test asks for XLA (``jit_compile=True``) or
-    sets ``cpu_xla_training_max_dims`` (the CPU default itself: test_compiled_inference.py)."""
+    sets ``cpu_xla_training_max_dims`` (the CPU default itself: test_compiled_inference.py).
+    Flows of dense vector layers, which opt in through their layers, are kept in graph mode too."""
+    from tfinv.core import FlowModel
     from tfinv.models import Glow
 
-    saved = Glow.cpu_xla_training_max_dims
-    Glow.cpu_xla_training_max_dims = 0
+    saved = Glow.cpu_xla_training_max_dims, FlowModel.cpu_xla_training_max_dims
+    Glow.cpu_xla_training_max_dims = FlowModel.cpu_xla_training_max_dims = 0
     yield
-    Glow.cpu_xla_training_max_dims = saved
+    Glow.cpu_xla_training_max_dims, FlowModel.cpu_xla_training_max_dims = saved

@@ -171,6 +171,10 @@ def test_sigkill_during_the_final_save_leaves_the_previous_run_intact(trained, t
     assert all(after[name] != before[name] for name in after)
     assert json.loads((out / "metrics.json").read_text())["config"]["cli"]["seed"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # the abandoned staging folder is gone
+    # --resume with nothing left to resume refuses instead of replacing the finished run.
+    assert cli.main(["train", *SMALL, "--seed", "1", "--resume", "--out", str(out)]) == 2
+    assert "holds a finished run" in assert_one_line_error(capsys.readouterr().err, "train")
+    assert folder_digest(out) == after
 
 
 def test_train_on_an_npz_file_outputs_get_the_umask_permissions_and_foreign_files_stay(tmp_path):
@@ -304,3 +308,34 @@ def test_strategy_tpu_without_a_tpu_is_one_line(tmp_path, capsys):
     assert cli.main(["train", *SMALL, "--strategy", "tpu", "--out", str(tmp_path / "o")]) == 2
     assert "--strategy tpu: no TPU found" in assert_one_line_error(capsys.readouterr().err, "train")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "glow", "--heads", "3"], "--heads does not apply to --model glow (its model options: --levels, "),
+    (["--model", "revvit", "--lev", "3", "--coupling", "additive"],  # abbreviations count as given
+     "--levels, --coupling do not apply to --model revvit (its model options: --patch-size, --dim"),
+    (["--model", "flowgmm", "--linear", "butterfly"], "--linear does not apply to --model flowgmm"),
+    (["--model", "mixerflow", "--noise-std", "0.1"], "--noise-std does not apply to --model mixerflow"),
+    (["--model", "cinn", "--task", "superres", "--angles", "8"], "--angles applies to --model cinn --task ct, not --task superres"),
+    (["--model", "cinn", "--task", "ct", "--hole", "2"], "--hole applies to --model cinn --task inpaint, not --task ct"),
+])
+def test_options_of_another_model_are_refused_not_ignored(argv, message, tmp_path, capsys):
+    """A model-specific option the chosen model does not read is a usage error (exit 2, one
+    line naming the model's own options) before anything is loaded or written."""
+    out = tmp_path / "run"
+    assert cli.main(["train", *argv, "--epochs", "1", "--out", str(out)]) == 2
+    assert message in assert_one_line_error(capsys.readouterr().err, "train")
+    assert not out.exists()
+
+
+def test_every_model_option_is_read_by_its_builder():
+    """The registry's option lists name real train options, and every model-specific option of
+    the parser belongs to at least one model (so none can be given without effect)."""
+    train = cli.build_parser().train_parser
+    dests = {action.dest for action in train._actions}
+    specific = {option for builder in cli.MODEL_BUILDERS.values() for option in builder.options}
+    assert specific <= dests
+    generic = {"help", "model", "dataset", "key", "label_key", "num_levels", "epochs", "batch_size", "lr", "seed",
+               "jit", "strategy", "mixed_precision", "max_train", "max_test", "num_samples", "temperature",
+               "verbose", "out", "resume"}
+    assert dests - generic == specific, dests - generic ^ specific

@@ -198,7 +198,7 @@ def test_revvit_learns_digits_and_round_trips_through_keras_file(tmp_path):
 
 def test_mirrored_strategy_matches_single_device(tmp_path):
     """Reversible backprop under MirroredStrategy (2 logical CPUs): the loss and update of one
-    device, and of ordinary backprop."""
+    device, and of ordinary backprop; fused optimizer updates are refused there."""
     script = textwrap.dedent(
         """
         import json, numpy as np, tensorflow as tf, keras
@@ -210,10 +210,11 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
         y = rng.integers(0, 10, 16)
         initial = []
 
-        def run(strategy, memory_efficient):
+        def run(strategy, memory_efficient, fused_update=False):
             with strategy.scope():
                 model = RevViT(patch_size=4, dim=8, depth=2, heads=2, image_shape=(8, 8, 1),
-                               mlp_ratio=2, input_scale=1 / 17, memory_efficient=memory_efficient)
+                               mlp_ratio=2, input_scale=1 / 17, memory_efficient=memory_efficient,
+                               fused_update=fused_update)
                 if not initial:
                     initial.extend(model.get_weights())
                 model.set_weights(initial)
@@ -226,10 +227,15 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
         one_loss, one_w = run(tf.distribute.OneDeviceStrategy("/cpu:0"), True)
         two_loss, two_w = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), True)
         ord_loss, ord_w = run(tf.distribute.OneDeviceStrategy("/cpu:0"), False)
+        try:  # fused optimizer updates need the gradients summed over replicas first
+            run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), True, fused_update=True)
+            fused_error = None
+        except ValueError as error:
+            fused_error = str(error)
         diff = lambda u, v: max(float(np.max(np.abs(a - b))) for a, b in zip(u, v))
         print(json.dumps({"one": one_loss, "two": two_loss, "ordinary": ord_loss,
                           "two_vs_one": diff(one_w, two_w), "one_vs_ordinary": diff(one_w, ord_w),
-                          "moved": diff(one_w, initial)}))
+                          "moved": diff(one_w, initial), "fused_error": fused_error}))
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
@@ -240,6 +246,7 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     assert abs(result["ordinary"] - result["one"]) <= 1e-5 * abs(result["one"]), result
     assert result["moved"] > 1e-3, result
     assert result["two_vs_one"] < 1e-5 and result["one_vs_ordinary"] < 1e-5, result
+    assert "needs a single replica, got a tf.distribute strategy with 2" in (result["fused_error"] or ""), result
 
 
 # ----------------------------------------------------------------------------- bad input

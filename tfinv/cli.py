@@ -102,11 +102,15 @@ class ModelBuilder:
             for the others; the builder also gets ``num_classes=``) or ``"inverse"`` (a conditional
             flow learning ``p(x | y)`` from ``(image, observation)`` pairs of ``--task``'s operator;
             its builder also gets ``operator=``, a `tfinv.inverse_problems` operator).
+        options: the model-specific ``tfinv train`` options (argparse dests) the model reads;
+            giving another model's option (e.g. ``--heads`` to glow) is a usage error, not
+            silently ignored.
     """
 
     build: Callable[..., Any]
     description: str
     task: str = "density"
+    options: tuple[str, ...] = ()
 
 
 TASKS = ("density", "classification", "semi_supervised", "inverse")
@@ -118,19 +122,42 @@ STRATEGY_NAMES = ("default", "mirrored", "multi_worker", "tpu")
 MODEL_BUILDERS: dict[str, ModelBuilder] = {}
 
 
-def register_model(name: str, description: str, task: str = "density"):
+def register_model(name: str, description: str, task: str = "density", options: Sequence[str] = ()):
     """Decorator registering ``build(args, input_shape, num_levels)`` as ``--model name``
-    (``task``: one of `TASKS`, see `ModelBuilder`)."""
+    (``task``: one of `TASKS`; ``options``: the model-specific train options it reads, see
+    `ModelBuilder`)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
     def decorator(build):
         if name in MODEL_BUILDERS:
             raise ValueError(f"a model named {name!r} is already registered")
-        MODEL_BUILDERS[name] = ModelBuilder(build, description, task)
+        MODEL_BUILDERS[name] = ModelBuilder(build, description, task, tuple(options))
         return build
 
     return decorator
+
+
+#: The Glow options of `_glow_options`, read by every Glow-based model.
+GLOW_OPTIONS = ("levels", "steps_per_level", "hidden_channels", "coupling")
+#: Options that belong to one ``--task`` of ``--model cinn``.
+TASK_OPTIONS = {"angles": ("ct",), "photons": ("ct",), "hole": ("inpaint",)}
+
+
+def _check_model_options(args: argparse.Namespace, given: Sequence[str]) -> None:
+    """`UsageError` for a model-specific option given on the command line (``given``: dests)
+    that ``--model`` (or its ``--task``) does not read."""
+    builder = MODEL_BUILDERS[args.model]
+    specific = {option for b in MODEL_BUILDERS.values() for option in b.options}
+    foreign = [option for option in given if option in specific and option not in builder.options]
+    if foreign:
+        flags = ", ".join("--" + option.replace("_", "-") for option in foreign)
+        own = ", ".join("--" + option.replace("_", "-") for option in builder.options) or "none"
+        raise UsageError(f"{flags} {'does' if len(foreign) == 1 else 'do'} not apply to --model {args.model} "
+                         f"(its model options: {own})")
+    for option, tasks in TASK_OPTIONS.items():
+        if option in given and args.task not in tasks:
+            raise UsageError(f"--{option} applies to --model cinn --task {' or '.join(tasks)}, not --task {args.task}")
 
 
 def _glow_options(args: argparse.Namespace, num_levels: int) -> dict[str, Any]:
@@ -139,7 +166,8 @@ def _glow_options(args: argparse.Namespace, num_levels: int) -> dict[str, Any]:
                 coupling=args.coupling or "affine", num_levels=num_levels, seed=args.seed)
 
 
-@register_model("glow", "multi-scale Glow (tfinv.models.Glow), a flow trained by maximum likelihood")
+@register_model("glow", "multi-scale Glow (tfinv.models.Glow), a flow trained by maximum likelihood",
+                options=(*GLOW_OPTIONS, "linear", "learned_prior", "conditioner_actnorm", "attention"))
 def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int):
     from tfinv.models import Glow
 
@@ -157,6 +185,7 @@ def _build_glow(args: argparse.Namespace, input_shape: tuple[int, ...], num_leve
 @register_model(
     "mixerflow",
     "MixerFlow (tfinv.models.MixerFlow): MLP-Mixer blocks on image patches as a flow, trained by maximum likelihood",
+    options=("patch_size", "depth", "hidden_channels"),
 )
 def _build_mixerflow(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int):
     from tfinv.models import MixerFlow
@@ -176,6 +205,7 @@ def _build_mixerflow(args: argparse.Namespace, input_shape: tuple[int, ...], num
     "revvit",
     "reversible vision transformer classifier (tfinv.models.RevViT), trained on the labels",
     task="classification",
+    options=("patch_size", "dim", "depth", "heads", "memory_efficient"),
 )
 def _build_revvit(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int, num_classes: int):
     from tfinv.models import RevViT
@@ -197,6 +227,7 @@ def _build_revvit(args: argparse.Namespace, input_shape: tuple[int, ...], num_le
     "flowgmm",
     "FlowGMM (tfinv.models.FlowGMM): a Glow with one Gaussian per class, semi-supervised on --labels labels",
     task="semi_supervised",
+    options=(*GLOW_OPTIONS, "consistency_weight", "labels", "labelled_fraction"),
 )
 def _build_flowgmm(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int, num_classes: int):
     from tfinv.models import FlowGMM
@@ -218,6 +249,7 @@ INVERSE_TASKS = ("superres", "inpaint", "deblur", "ct")
     "cinn",
     "conditional Glow (tfinv.models.ConditionalGlow) learning the posterior p(x | y) of the inverse problem --task",
     task="inverse",
+    options=(*GLOW_OPTIONS, "linear", "task", "noise_std", "photons", "angles", "hole", "posterior_samples"),
 )
 def _build_cinn(args: argparse.Namespace, input_shape: tuple[int, ...], num_levels: int, operator):
     from tfinv.inverse_problems import Tomography
@@ -283,7 +315,7 @@ def _write_metrics(path: str, args: argparse.Namespace, model, result, started: 
     from tfinv.files import atomic_write
     from tfinv.training import finite_or_none
 
-    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command") and not k.startswith("_")}
     metrics = {
         "model": args.model,
         "dataset": os.fspath(args.dataset),
@@ -359,7 +391,7 @@ INVERSE_RUN_FILES = ("model.keras", "posterior.png", "calibration.png", "metrics
 
 
 def _run_options(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in ("func", "command", "tf_logging")}
+    return {k: v for k, v in vars(args).items() if k not in ("func", "command", "tf_logging") and not k.startswith("_")}
 
 
 def _prepare_backup(args: argparse.Namespace, out: str) -> str:
@@ -376,6 +408,13 @@ def _prepare_backup(args: argparse.Namespace, out: str) -> str:
                 f"to continue it, or remove that folder to start again"
             )
         return backup
+    finished = [name for name in ("metrics.json", "model.keras") if os.path.isfile(os.path.join(out, name))]
+    if not _has_state(backup) and finished:
+        # nothing to continue: training afresh would replace the finished run's files
+        raise UsageError(
+            f"--resume: {out} holds a finished run ({', '.join(finished)}) and no interrupted one to "
+            f"continue; run without --resume to train it again (its files are replaced), or pick another --out"
+        )
     if os.path.isfile(options_path):
         with open(options_path) as f:
             before = json.load(f)
@@ -478,6 +517,7 @@ def _train(args: argparse.Namespace) -> int:
     classify = task == "classification"
     if args.labels is not None and task != "semi_supervised":
         raise UsageError(f"--labels applies to semi-supervised models (flowgmm), not --model {args.model}")
+    _check_model_options(args, getattr(args, "_given", ()))
     with _as_usage_error():
         num_levels = data.resolve_num_levels(args.dataset, args.num_levels)
         train_images, train_labels = data.load_arrays(
@@ -1306,9 +1346,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--resume", action="store_true",
-        help="continue the interrupted run backed up in OUT/backup (same options; --epochs may grow)",
+        help="continue the interrupted run backed up in OUT/backup (same options; --epochs may grow); "
+        "refused if OUT holds a finished run and nothing to continue",
     )
     train.set_defaults(func=_train)
+    parser.train_parser = train  # `_given_train_options` reads it
 
     sample = commands.add_parser(
         "sample", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="draw samples from a saved model into a PNG grid",
@@ -1459,6 +1501,17 @@ def _lean_parser(name: str, register) -> argparse.ArgumentParser:
     return parser
 
 
+def _given_train_options(argv: Sequence[str]) -> tuple[str, ...]:
+    """The dests of the ``tfinv train`` options present in ``argv`` (abbreviations included):
+    ``argv`` parsed again with every default suppressed."""
+    parser = build_parser()
+    for action in parser.train_parser._actions:
+        action.default = argparse.SUPPRESS
+    parser.train_parser.set_defaults(func=argparse.SUPPRESS)
+    given = vars(parser.parse_args(argv))
+    return tuple(k for k in given if k not in ("command", "func", "tf_logging"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``tfinv`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
@@ -1480,6 +1533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The parser needs no TensorFlow (--help and usage errors are fast); a command that runs
         # imports it after parsing.
         args = (_lean_parser(name, lean) if lean is not None else build_parser()).parse_args(argv)
+        if getattr(args, "command", None) == "train":
+            args._given = _given_train_options(argv)
         if lean is None:
             _startup.import_tensorflow(quiet=_startup.is_quiet_command())
     except SystemExit as exit_:  # argparse reports its own errors (and --help) this way

@@ -5,21 +5,29 @@ A method decorated with `compiled` runs, when called eagerly, as a ``tf.function
 per *input signature*: tensor arguments get a ``TensorSpec`` with a free batch axis, the scalar
 arguments named in ``scalars`` (e.g. ``n``, ``temperature``, ``seed`` of sampling) become scalar
 tensors, and ``None`` / strings / booleans are part of the cache key. So a new batch size, ``n``,
-seed or temperature never retraces. The first compiled call of a model tries XLA
+seed or temperature never retraces (XLA still compiles its program once per new batch size, ~1 s
+for a small Glow on CPU; the same size again reuses it). The first compiled call of a model tries XLA
 (``jit_compile=True``); if XLA rejects an op of the model, that call and all later ones use
 plain graph functions, and a one-line notice is logged (``tfinv`` logger).
+
+A method decorated with ``compiled(graph_only=True)`` (sampling: it draws noise with TF's random
+kernels, whose streams XLA does not reproduce) runs as one graph function whose own ops never go
+through XLA; the compiled methods it calls become *nested* functions inside it, under XLA when the
+model's inference is. One Python call then runs the draw and the XLA program together.
 
 Eager execution (debugging, stepping into layers) is kept: ``model.run_eagerly = True`` (or
 ``compile(run_eagerly=True)``), ``tf.config.run_functions_eagerly(True)``, or
 ``model.inference_mode = "eager"``. Inside a graph (a train step, an export trace, a user's
 ``tf.function``) the methods run inline, uncompiled. ``model.inference_mode`` is ``"auto"``
 (XLA if it compiles and the model does not ``validate_args``, the default; on a machine without
-GPU/TPU the data direction, ``forward``/``log_prob``/``bits_per_dim``, runs in graph mode, which
-measured faster there), ``"xla"``, ``"graph"`` or ``"eager"``.
+GPU/TPU the data direction, ``forward``/``log_prob``/``bits_per_dim``, uses XLA only for models
+that opt in, `_cpu_xla_inference`, and runs in graph mode otherwise), ``"xla"``, ``"graph"`` or
+``"eager"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -39,27 +47,35 @@ _LOG = logging.getLogger("tfinv")
 _XLA_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError)
 
 
-def compiled(method: Callable | None = None, *, scalars: dict[str, Any] | None = None, xla_on_cpu: bool = True):
+def compiled(method: Callable | None = None, *, scalars: dict[str, Any] | None = None, xla_on_cpu: bool = True,
+             graph_only: bool = False):
     """Runs a `CompiledInference` method as a cached ``tf.function`` when called eagerly.
 
     ``scalars`` maps argument names to the dtype their Python scalars become (``"float"``: the
     model's compute dtype), so their values do not retrace. ``xla_on_cpu=False``: under
-    ``inference_mode="auto"`` on a machine without GPU/TPU the method runs as a graph function,
-    not XLA (the data direction of convolutional flows on large batches: ``log_prob`` of 360
-    digits measured 12.6 ms in graph mode vs 50.8 ms under XLA in one run,
-    ``benchmarks/figures/speed_digits.json`` of the first landing; sampling gains from XLA)."""
+    ``inference_mode="auto"`` on a machine without GPU/TPU the method runs under XLA only if the
+    model opts in (`CompiledInference._cpu_xla_inference`), else as a graph function (the data
+    direction: XLA measured faster for small Glows and slower for residual flows and i-DenseNets
+    on CPU, ``benchmarks/figures/inference_modes.json``). ``graph_only=True``: the method's own
+    ops run as a graph function, never under XLA, and the compiled methods it calls run as
+    nested functions, under XLA when the model's inference uses it (see the module doc)."""
     if method is None:
-        return functools.partial(compiled, scalars=scalars, xla_on_cpu=xla_on_cpu)
+        return functools.partial(compiled, scalars=scalars, xla_on_cpu=xla_on_cpu, graph_only=graph_only)
     signature = inspect.signature(method)
     scalars = dict(scalars or {})
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         if not self._compiles_inference():
+            if self.__dict__.get("_nested_xla") and tf.inside_function():
+                # called while a graph-only method traces: a nested XLA function
+                bound = signature.bind(self, *args, **kwargs)
+                bound.apply_defaults()
+                return self._run_nested(method, bound.arguments, scalars)
             return method(self, *args, **kwargs)
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
-        return self._run_compiled(method, bound.arguments, scalars, xla_on_cpu)
+        return self._run_compiled(method, bound.arguments, scalars, xla_on_cpu, graph_only)
 
     wrapper.eager = method
     return wrapper
@@ -90,6 +106,22 @@ class CompiledInference:
         if self.inference_mode in ("xla", "graph"):
             return self.inference_mode == "xla"
         return self.__dict__.get("_xla_ok")
+
+    def _cpu_xla_inference(self) -> bool:
+        """Whether ``"auto"`` inference uses XLA for ``xla_on_cpu=False`` methods on a CPU-only
+        machine (models override it: `tfinv.core.FlowModel`)."""
+        return False
+
+    @contextlib.contextmanager
+    def _nesting(self, xla: bool):
+        """While a graph-only method traces, compiled methods it calls become nested XLA
+        functions (``xla=True``) or run inline (``False``)."""
+        saved = self.__dict__.get("_nested_xla", False)
+        object.__setattr__(self, "_nested_xla", xla)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_nested_xla", saved)
 
     def _compiles_inference(self) -> bool:
         return (
@@ -124,7 +156,8 @@ class CompiledInference:
         shape = value.shape if value.shape.rank == 0 else [None] + value.shape[1:].as_list()
         return "tensor", value, tf.TensorSpec(shape, value.dtype)
 
-    def _run_compiled(self, method: Callable, arguments: dict, scalars: dict, xla_on_cpu: bool = True):
+    def _run_compiled(self, method: Callable, arguments: dict, scalars: dict, xla_on_cpu: bool = True,
+                      graph_only: bool = False):
         # Keras's training flag (``model(x, training=True)``) is read by layers at trace time
         # (stochastic estimators, relative gradients): it is part of the cache key.
         names, tensors, key = [], [], [method.__name__, ("training", in_training())]
@@ -156,27 +189,35 @@ class CompiledInference:
         xla = mode == "xla" or (mode == "auto" and self.__dict__.get("_xla_ok", True)
                                 and not getattr(self, "validate_args", False)
                                 and not record.could_possibly_record()
-                                and (xla_on_cpu or _has_accelerator()))
+                                and (xla_on_cpu or _has_accelerator() or self._cpu_xla_inference()))
         cache = self._inference_cache()
         fn = cache.get((key, xla))
         if fn is None:
             specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]) if t.shape.rank else (), t.dtype)
                      for t in tensors]
 
-            def run(*values):
-                return method(self, **statics, **dict(zip(names, values)))
+            def make_run(use_xla: bool):
+                def run(*values):
+                    # a graph-only method nests XLA functions; any other clears the flag, so the
+                    # compiled methods it calls run inline
+                    with self._nesting(use_xla and graph_only):
+                        return method(self, **statics, **dict(zip(names, values)))
+                return run
 
-            fn = tf.function(run, input_signature=specs, jit_compile=xla, autograph=False)
+            fn = tf.function(make_run(xla), input_signature=specs, jit_compile=xla and not graph_only,
+                             autograph=False)
             try:
                 if mode == "auto" and xla:
-                    result, fn, xla = self._first_xla_call(fn, run, specs, tensors)
+                    result, fn, xla = self._first_xla_call(fn, make_run(False), specs, tensors)
                 else:
                     result = fn(*tensors)
             except (ValueError, TypeError):
                 # a bad input fails while tracing (with the batch axis shown as None): the eager
                 # method raises the same error with the caller's shapes
                 return method(self, **dict(list(arguments.items())[1:]))
-            self._inference_cache()[(key, xla)] = fn
+            # the one trace itself: calling a ConcreteFunction skips tf.function's signature
+            # matching, ~0.6 ms of Python per call (a third of a small Glow's sample(64))
+            self._inference_cache()[(key, xla)] = fn.get_concrete_function(*specs)
             return result
         return fn(*tensors)
 
@@ -196,6 +237,37 @@ class CompiledInference:
             return result, graph_fn, False
         object.__setattr__(self, "_xla_ok", True)
         return result, fn, True
+
+    def _run_nested(self, method: Callable, arguments: dict, scalars: dict):
+        """Calls ``method`` as a cached XLA ``tf.function`` from inside another function's trace
+        (a graph-only method's): the caller's graph holds one call of the compiled program."""
+        names, tensors, key = [], [], ["nested", method.__name__, ("training", in_training())]
+        statics = {}
+        for name, value in list(arguments.items())[1:]:
+            kind, converted, spec = self._as_input(name, value, scalars)
+            if kind == "static" and converted is None and value is not None:
+                return method(self, **dict(list(arguments.items())[1:]))
+            if kind == "tensor":
+                names.append(name)
+                tensors.append(converted)
+                key.append((name, tuple(spec.shape.as_list()), spec.dtype.name))
+            else:
+                statics[name] = value
+                key.append((name, repr(value)))
+        key = tuple(key)
+        cache = self._inference_cache()
+        fn = cache.get(key)
+        if fn is None:
+            specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]) if t.shape.rank else (), t.dtype)
+                     for t in tensors]
+
+            def run(*values):
+                with self._nesting(False):
+                    return method(self, **statics, **dict(zip(names, values)))
+
+            fn = tf.function(run, input_signature=specs, jit_compile=True, autograph=False)
+            cache[key] = fn
+        return fn(*tensors)
 
 
 def train_step_compiles(model) -> tuple[bool, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from typing import Any, Sequence
 
 import keras
@@ -91,6 +92,22 @@ class _FlowBijector(tfb.Bijector):
 
     def _inverse_event_shape_tensor(self, shape):
         return tf.constant(self._model.data_shape, tf.int32)
+
+
+#: Event size up to which a flow made only of layers that prefer XLA on CPU (the dense vector
+#: layers) uses XLA on a CPU-only machine by default: measured on 64 values,
+#: ``benchmarks/speed.py --vector``.
+CPU_XLA_MAX_DIMS = 256
+
+
+def _unseeded_pair() -> tuple[int, int]:
+    """The stateless seed of an unseeded draw: TF's ``(global seed, operation counter)`` when a
+    global seed is set (the pair an eager ``tf.random.normal`` would use, so resetting the seed
+    repeats the draws), else a random pair."""
+    global_seed, operation_seed = tf.compat.v1.random.get_seed(None)
+    if global_seed is None or operation_seed is None:
+        return secrets.randbits(62), secrets.randbits(62)
+    return int(global_seed), int(operation_seed)
 
 
 def _check_sample_arguments(n, temperature, dtype) -> tuple[int, float]:
@@ -361,10 +378,16 @@ class FlowModel(CompiledInference, keras.Model):
         """Draws ``n`` samples: ``inverse(base.sample_latent(eps, temperature), context)``.
 
         ``eps ~ N(0, I)`` of shape ``(n,) + base.noise_shape`` (for the default standard normal
-        base, ``z = temperature * eps``). ``seed`` makes the draw reproducible (stateless RNG,
-        ``seed=[seed, 0]``); ``temperature < 1`` gives the sharper, less diverse samples of Glow
-        §5. A conditional model needs ``context``: ``(n,) + context_shape``, or one context of
-        shape ``context_shape`` for all ``n`` samples.
+        base, ``z = temperature * eps``), drawn by ``tf.random.stateless_normal`` with
+        ``seed=[seed, 0]``: a seed makes the draw reproducible, compiled or eager. Without a
+        seed the pair is TF's own ``(global seed, operation counter)`` when a global seed is set
+        (``tf.random.set_seed``, ``keras.utils.set_random_seed``: unseeded samples repeat after
+        resetting it, as TF's eager random ops do) and a random pair otherwise.
+        ``temperature < 1`` gives the sharper, less diverse samples of Glow §5. A conditional
+        model needs ``context``: ``(n,) + context_shape``, or one context of shape
+        ``context_shape`` for all ``n`` samples. Compiled, the draw and the inverse flow run in
+        one call: a graph function drawing with TF's random kernel (XLA's streams differ), the
+        flow inside it as a nested XLA program.
 
         Raises:
             TypeError: ``n`` is not an integer (``2.7``, ``"3"`` and ``True`` are refused, not
@@ -374,14 +397,17 @@ class FlowModel(CompiledInference, keras.Model):
         """
         n, temperature = _check_sample_arguments(n, temperature, self.compute_dtype)
         self.build()
-        shape = (int(n),) + tuple(self.base.noise_shape)
-        if seed is None:
-            eps = tf.random.normal(shape, dtype=self.log_det_dtype)
-        else:
-            eps = tf.random.stateless_normal(shape, seed=[int(seed), 0], dtype=self.log_det_dtype)
-        # the noise is drawn outside the compiled part: XLA's random streams differ from TF's,
-        # and a seed must give the same samples compiled or eager
-        return self._sample_from_noise(eps, temperature, self._sample_context(context, int(n)))
+        seed, stream = (int(seed), 0) if seed is not None else _unseeded_pair()
+        return self._draw_and_sample(n, temperature, seed, stream, self._sample_context(context, n))
+
+    @compiled(scalars={"n": tf.int32, "temperature": "float", "seed": tf.int64, "stream": tf.int64},
+              graph_only=True)
+    def _draw_and_sample(self, n, temperature, seed, stream, context):
+        shape = tf.concat([tf.reshape(tf.cast(n, tf.int32), [1]),
+                           tf.constant(self.base.noise_shape, tf.int32)], axis=0)
+        seeds = tf.stack([tf.cast(seed, tf.int64), tf.cast(stream, tf.int64)])
+        eps = tf.random.stateless_normal(shape, seed=seeds, dtype=self.log_det_dtype)
+        return self._sample_from_noise(eps, temperature, context)
 
     @compiled(scalars={"temperature": "float"})
     def _sample_from_noise(self, eps, temperature, context):
@@ -419,9 +445,27 @@ class FlowModel(CompiledInference, keras.Model):
 
     # ---------------------------------------------------------------- training
     #: Largest event size (``num_dims``) at which ``compile()`` picks XLA training on a CPU-only
-    #: machine (0: never). Models whose small-event training was measured faster under XLA on
-    #: CPU set it (`tfinv.models.Glow`).
-    cpu_xla_training_max_dims: int = 0
+    #: machine (0: never). ``None`` (the default): `CPU_XLA_MAX_DIMS` if every layer of the flow
+    #: opts in (`InvertibleLayer.prefers_xla_on_cpu`: the dense vector layers), else 0. Models
+    #: measured faster under XLA on CPU set their own (`tfinv.models.Glow`).
+    cpu_xla_training_max_dims: int | None = None
+    #: The same for the data direction of compiled inference (``forward``, ``log_prob``,
+    #: ``bits_per_dim`` under ``inference_mode="auto"``); sampling uses XLA on every machine.
+    cpu_xla_inference_max_dims: int | None = None
+
+    def _cpu_xla_max_dims(self, kind: str) -> int:
+        """``cpu_xla_{kind}_max_dims`` (``kind``: ``"training"`` or ``"inference"``), resolved."""
+        value = getattr(self, f"cpu_xla_{kind}_max_dims")
+        if value is not None:
+            return int(value)
+        leaves = [layer for layer in self.flow._flatten_layers(include_self=True)
+                  if isinstance(layer, InvertibleLayer)
+                  and not any(isinstance(child, InvertibleLayer)
+                              for child in layer._flatten_layers(include_self=False, recursive=False))]
+        return CPU_XLA_MAX_DIMS if leaves and all(layer.prefers_xla_on_cpu for layer in leaves) else 0
+
+    def _cpu_xla_inference(self) -> bool:
+        return self.num_dims <= self._cpu_xla_max_dims("inference")
 
     def compile(self, optimizer="rmsprop", *, jit_compile="auto", steps_per_execution="auto", **kwargs):
         """`keras.Model.compile` with the fastest training path of small flows as the default.
@@ -429,7 +473,8 @@ class FlowModel(CompiledInference, keras.Model):
         ``jit_compile="auto"`` (default): XLA when the model's loss and gradient lower to XLA
         (checked once here; otherwise a one-line notice and no XLA), on a GPU/TPU always, on a
         CPU-only machine only for models that opt in through ``cpu_xla_training_max_dims`` and
-        events no larger than it (Glow on 8x8 digits trains ~1.2-1.5x faster under XLA on CPU;
+        events no larger than it (Glow on 8x8 digits trains ~1.2-1.5x faster under XLA on CPU,
+        flows of dense vector layers on 64 values ~1.5x with 8 steps per call;
         at 32x32x3 XLA measured slower than graph mode there, and XLA compiles of some models,
         e.g. residual flows' fixed-point loops, took minutes); ``jit_compile=True`` forces it.
         Keras's own ``"auto"`` never picks XLA on a CPU-only machine.
@@ -448,7 +493,7 @@ class FlowModel(CompiledInference, keras.Model):
         if jit_compile == "auto":
             jit_compile = False
             # XLA drops the input checks: never with validate_args.
-            small_on_cpu = self.num_dims <= self.cpu_xla_training_max_dims
+            small_on_cpu = self.num_dims <= self._cpu_xla_max_dims("training")
             if (accelerated or small_on_cpu) and not plain and not self.validate_args:
                 jit_compile, reason = train_step_compiles(self)
                 if not jit_compile:

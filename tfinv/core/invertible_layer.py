@@ -120,6 +120,12 @@ class InvertibleLayer(tfb.Bijector, keras.layers.Layer):
     #: the compute dtype.
     full_precision: bool = False
 
+    #: True for layers measured faster under XLA than in graph mode on a CPU at small sizes, with
+    #: compiles of seconds (the dense vector layers): a `FlowModel` made only of such layers
+    #: trains and infers under XLA on a CPU-only machine by default
+    #: (`FlowModel.cpu_xla_training_max_dims`).
+    prefers_xla_on_cpu: bool = False
+
     #: Shape of one context (no batch axis) for a conditional layer; ``None``: context is ignored.
     context_shape: tuple[int, ...] | None = None
 

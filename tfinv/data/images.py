@@ -17,6 +17,13 @@ dataset), and the ``"test"`` and ``"all"`` splits use *fixed* noise, a function 
 index)`` only, so evaluation is reproducible and independent of the batch size and order.
 ``fixed_noise=`` overrides either default. Both are deterministic given ``seed``.
 
+Pipelines run with `dataset_options`: tf.data's model-based autotuner is off. On a 2-core CPU its
+background thread stalled the end of half of the ``fit`` calls of a small Glow by ~0.5 s (160
+steps: 8,100 images/s in those calls vs 13,000-16,000 in the others, none of 10 stalled with it
+off; ``fit`` of 5 digits epochs with validation 0.85 s vs 0.94-1.31 s), and these in-memory
+pipelines (a gather, a cast, uniform noise) have nothing for it to tune. ``AUTOTUNE``
+parallelism then means one call per core.
+
 References:
     [1] Theis et al., "A note on the evaluation of generative models", arXiv:1511.01844.
     [2] Dinh et al., "Density estimation using Real NVP", arXiv:1605.08803, §4.1.
@@ -39,6 +46,7 @@ __all__ = [
     "SPLITS",
     "SPLIT_SEED",
     "TEST_FRACTION",
+    "dataset_options",
     "dequantized_dataset",
     "dequantized_epochs",
     "load_npz_arrays",
@@ -248,6 +256,17 @@ def _dataset_arrays(images, labels, batch_size: int, with_labels: bool,
     return images, labels
 
 
+def dataset_options() -> "tf.data.Options":
+    """The `tf.data.Options` of tfinv's pipelines: tf.data's model-based autotuner off (see the
+    module doc for the stall it caused at the end of ``fit`` calls on a small CPU).
+    ``ds.with_options(tfinv.data.dataset_options())`` gives a pipeline of your own the same."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
 def dequantized_dataset(
     images: np.ndarray,
     labels: np.ndarray | None = None,
@@ -301,7 +320,8 @@ def dequantized_dataset(
         return (x, columns[2]) if with_labels else x
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(dataset_options())
 
 
 def _epoch_noise_key(seed: int, epoch: tf.Tensor) -> tf.Tensor:
@@ -379,7 +399,7 @@ def dequantized_epochs(
         return examples.batch(int(batch_size), drop_remainder=drop_remainder)
 
     epochs_ds = tf.data.Dataset.range(int(first_epoch), int(epochs))
-    return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE).with_options(dataset_options())
 
 
 def npz_images(

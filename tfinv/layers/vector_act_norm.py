@@ -32,4 +32,5 @@ class VectorActNorm(ActNormLayer):
     """
 
     event_ndims = 1
+    prefers_xla_on_cpu = True  # benchmarks/speed.py --vector
     unit = "feature"

@@ -41,6 +41,7 @@ class VectorAffineCoupling(InvertibleLayer):
     """
 
     event_ndims = 1
+    prefers_xla_on_cpu = True  # benchmarks/speed.py --vector
 
     def __init__(self, parity: int = 0, conditioner: keras.layers.Layer | dict | None = None,
                  hidden_units: int = 64, context_shape: Sequence[int] | None = None, **kwargs: Any):

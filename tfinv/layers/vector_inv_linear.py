@@ -27,6 +27,7 @@ class VectorInvLinear(LULinearLayer):
     """
 
     event_ndims = 1
+    prefers_xla_on_cpu = True  # benchmarks/speed.py --vector
 
     def _positions(self, x):
         return tf.constant(1.0, x.dtype)

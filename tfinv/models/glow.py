@@ -21,6 +21,10 @@ from tfinv.layers.squeeze import Squeeze
 # measured faster on 8x8 digits (64 values: benchmarks/speed.py --train-only), slower at 32x32x3
 # (3072); untested in between, so only small images.
 CPU_XLA_TRAINING_MAX_DIMS = 256
+# XLA for the data direction of inference (log_prob, forward) on a CPU-only machine up to this
+# many values: measured faster than graph mode for batches of 1 to 360 at 8x8x1 and 32x32x3
+# (benchmarks/inference_modes.py).
+CPU_XLA_INFERENCE_MAX_DIMS = 3072
 
 
 def glow_layers(
@@ -140,6 +144,7 @@ class Glow(FlowModel):
     """
 
     cpu_xla_training_max_dims = CPU_XLA_TRAINING_MAX_DIMS
+    cpu_xla_inference_max_dims = CPU_XLA_INFERENCE_MAX_DIMS
 
     def __init__(
         self,

@@ -53,6 +53,9 @@ class IRevNet(ImageClassifier):
         hidden_channels: bottleneck width of the blocks (default: a quarter of each block's output
             half, as in i-RevNet).
         memory_efficient: reversible backprop (True) or ordinary autodiff through the blocks.
+        fused_update: apply the optimizer to each block's weights inside the backward pass, so
+            no block's gradients outlive it (`ReversibleStack`'s ``fused_update``, after LOMO,
+            arXiv:2306.09782; needs ``memory_efficient=True``).
         input_scale: factor applied to the pixels first (``1 / 16`` for the digits' counts).
 
     References: Jacobsen, Smeulders & Oyallon, "i-RevNet: Deep Invertible Networks",
@@ -69,6 +72,7 @@ class IRevNet(ImageClassifier):
         hidden_channels: int | None = None,
         memory_efficient: bool = True,
         input_scale: float = 1.0,
+        fused_update: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -89,6 +93,7 @@ class IRevNet(ImageClassifier):
         self.initial_downsampling = int(initial_downsampling)
         self.hidden_channels = None if hidden_channels is None else int(hidden_channels)
         self.memory_efficient = bool(memory_efficient)
+        self.fused_update = bool(fused_update)
         self.input_scale = float(input_scale)
 
         self.padding = InjectivePadding(self.channels, name="injective_padding")
@@ -98,7 +103,8 @@ class IRevNet(ImageClassifier):
                 stride = 2 if stage > 0 and index == 0 else 1
                 blocks.append(IRevNetBlock(stride=stride, hidden_channels=self.hidden_channels,
                                            name=f"stage_{stage}_block_{index}"))
-        self.stack = ReversibleStack(blocks, memory_efficient=self.memory_efficient, name="blocks")
+        self.stack = ReversibleStack(blocks, memory_efficient=self.memory_efficient,
+                                     fused_update=self.fused_update, name="blocks")
         self.norm = keras.layers.BatchNormalization(name="norm")
         self.head = keras.layers.Dense(self.num_classes, name="head")
         self.build((None,) + self.image_shape)
@@ -144,5 +150,6 @@ class IRevNet(ImageClassifier):
             "initial_downsampling": self.initial_downsampling,
             "hidden_channels": self.hidden_channels,
             "memory_efficient": self.memory_efficient,
+            "fused_update": self.fused_update,
             "input_scale": self.input_scale,
         }

@@ -44,6 +44,9 @@ class RevNet(ImageClassifier):
         blocks_per_stage: reversible blocks per stage.
         channels: channels of the first stage (even).
         memory_efficient: reversible backprop (True) or ordinary autodiff through the stages.
+        fused_update: apply the optimizer to each block's weights inside the backward pass, so
+            no block's gradients outlive it (`ReversibleStack`'s ``fused_update``, after LOMO,
+            arXiv:2306.09782; needs ``memory_efficient=True``).
         input_scale: factor applied to the pixels first (``1 / 16`` for the digits' counts).
 
     References: Gomez, Ren, Urtasun & Grosse, "The Reversible Residual Network: Backpropagation
@@ -58,6 +61,7 @@ class RevNet(ImageClassifier):
         channels: int = 16,
         memory_efficient: bool = True,
         input_scale: float = 1.0,
+        fused_update: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -71,6 +75,7 @@ class RevNet(ImageClassifier):
         self.blocks_per_stage = stages
         self.channels = int(channels)
         self.memory_efficient = bool(memory_efficient)
+        self.fused_update = bool(fused_update)
         self.input_scale = float(input_scale)
 
         self.stem = keras.layers.Conv2D(self.channels, 3, padding="same", name="stem")
@@ -82,7 +87,7 @@ class RevNet(ImageClassifier):
                 self.shortcuts.append(keras.layers.Conv2D(width_s, 1, strides=2, name=f"shortcut_{stage}"))
             self.stages.append(ReversibleStack(
                 [RevResBlock(name=f"stage_{stage}_block_{i}") for i in range(count)],
-                memory_efficient=self.memory_efficient, name=f"stage_{stage}"))
+                memory_efficient=self.memory_efficient, fused_update=self.fused_update, name=f"stage_{stage}"))
         self.head = keras.layers.Dense(self.num_classes, name="head")
         self.build((None,) + self.image_shape)
 
@@ -121,5 +126,6 @@ class RevNet(ImageClassifier):
             "blocks_per_stage": list(self.blocks_per_stage),
             "channels": self.channels,
             "memory_efficient": self.memory_efficient,
+            "fused_update": self.fused_update,
             "input_scale": self.input_scale,
         }

@@ -40,6 +40,9 @@ class RevViT(keras.Model):
         mlp_ratio: MLP width of the blocks as a multiple of ``dim``.
         input_scale: factor applied to the pixels first (``1 / 17`` for the digits' counts).
         merge: ``"mean"`` or ``"concat"`` of the two output streams.
+        fused_update: apply the optimizer to each block's weights inside the backward pass, so
+            no block's gradients outlive it (`ReversibleStack`'s ``fused_update``, after LOMO,
+            arXiv:2306.09782; needs ``memory_efficient=True``).
 
     Shapes: ``(B, H, W, C) -> (B, num_classes)`` logits.
 
@@ -59,6 +62,7 @@ class RevViT(keras.Model):
         mlp_ratio: float = 4,
         input_scale: float = 1.0,
         merge: str = "mean",
+        fused_update: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -87,6 +91,7 @@ class RevViT(keras.Model):
         self.mlp_ratio = float(mlp_ratio)
         self.input_scale = float(input_scale)
         self.merge = merge
+        self.fused_update = bool(fused_update)
         self.num_tokens = (height // patch_size) * (width // patch_size)
 
         self.patch_embedding = keras.layers.Conv2D(
@@ -95,6 +100,7 @@ class RevViT(keras.Model):
         self.blocks = ReversibleStack(
             [RevViTBlock(self.dim, self.heads, self.mlp_ratio, name=f"block_{i}") for i in range(self.depth)],
             memory_efficient=self.memory_efficient,
+            fused_update=self.fused_update,
             event_ndims=2,
             name="reversible_blocks",
         )
@@ -158,4 +164,5 @@ class RevViT(keras.Model):
             "mlp_ratio": self.mlp_ratio,
             "input_scale": self.input_scale,
             "merge": self.merge,
+            "fused_update": self.fused_update,
         }
