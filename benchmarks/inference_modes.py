@@ -26,10 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse  # noqa: E402
 import pathlib  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from _common import log, stdout_to_stderr, write_file_whole, write_json  # noqa: E402
@@ -38,13 +36,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times)
+    """speed.py's median latency after one warm-up call."""
+    from speed import median_ms
+
+    return median_ms(fn, repeats, warmup=1)
 
 
 def _models():

@@ -156,16 +156,19 @@ class CompiledInference:
         shape = value.shape if value.shape.rank == 0 else [None] + value.shape[1:].as_list()
         return "tensor", value, tf.TensorSpec(shape, value.dtype)
 
-    def _run_compiled(self, method: Callable, arguments: dict, scalars: dict, xla_on_cpu: bool = True,
-                      graph_only: bool = False):
+    def _bind(self, method: Callable, arguments: dict, scalars: dict):
+        """A call's arguments (``self`` skipped) as ``(key, names, tensors, statics)``: the cache
+        key (method, Keras's training flag, each argument's spec or value), the tensor arguments
+        in order, and the others by name. ``None`` if an argument cannot be a tensor (the eager
+        method then runs and gives its error)."""
         # Keras's training flag (``model(x, training=True)``) is read by layers at trace time
         # (stochastic estimators, relative gradients): it is part of the cache key.
         names, tensors, key = [], [], [method.__name__, ("training", in_training())]
         statics = {}
-        for name, value in list(arguments.items())[1:]:  # skip self
+        for name, value in list(arguments.items())[1:]:
             kind, converted, spec = self._as_input(name, value, scalars)
             if kind == "static" and converted is None and value is not None:
-                return method(self, **dict(list(arguments.items())[1:]))
+                return None
             if kind == "tensor":
                 names.append(name)
                 tensors.append(converted)
@@ -173,14 +176,38 @@ class CompiledInference:
             else:
                 statics[name] = value
                 key.append((name, repr(value)))
+        return tuple(key), names, tensors, statics
+
+    def _runner(self, method: Callable, names: list, statics: dict, nest_xla: bool) -> Callable:
+        """The traced body: ``method`` on the tensors (in ``names``' order) and the statics. While
+        it traces, the compiled methods it calls become nested XLA functions (``nest_xla``, a
+        graph-only method's) or run inline."""
+        def run(*values):
+            with self._nesting(nest_xla):
+                return method(self, **statics, **dict(zip(names, values)))
+        return run
+
+    @staticmethod
+    def _specs(tensors: list) -> list:
+        """Input signature of ``tensors``: a free batch axis (scalars stay scalars)."""
+        return [tf.TensorSpec((None,) + tuple(t.shape[1:]) if t.shape.rank else (), t.dtype) for t in tensors]
+
+    def _run_compiled(self, method: Callable, arguments: dict, scalars: dict, xla_on_cpu: bool = True,
+                      graph_only: bool = False):
+        def eager():
+            return method(self, **dict(list(arguments.items())[1:]))
+
+        bound = self._bind(method, arguments, scalars)
+        if bound is None:
+            return eager()
+        key, names, tensors, statics = bound
         batches = {int(t.shape[0]) for t in tensors if t.shape.rank and t.shape[0] is not None}
         if len(batches) > 1 or 0 in batches:
             # batched arguments that disagree: the compiled signature (free batch axis) cannot
             # see it, the eager method names it. An empty batch runs eagerly as well: there is
             # nothing to compute, and TF's graph optimiser (grappler's fused convolutions)
             # rejects some zero-size convolutions that eager execution and XLA accept.
-            return method(self, **dict(list(arguments.items())[1:]))
-        key = tuple(key)
+            return eager()
         mode = self.inference_mode
         # XLA drops assertions: a model that validates its inputs runs as a plain tf.function
         # under "auto", so its checks still raise.
@@ -193,28 +220,21 @@ class CompiledInference:
         cache = self._inference_cache()
         fn = cache.get((key, xla))
         if fn is None:
-            specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]) if t.shape.rank else (), t.dtype)
-                     for t in tensors]
-
-            def make_run(use_xla: bool):
-                def run(*values):
-                    # a graph-only method nests XLA functions; any other clears the flag, so the
-                    # compiled methods it calls run inline
-                    with self._nesting(use_xla and graph_only):
-                        return method(self, **statics, **dict(zip(names, values)))
-                return run
-
-            fn = tf.function(make_run(xla), input_signature=specs, jit_compile=xla and not graph_only,
-                             autograph=False)
+            specs = self._specs(tensors)
+            # a graph-only method nests XLA functions; any other clears the flag, so the
+            # compiled methods it calls run inline
+            run = self._runner(method, names, statics, nest_xla=xla and graph_only)
+            fn = tf.function(run, input_signature=specs, jit_compile=xla and not graph_only, autograph=False)
             try:
                 if mode == "auto" and xla:
-                    result, fn, xla = self._first_xla_call(fn, make_run(False), specs, tensors)
+                    graph_run = self._runner(method, names, statics, nest_xla=False)
+                    result, fn, xla = self._first_xla_call(fn, graph_run, specs, tensors)
                 else:
                     result = fn(*tensors)
             except (ValueError, TypeError):
                 # a bad input fails while tracing (with the batch axis shown as None): the eager
                 # method raises the same error with the caller's shapes
-                return method(self, **dict(list(arguments.items())[1:]))
+                return eager()
             # the one trace itself: calling a ConcreteFunction skips tf.function's signature
             # matching, ~0.6 ms of Python per call (a third of a small Glow's sample(64))
             self._inference_cache()[(key, xla)] = fn.get_concrete_function(*specs)
@@ -241,31 +261,16 @@ class CompiledInference:
     def _run_nested(self, method: Callable, arguments: dict, scalars: dict):
         """Calls ``method`` as a cached XLA ``tf.function`` from inside another function's trace
         (a graph-only method's): the caller's graph holds one call of the compiled program."""
-        names, tensors, key = [], [], ["nested", method.__name__, ("training", in_training())]
-        statics = {}
-        for name, value in list(arguments.items())[1:]:
-            kind, converted, spec = self._as_input(name, value, scalars)
-            if kind == "static" and converted is None and value is not None:
-                return method(self, **dict(list(arguments.items())[1:]))
-            if kind == "tensor":
-                names.append(name)
-                tensors.append(converted)
-                key.append((name, tuple(spec.shape.as_list()), spec.dtype.name))
-            else:
-                statics[name] = value
-                key.append((name, repr(value)))
-        key = tuple(key)
+        bound = self._bind(method, arguments, scalars)
+        if bound is None:
+            return method(self, **dict(list(arguments.items())[1:]))
+        key, names, tensors, statics = bound
+        key = ("nested",) + key
         cache = self._inference_cache()
         fn = cache.get(key)
         if fn is None:
-            specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]) if t.shape.rank else (), t.dtype)
-                     for t in tensors]
-
-            def run(*values):
-                with self._nesting(False):
-                    return method(self, **statics, **dict(zip(names, values)))
-
-            fn = tf.function(run, input_signature=specs, jit_compile=True, autograph=False)
+            fn = tf.function(self._runner(method, names, statics, nest_xla=False),
+                             input_signature=self._specs(tensors), jit_compile=True, autograph=False)
             cache[key] = fn
         return fn(*tensors)
 

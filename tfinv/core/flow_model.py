@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfinv.core import distributions
-from tfinv.core.compiled_inference import CompiledInference, compiled, train_step_compiles
+from tfinv.core.compiled_inference import CompiledInference, _has_accelerator, compiled, train_step_compiles
 from tfinv.core.distributions import BaseDistribution
 from tfinv.core.dtype import cast_input, propagate_dtype_policy
 from tfinv.core.invertible_layer import InvertibleLayer, _RecomputingCache, propagate_validate_args
@@ -458,11 +458,20 @@ class FlowModel(CompiledInference, keras.Model):
         value = getattr(self, f"cpu_xla_{kind}_max_dims")
         if value is not None:
             return int(value)
-        leaves = [layer for layer in self.flow._flatten_layers(include_self=True)
-                  if isinstance(layer, InvertibleLayer)
-                  and not any(isinstance(child, InvertibleLayer)
-                              for child in layer._flatten_layers(include_self=False, recursive=False))]
-        return CPU_XLA_MAX_DIMS if leaves and all(layer.prefers_xla_on_cpu for layer in leaves) else 0
+        return CPU_XLA_MAX_DIMS if self._layers_prefer_xla_on_cpu() else 0
+
+    def _layers_prefer_xla_on_cpu(self) -> bool:
+        """Whether every innermost invertible layer of the flow prefers XLA on CPU. Read on every
+        inference call: the walk over the (fixed) layer tree is done once."""
+        cached = self.__dict__.get("_prefers_xla_on_cpu")
+        if cached is None:
+            leaves = [layer for layer in self.flow._flatten_layers(include_self=True)
+                      if isinstance(layer, InvertibleLayer)
+                      and not any(isinstance(child, InvertibleLayer)
+                                  for child in layer._flatten_layers(include_self=False, recursive=False))]
+            cached = bool(leaves) and all(layer.prefers_xla_on_cpu for layer in leaves)
+            object.__setattr__(self, "_prefers_xla_on_cpu", cached)  # not a tracked attribute
+        return cached
 
     def _cpu_xla_inference(self) -> bool:
         return self.num_dims <= self._cpu_xla_max_dims("inference")
@@ -489,7 +498,7 @@ class FlowModel(CompiledInference, keras.Model):
         """
         requested_jit, requested_steps = jit_compile, steps_per_execution
         plain = bool(kwargs.get("run_eagerly")) or tf.distribute.get_strategy().num_replicas_in_sync > 1
-        accelerated = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+        accelerated = _has_accelerator()
         if jit_compile == "auto":
             jit_compile = False
             # XLA drops the input checks: never with validate_args.
